@@ -1,0 +1,243 @@
+// Dispatch, cache tiling, threading and top-k selection around the per-ISA distance kernels.
+#include "semcbir/hamming.hpp"
+
+#include <algorithm>
+#include <limits>
+#include <stdexcept>
+#include <vector>
+
+#include "semcbir/isa.hpp"
+#include "semcbir/parallel.hpp"
+
+namespace semcbir {
+
+HammingTileFn active_hamming_tile() noexcept {
+    switch (active_isa()) {
+#if defined(SEMCBIR_HAVE_AVX512)
+        case Isa::avx512: return hamming_tile_avx512;
+#endif
+#if defined(SEMCBIR_HAVE_AVX2)
+        case Isa::avx2: return hamming_tile_avx2;
+#endif
+        default: return hamming_tile_scalar;
+    }
+}
+
+namespace {
+
+constexpr int64_t kTileBytes = 512 * 1024;    // database rows scanned per tile (L2-resident)
+constexpr int64_t kBufferInts = 64 * 1024;     // distances held per tile (queries x rows)
+constexpr int64_t kBytesPerWorker = 1 << 20;   // below this a thread costs more than it saves
+constexpr int32_t kMissingDistance = std::numeric_limits<int32_t>::max();
+
+struct Tiling {
+    int64_t rows;     // database rows per tile
+    int64_t qblock;   // queries per kernel call
+};
+
+Tiling make_tiling(int64_t width, int64_t nq, int64_t n) {
+    Tiling t;
+    t.rows = std::clamp<int64_t>(kTileBytes / std::max<int64_t>(width, 1), 16, 1 << 16);
+    t.rows = std::max<int64_t>(1, std::min(t.rows, n));
+    t.qblock = std::clamp<int64_t>(kBufferInts / t.rows, 4, 1024);
+    t.qblock = std::max<int64_t>(1, std::min(t.qblock, nq));
+    return t;
+}
+
+int workers_for(int threads, int64_t bytes, int64_t parts) {
+    int64_t w = resolve_threads(threads);
+    w = std::min<int64_t>(w, std::max<int64_t>(1, bytes / kBytesPerWorker));
+    w = std::min<int64_t>(w, std::max<int64_t>(parts, 1));
+    return static_cast<int>(std::max<int64_t>(w, 1));
+}
+
+inline bool before(int32_t da, int64_t ia, int32_t db, int64_t ib) noexcept {
+    return da < db || (da == db && ia < ib);
+}
+
+// Bounded max-heap of (distance, id): keeps the k smallest pairs seen.
+class TopK {
+public:
+    TopK(int32_t* d, int64_t* id, int64_t k) noexcept : d_(d), id_(id), k_(k) {}
+
+    // Threshold: a pair with distance < threshold() may enter (ids arrive ascending).
+    int32_t threshold() const noexcept { return size_ < k_ ? kMissingDistance : d_[0]; }
+    bool full() const noexcept { return size_ == k_; }
+
+    void push(int32_t d, int64_t id) noexcept {
+        if (size_ < k_) {
+            int64_t i = size_++;
+            while (i > 0) {  // sift up
+                int64_t parent = (i - 1) / 2;
+                if (!before(d_[parent], id_[parent], d, id)) break;
+                d_[i] = d_[parent];
+                id_[i] = id_[parent];
+                i = parent;
+            }
+            d_[i] = d;
+            id_[i] = id;
+            return;
+        }
+        if (!before(d, id, d_[0], id_[0])) return;
+        int64_t i = 0;
+        for (;;) {  // sift down from the root
+            int64_t l = 2 * i + 1, r = l + 1, big = i;
+            int32_t bd = d;
+            int64_t bi = id;
+            if (l < k_ && before(bd, bi, d_[l], id_[l])) { big = l; bd = d_[l]; bi = id_[l]; }
+            if (r < k_ && before(bd, bi, d_[r], id_[r])) { big = r; }
+            if (big == i) break;
+            d_[i] = d_[big];
+            id_[i] = id_[big];
+            i = big;
+        }
+        d_[i] = d;
+        id_[i] = id;
+    }
+
+    int64_t size() const noexcept { return size_; }
+
+    // Sorts ascending by (distance, id) into out (k_out slots), padding the rest.
+    void finish(int32_t* out_d, int64_t* out_id, int64_t k_out) const {
+        std::vector<std::pair<int32_t, int64_t>> items(static_cast<size_t>(size_));
+        for (int64_t i = 0; i < size_; ++i) items[static_cast<size_t>(i)] = {d_[i], id_[i]};
+        std::sort(items.begin(), items.end());
+        for (int64_t i = 0; i < k_out; ++i) {
+            if (i < size_) {
+                out_d[i] = items[static_cast<size_t>(i)].first;
+                out_id[i] = items[static_cast<size_t>(i)].second;
+            } else {
+                out_d[i] = kMissingDistance;
+                out_id[i] = -1;
+            }
+        }
+    }
+
+private:
+    int32_t* d_;
+    int64_t* id_;
+    int64_t k_;
+    int64_t size_ = 0;
+};
+
+// Scans database rows [begin, end) for queries [q0, q1), feeding heaps[q - q0].
+void scan_range(const CodeMatrix& qs, int64_t q0, int64_t q1, const CodeMatrix& db,
+                int64_t begin, int64_t end, std::vector<TopK>& heaps) {
+    const HammingTileFn kernel = active_hamming_tile();
+    const int64_t nq = q1 - q0;
+    const Tiling t = make_tiling(qs.width, nq, end - begin);
+    std::vector<int32_t> buf(static_cast<size_t>(t.rows * t.qblock));
+    for (int64_t r0 = begin; r0 < end; r0 += t.rows) {
+        const int64_t rows = std::min(t.rows, end - r0);
+        const uint8_t* tile = db.data + r0 * db.stride;
+        for (int64_t b0 = 0; b0 < nq; b0 += t.qblock) {
+            const int64_t nb = std::min(t.qblock, nq - b0);
+            kernel(qs.data + (q0 + b0) * qs.stride, nb, qs.stride, tile, rows, db.stride,
+                   qs.width, buf.data(), rows);
+            for (int64_t i = 0; i < nb; ++i) {
+                TopK& h = heaps[static_cast<size_t>(b0 + i)];
+                const int32_t* dist = buf.data() + i * rows;
+                int32_t thr = h.threshold();
+                for (int64_t j = 0; j < rows; ++j) {
+                    if (dist[j] < thr) {
+                        h.push(dist[j], r0 + j);
+                        thr = h.threshold();
+                    }
+                }
+            }
+        }
+    }
+}
+
+void check_widths(const CodeMatrix& a, const CodeMatrix& b) {
+    if (a.width != b.width)
+        throw std::invalid_argument("codes must have the same width: " + std::to_string(a.width) +
+                                    " vs " + std::to_string(b.width) + " bytes");
+    if (a.width <= 0) throw std::invalid_argument("code width must be >= 1 byte");
+}
+
+}  // namespace
+
+void hamming_distances(const CodeMatrix& a, const CodeMatrix& b, int32_t* out, int threads) {
+    check_widths(a, b);
+    if (a.n == 0 || b.n == 0) return;
+    const HammingTileFn kernel = active_hamming_tile();
+    const int64_t bytes = a.n * b.n * a.width;
+    const bool split_rows = a.n >= b.n || a.n >= resolve_threads(threads);
+    const int workers = workers_for(threads, bytes, split_rows ? a.n : b.n);
+    auto run = [&](int64_t a0, int64_t a1, int64_t b0, int64_t b1) {
+        const Tiling t = make_tiling(a.width, a1 - a0, b1 - b0);
+        for (int64_t r0 = b0; r0 < b1; r0 += t.rows) {
+            const int64_t rows = std::min(t.rows, b1 - r0);
+            for (int64_t q = a0; q < a1; q += t.qblock) {
+                const int64_t nb = std::min(t.qblock, a1 - q);
+                kernel(a.data + q * a.stride, nb, a.stride, b.data + r0 * b.stride, rows, b.stride,
+                       a.width, out + q * b.n + r0, b.n);
+            }
+        }
+    };
+    if (split_rows)
+        parallel_chunks(a.n, workers, [&](int, int64_t s, int64_t e) { run(s, e, 0, b.n); });
+    else
+        parallel_chunks(b.n, workers, [&](int, int64_t s, int64_t e) { run(0, a.n, s, e); });
+}
+
+void hamming_topk(const CodeMatrix& queries, const CodeMatrix& database, int64_t k,
+                  int32_t* distances, int64_t* ids, int threads) {
+    check_widths(queries, database);
+    if (k <= 0) throw std::invalid_argument("k must be >= 1, got " + std::to_string(k));
+    const int64_t nq = queries.n, n = database.n;
+    if (nq == 0) return;
+    const int64_t kk = std::min(k, n);  // heap capacity
+    const int64_t bytes = nq * n * queries.width;
+    const int max_workers = resolve_threads(threads);
+    if (nq >= max_workers || n == 0) {
+        // Enough queries: each worker owns a contiguous query range and scans everything.
+        const int workers = workers_for(threads, bytes, nq);
+        parallel_chunks(nq, workers, [&](int, int64_t q0, int64_t q1) {
+            std::vector<int32_t> hd(static_cast<size_t>((q1 - q0) * kk));
+            std::vector<int64_t> hi(static_cast<size_t>((q1 - q0) * kk));
+            std::vector<TopK> heaps;
+            heaps.reserve(static_cast<size_t>(q1 - q0));
+            for (int64_t q = 0; q < q1 - q0; ++q)
+                heaps.emplace_back(hd.data() + q * kk, hi.data() + q * kk, kk);
+            if (kk > 0) scan_range(queries, q0, q1, database, 0, n, heaps);
+            for (int64_t q = q0; q < q1; ++q)
+                heaps[static_cast<size_t>(q - q0)].finish(distances + q * k, ids + q * k, k);
+        });
+        return;
+    }
+    // Few queries: split the database; every worker keeps heaps for all queries, then merge.
+    const int workers = workers_for(threads, bytes, n);
+    std::vector<std::vector<int32_t>> hd(static_cast<size_t>(workers));
+    std::vector<std::vector<int64_t>> hi(static_cast<size_t>(workers));
+    std::vector<std::vector<int64_t>> sizes(static_cast<size_t>(workers));
+    parallel_chunks(n, workers, [&](int w, int64_t r0, int64_t r1) {
+        auto& d = hd[static_cast<size_t>(w)];
+        auto& id = hi[static_cast<size_t>(w)];
+        d.resize(static_cast<size_t>(nq * kk));
+        id.resize(static_cast<size_t>(nq * kk));
+        std::vector<TopK> heaps;
+        heaps.reserve(static_cast<size_t>(nq));
+        for (int64_t q = 0; q < nq; ++q) heaps.emplace_back(d.data() + q * kk, id.data() + q * kk, kk);
+        scan_range(queries, 0, nq, database, r0, r1, heaps);
+        auto& sz = sizes[static_cast<size_t>(w)];
+        sz.resize(static_cast<size_t>(nq));
+        for (int64_t q = 0; q < nq; ++q) sz[static_cast<size_t>(q)] = heaps[static_cast<size_t>(q)].size();
+    });
+    std::vector<int32_t> md(static_cast<size_t>(kk));
+    std::vector<int64_t> mi(static_cast<size_t>(kk));
+    for (int64_t q = 0; q < nq; ++q) {
+        TopK merged(md.data(), mi.data(), kk);
+        for (int w = 0; w < workers; ++w) {
+            const auto& sz = sizes[static_cast<size_t>(w)];
+            if (sz.empty()) continue;
+            for (int64_t e = 0; e < sz[static_cast<size_t>(q)]; ++e)
+                merged.push(hd[static_cast<size_t>(w)][static_cast<size_t>(q * kk + e)],
+                            hi[static_cast<size_t>(w)][static_cast<size_t>(q * kk + e)]);
+        }
+        merged.finish(distances + q * k, ids + q * k, k);
+    }
+}
+
+}  // namespace semcbir

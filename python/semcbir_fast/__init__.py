@@ -1,0 +1,31 @@
+"""semcbir_fast: content-based image retrieval from semantic segmentation.
+
+Semantic Binary Signatures (SBS) are encoded from label maps by a C++17 core (a numba
+fallback runs the same kernels when the extension is absent) and searched by exact
+Hamming distance with run-time-dispatched SIMD kernels.
+
+>>> from semcbir_fast import encode_sbs, hamming_topk
+"""
+
+from __future__ import annotations
+
+from ._backend import active_isa, available_isas, backend, set_backend, set_isa
+from .hamming import hamming_distances, hamming_topk
+from .layout import SBSLayout, sbs_layout
+from .sbs import decode_sbs, encode_sbs
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "SBSLayout",
+    "active_isa",
+    "available_isas",
+    "backend",
+    "decode_sbs",
+    "encode_sbs",
+    "hamming_distances",
+    "hamming_topk",
+    "sbs_layout",
+    "set_backend",
+    "set_isa",
+]

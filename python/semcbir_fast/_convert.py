@@ -1,0 +1,107 @@
+"""Input checks and conversions shared by the public API (convert once, at the edge)."""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = ["as_codes", "as_label_maps", "check_threads", "is_torch_tensor", "to_numpy"]
+
+
+def is_torch_tensor(x: Any) -> bool:
+    """True for a torch.Tensor, without importing torch."""
+    return type(x).__module__.startswith("torch") and hasattr(x, "detach") and hasattr(x, "cpu")
+
+
+def to_numpy(x: Any) -> Any:
+    """torch tensors (CPU or CUDA) -> NumPy; anything else unchanged."""
+    if is_torch_tensor(x):
+        return x.detach().cpu().numpy()
+    return x
+
+
+def check_threads(threads: Any) -> int:
+    if isinstance(threads, bool):
+        raise ValueError(f"threads must be an int >= 0 (0 = all cores), got {threads!r}")
+    try:
+        t = operator.index(threads)
+    except TypeError:
+        raise ValueError(f"threads must be an int >= 0 (0 = all cores), got {threads!r}") from None
+    if t < 0:
+        raise ValueError(f"threads must be an int >= 0 (0 = all cores), got {t}")
+    return t
+
+
+def _check_map(a: Any, where: str, num_classes: int) -> np.ndarray:
+    a = to_numpy(a)
+    if not isinstance(a, np.ndarray):
+        a = np.asarray(a)
+    if a.dtype == np.bool_ or a.dtype.kind not in "iu":
+        raise ValueError(
+            f"labels{where} must have an integer dtype (uint8, int8, uint16, int16, int32, int64), "
+            f"got {a.dtype}; round or cast class maps explicitly, e.g. labels.astype(np.int32)"
+        )
+    if a.ndim != 2:
+        raise ValueError(f"labels{where} must be 2-D (H, W), got shape {a.shape}")
+    if a.shape[0] == 0 or a.shape[1] == 0:
+        raise ValueError(f"labels{where} must not be empty, got shape {a.shape}")
+    top = int(np.iinfo(a.dtype).max)
+    if num_classes > top + 1:
+        raise ValueError(
+            f"num_classes={num_classes} is too large for labels of dtype {a.dtype} "
+            f"(values <= {top}); use a wider dtype such as uint16 or int32"
+        )
+    return np.ascontiguousarray(a)
+
+
+def as_label_maps(labels: Any, num_classes: int) -> tuple[list[np.ndarray], bool]:
+    """Normalise ``labels`` to a list of C-contiguous 2-D integer maps.
+
+    Returns the maps and whether the input was a single map.
+    """
+    if isinstance(labels, (list, tuple)):
+        if len(labels) == 0:
+            raise ValueError("labels must not be an empty list: pass at least one (H, W) map")
+        return [_check_map(a, f"[{i}]", num_classes) for i, a in enumerate(labels)], False
+    arr = to_numpy(labels)
+    if not isinstance(arr, np.ndarray):
+        raise ValueError(
+            "labels must be a 2-D map, a 3-D batch (N, H, W) or a list of 2-D maps "
+            f"(NumPy or torch), got {type(labels).__name__}"
+        )
+    if arr.ndim == 2:
+        return [_check_map(arr, "", num_classes)], True
+    if arr.ndim == 3:
+        if arr.shape[0] == 0:
+            raise ValueError(f"labels must not be an empty batch, got shape {arr.shape}")
+        first = _check_map(arr[0], "", num_classes)  # dtype / size checks once
+        del first
+        arr = np.ascontiguousarray(arr)
+        return [arr[i] for i in range(arr.shape[0])], False
+    raise ValueError(
+        f"labels must be 2-D (H, W) or 3-D (N, H, W), got {arr.ndim}-D shape {arr.shape}"
+    )
+
+
+def as_codes(codes: Any, name: str) -> np.ndarray:
+    """Check packed codes: uint8, 1-D (one code) or 2-D (n, width), width >= 1."""
+    arr = to_numpy(codes)
+    if not isinstance(arr, np.ndarray):
+        if isinstance(arr, Sequence):
+            arr = np.asarray(arr)
+        else:
+            raise ValueError(f"{name} must be a uint8 array of codes, got {type(codes).__name__}")
+    if arr.dtype != np.uint8:
+        raise ValueError(
+            f"{name} must be uint8 packed codes (as returned by encode_sbs), got dtype {arr.dtype}"
+        )
+    if arr.ndim == 1:
+        arr = arr.reshape(1, -1)
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be 1-D (width,) or 2-D (n, width), got shape {arr.shape}")
+    if arr.shape[1] == 0:
+        raise ValueError(f"{name} must have a code width >= 1 byte, got shape {arr.shape}")
+    return np.ascontiguousarray(arr)

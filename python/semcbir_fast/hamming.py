@@ -1,0 +1,76 @@
+"""Exact Hamming search over packed binary codes (SPEC.md section 2)."""
+
+from __future__ import annotations
+
+import operator
+from typing import Any
+
+import numpy as np
+
+from . import _backend
+from ._convert import as_codes, check_threads
+
+__all__ = ["hamming_distances", "hamming_topk"]
+
+
+def _same_width(a: np.ndarray, b: np.ndarray, na: str, nb: str) -> None:
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(
+            f"{na} and {nb} must have the same code width: {na} has {a.shape[1]} bytes, "
+            f"{nb} has {b.shape[1]} bytes (codes from different layouts?)"
+        )
+
+
+def hamming_topk(
+    queries: Any, database: Any, k: int, *, threads: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` database codes nearest to each query in Hamming distance.
+
+    Parameters
+    ----------
+    queries
+        uint8 codes ``(nq, width)``, or one code ``(width,)`` (then ``nq = 1``).
+    database
+        uint8 codes ``(N, width)``; ``N = 0`` is allowed.
+    k
+        Results per query (>= 1). With ``k > N`` the missing slots hold id ``-1`` and
+        distance ``INT32_MAX``.
+    threads
+        0 = all cores (an upper bound: small searches use fewer). Results never depend on it.
+
+    Returns
+    -------
+    distances, ids
+        int32 and int64 arrays ``(nq, k)``, each row sorted by ascending distance, ties broken
+        by the smaller id (the row index in ``database``).
+    """
+    q = as_codes(queries, "queries")
+    db = as_codes(database, "database") if np.ndim(database) != 1 or np.size(database) else None
+    if db is None:
+        raise ValueError("database must be a 2-D uint8 array (N, width)")
+    if isinstance(k, bool):
+        raise ValueError(f"k must be an int >= 1, got {k!r}")
+    try:
+        k = operator.index(k)
+    except TypeError:
+        raise ValueError(f"k must be an int >= 1, got {k!r}") from None
+    if k <= 0:
+        raise ValueError(f"k must be >= 1, got {k}")
+    _same_width(q, db, "queries", "database")
+    t = check_threads(threads)
+    impl = _backend.core()
+    if _backend.backend() == "cpp":
+        return impl.hamming_topk(q, db, k, t)
+    return impl.topk(q, db, k, t)
+
+
+def hamming_distances(a: Any, b: Any, *, threads: int = 0) -> np.ndarray:
+    """All pairwise Hamming distances: int32 ``(na, nb)`` between uint8 codes ``a`` and ``b``."""
+    x = as_codes(a, "a")
+    y = as_codes(b, "b")
+    _same_width(x, y, "a", "b")
+    t = check_threads(threads)
+    impl = _backend.core()
+    if _backend.backend() == "cpp":
+        return impl.hamming_distances(x, y, t)
+    return impl.distances(x, y, t)

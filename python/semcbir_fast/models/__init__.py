@@ -1,0 +1,1 @@
+"""Segmentation models (PyTorch, TorchScript-exportable)."""

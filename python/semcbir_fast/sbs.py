@@ -1,0 +1,114 @@
+"""Semantic Binary Signature: encode label maps into packed codes, decode them for inspection."""
+
+from __future__ import annotations
+
+import operator
+from typing import Any
+
+import numpy as np
+
+from . import _backend
+from ._convert import as_codes, as_label_maps, check_threads
+from .layout import SBSLayout, _as_int, sbs_layout
+
+__all__ = ["decode_sbs", "encode_sbs"]
+
+
+def encode_sbs(
+    labels: Any,
+    *,
+    num_classes: int,
+    levels: int,
+    ignore_index: int | None = None,
+    pyramid: bool = False,
+    threads: int = 0,
+) -> np.ndarray:
+    """Encode semantic label maps into Semantic Binary Signatures (SPEC.md section 1).
+
+    Parameters
+    ----------
+    labels
+        One ``(H, W)`` map, a batch ``(N, H, W)``, or a list of ``(H, W)`` maps of different
+        sizes; integer dtype (uint8, int8, uint16, int16, uint32, int32, uint64, int64);
+        NumPy arrays or torch tensors (CPU or CUDA: copied to the host once).
+        Values in ``[0, num_classes)`` are classes; negative values, values
+        ``>= num_classes`` and ``ignore_index`` are void pixels (counted nowhere).
+    num_classes
+        ``M``, number of classes of the segmentation model (1..65536, and representable in
+        the labels' dtype).
+    levels
+        ``n``: the map is split into ``2**n x 2**n`` blocks (0..12). A grid finer than the
+        map is allowed: blocks with no pixel encode to zeros.
+    ignore_index
+        An extra label value treated as void (e.g. 255, or 0 for data sets whose class 0
+        is "void").
+    pyramid
+        Concatenate the codes of levels ``0..n`` (an extension, off by default).
+    threads
+        Threads for a batch (0 = all cores). Results never depend on it.
+
+    Returns
+    -------
+    numpy.ndarray
+        uint8, ``(stride,)`` for one map, ``(N, stride)`` for several; see
+        :func:`sbs_layout` for the bit layout. Bytes past ``nbytes`` are zero.
+    """
+    m = _as_int(num_classes, "num_classes")
+    layout = sbs_layout(m, levels, pyramid)  # validates num_classes and levels
+    if ignore_index is not None:
+        if isinstance(ignore_index, bool):
+            raise ValueError(f"ignore_index must be an int or None, got {ignore_index!r}")
+        try:
+            ignore_index = operator.index(ignore_index)
+        except TypeError:
+            raise ValueError(f"ignore_index must be an int or None, got {ignore_index!r}") from None
+        if not -(2**63) <= ignore_index < 2**63:
+            raise ValueError(f"ignore_index must fit in int64, got {ignore_index}")
+    t = check_threads(threads)
+    maps, single = as_label_maps(labels, m)
+    impl = _backend.core()
+    if _backend.backend() == "cpp":
+        codes = impl.encode_sbs(maps, m, layout.levels, ignore_index, layout.pyramid,
+                                layout.stride, t)
+    else:
+        codes = impl.encode(maps, m, layout.levels, ignore_index, layout.pyramid, layout, t)
+    return codes[0] if single else codes
+
+
+def decode_sbs(codes: Any, layout: SBSLayout) -> tuple[np.ndarray, np.ndarray]:
+    """Unpack codes into presence bits and proportion levels.
+
+    Parameters
+    ----------
+    codes
+        uint8 codes, ``(stride,)`` or ``(N, stride)`` (at least ``layout.nbytes`` wide).
+    layout
+        The :class:`SBSLayout` the codes were made with.
+
+    Returns
+    -------
+    presence, level
+        uint8 arrays ``(N, blocks, M)`` (``(blocks, M)`` for one code): presence in {0, 1},
+        level in 0..4 (the ``l`` of SPEC.md section 1). With ``pyramid`` the blocks of levels
+        ``0..n`` follow each other.
+    """
+    if not isinstance(layout, SBSLayout):
+        raise ValueError(f"layout must be an SBSLayout (see sbs_layout), got {type(layout).__name__}")
+    single = np.ndim(codes) == 1
+    arr = as_codes(codes, "codes")
+    if arr.shape[1] < layout.nbytes:
+        raise ValueError(
+            f"codes are {arr.shape[1]} bytes wide, but the layout needs nbytes={layout.nbytes} "
+            f"(num_classes={layout.num_classes}, levels={layout.levels}, pyramid={layout.pyramid})"
+        )
+    bits = np.unpackbits(arr[:, : layout.nbytes], axis=1, count=layout.nbits)
+    m = layout.num_classes
+    presence_parts, level_parts = [], []
+    for off, nb in zip(layout.level_offsets, layout.level_blocks):
+        pres = bits[:, off : off + m * nb].reshape(-1, nb, m)
+        therm = bits[:, off + m * nb : off + 5 * m * nb].reshape(-1, nb, m, 4)
+        presence_parts.append(pres)
+        level_parts.append(therm.sum(axis=3, dtype=np.uint8))
+    presence = np.concatenate(presence_parts, axis=1)
+    level = np.concatenate(level_parts, axis=1)
+    return (presence[0], level[0]) if single else (presence, level)
