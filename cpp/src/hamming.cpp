@@ -138,10 +138,22 @@ void scan_range(const CodeMatrix& qs, int64_t q0, int64_t q1, const CodeMatrix& 
                 TopK& h = heaps[static_cast<size_t>(b0 + i)];
                 const int32_t* dist = buf.data() + i * rows;
                 int32_t thr = h.threshold();
-                for (int64_t j = 0; j < rows; ++j) {
-                    if (dist[j] < thr) {
-                        h.push(dist[j], r0 + j);
-                        thr = h.threshold();
+                int64_t j = 0;
+                while (j < rows) {
+                    const int64_t end = std::min<int64_t>(j + 16, rows);
+                    if (end - j == 16) {  // vectorisable test: does any of 16 beat the threshold?
+                        int any = 0;
+                        for (int t = 0; t < 16; ++t) any |= dist[j + t] < thr;
+                        if (!any) {
+                            j = end;
+                            continue;
+                        }
+                    }
+                    for (; j < end; ++j) {
+                        if (dist[j] < thr) {
+                            h.push(dist[j], r0 + j);
+                            thr = h.threshold();
+                        }
                     }
                 }
             }

@@ -15,11 +15,51 @@ inline __m512i pc(__m512i a, __m512i b) noexcept {
     return _mm512_popcnt_epi64(_mm512_xor_si512(a, b));
 }
 
+// 32-byte (256-bit) codes: two rows per register, eight rows reduced together.
+void tile_width32(const uint8_t* q, int64_t nq, int64_t q_stride, const uint8_t* db, int64_t n,
+                  int64_t db_stride, int32_t* out, int64_t out_stride) noexcept {
+    const __m512i pick = _mm512_setr_epi64(0, 4, 8, 12, 0, 4, 8, 12);
+    auto row_pair = [&](const uint8_t* d, __m512i qq) {
+        // rows d and d + db_stride in the low and high halves
+        const __m512i rows = _mm512_inserti64x4(
+            _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(d))),
+            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(d + db_stride)), 1);
+        __m512i c = pc(rows, qq);
+        c = _mm512_add_epi64(c, _mm512_shuffle_epi32(c, _MM_PERM_BADC));    // qword pairs
+        return _mm512_add_epi64(c, _mm512_shuffle_i64x2(c, c, _MM_SHUFFLE(2, 3, 0, 1)));
+    };
+    for (int64_t i = 0; i < nq; ++i) {
+        const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + i * q_stride));
+        const __m512i qq = _mm512_inserti64x4(_mm512_castsi256_si512(qh), qh, 1);
+        int32_t* oi = out + i * out_stride;
+        int64_t j = 0;
+        for (; j + 8 <= n; j += 8) {
+            const uint8_t* d = db + j * db_stride;
+            const __m512i t0 = row_pair(d, qq), t1 = row_pair(d + 2 * db_stride, qq);
+            const __m512i t2 = row_pair(d + 4 * db_stride, qq), t3 = row_pair(d + 6 * db_stride, qq);
+            const __m512i lo = _mm512_permutex2var_epi64(t0, pick, t1);
+            const __m512i hi = _mm512_permutex2var_epi64(t2, pick, t3);
+            const __m512i all = _mm512_mask_blend_epi64(0xF0, lo, hi);
+            _mm256_storeu_si256(reinterpret_cast<__m256i*>(oi + j), _mm512_cvtepi64_epi32(all));
+        }
+        for (; j < n; ++j) {
+            const __m256i x = _mm256_xor_si256(
+                qh, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(db + j * db_stride)));
+            oi[j] = static_cast<int32_t>(
+                _mm512_reduce_add_epi64(_mm512_popcnt_epi64(_mm512_zextsi256_si512(x))));
+        }
+    }
+}
+
 }  // namespace
 
 void hamming_tile_avx512(const uint8_t* q, int64_t nq, int64_t q_stride, const uint8_t* db,
                          int64_t n, int64_t db_stride, int64_t width, int32_t* out,
                          int64_t out_stride) noexcept {
+    if (width == 32) {
+        tile_width32(q, nq, q_stride, db, n, db_stride, out, out_stride);
+        return;
+    }
     const int64_t vec_end = width / 64 * 64;
     const int64_t rem = width - vec_end;
     const __mmask64 tail_mask = rem ? (~0ULL >> (64 - rem)) : 0;

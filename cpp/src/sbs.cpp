@@ -56,11 +56,18 @@ inline int64_t run_end(const T* p, int64_t i, int64_t len) noexcept {
     int64_t j = i + 1;
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__ || defined(_M_X64) || defined(_M_ARM64)
     constexpr int64_t per_word = 8 / sizeof(T);
-    uint64_t pattern = 0;
-    for (int64_t k = 0; k < per_word; ++k) {
-        uint64_t bits = 0;
-        std::memcpy(&bits, &v, sizeof(T));
-        pattern |= bits << (8 * sizeof(T) * k);
+    constexpr uint64_t repeat = sizeof(T) == 1   ? 0x0101010101010101ULL
+                                : sizeof(T) == 2 ? 0x0001000100010001ULL
+                                : sizeof(T) == 4 ? 0x0000000100000001ULL
+                                                 : 1ULL;
+    uint64_t bits = 0;
+    std::memcpy(&bits, &v, sizeof(T));
+    const uint64_t pattern = bits * repeat;
+    while (j + 4 * per_word <= len) {  // skip 32 equal bytes at a time
+        uint64_t w[4];
+        std::memcpy(w, p + j, 32);
+        if (((w[0] ^ pattern) | (w[1] ^ pattern) | (w[2] ^ pattern) | (w[3] ^ pattern)) != 0) break;
+        j += 4 * per_word;
     }
     while (j + per_word <= len) {
         uint64_t word;
@@ -82,27 +89,31 @@ inline int64_t run_end(const T* p, int64_t i, int64_t len) noexcept {
     return j;
 }
 
-// Adds the class counts of one row segment to cnt (M entries) and its non-void total.
+// Adds the class counts of one row segment of block `b` to lv, recording new cells.
 template <class T>
-inline void count_segment(const T* p, int64_t len, int64_t m, const VoidRule& rule, int32_t* cnt,
-                          int64_t& total) noexcept {
+inline void count_segment(const T* p, int64_t len, int64_t m, const VoidRule& rule, int64_t b,
+                          SbsWorkspace::Level& lv) noexcept {
+    int32_t* cnt = lv.counts.data() + b * m;
+    int64_t total = 0;
     int64_t i = 0;
     while (i < len) {
         const int64_t j = run_end(p, i, len);
         const int64_t c = class_of(p[i], m, rule);
         if (c >= 0) {
+            if (cnt[c] == 0) lv.touched.push_back(b * m + c);
             cnt[c] += static_cast<int32_t>(j - i);
             total += j - i;
         }
         i = j;
     }
+    lv.totals[static_cast<size_t>(b)] += total;
 }
 
 inline int64_t bound(int64_t k, int64_t size, int64_t g) noexcept { return k * size / g; }
 
 template <class T>
-void count_blocks(const LabelMap& map, int64_t m, int g, const VoidRule& rule, int32_t* counts,
-                  int64_t* totals) noexcept {
+void count_blocks(const LabelMap& map, int64_t m, int g, const VoidRule& rule,
+                  SbsWorkspace::Level& lv) noexcept {
     const T* base = static_cast<const T*>(map.data);
     const int64_t h = map.height, w = map.width;
     for (int by = 0; by < g; ++by) {
@@ -111,8 +122,7 @@ void count_blocks(const LabelMap& map, int64_t m, int g, const VoidRule& rule, i
             const T* row = base + y * w;
             for (int bx = 0; bx < g; ++bx) {
                 const int64_t x0 = bound(bx, w, g), x1 = bound(bx + 1, w, g);
-                const int64_t b = int64_t{by} * g + bx;
-                count_segment(row + x0, x1 - x0, m, rule, counts + b * m, totals[b]);
+                count_segment(row + x0, x1 - x0, m, rule, int64_t{by} * g + bx, lv);
             }
         }
     }
@@ -123,38 +133,45 @@ inline void set_bit(uint8_t* out, int64_t i) noexcept {
 }
 
 // Writes the presence and thermometer-coded proportion bits of one level at bit offset `base`.
-void emit_level(const int32_t* counts, const int64_t* totals, int64_t nblocks, int64_t m,
-                int64_t base, uint8_t* out) noexcept {
+void emit_level(const SbsWorkspace::Level& lv, int64_t nblocks, int64_t m, int64_t base,
+                uint8_t* out) noexcept {
     const int64_t prop_base = base + m * nblocks;
-    for (int64_t b = 0; b < nblocks; ++b) {
-        const int64_t total = totals[b];
-        if (total == 0) continue;
-        const int32_t* cnt = counts + b * m;
-        for (int64_t c = 0; c < m; ++c) {
-            const int64_t n = cnt[c];
-            if (n == 0) continue;
-            const int64_t idx = b * m + c;
-            set_bit(out, base + idx);
-            const int64_t level = (4 * n + total - 1) / total;  // 1..4
-            for (int64_t t = 0; t < level; ++t) set_bit(out, prop_base + idx * 4 + t);
-        }
+    for (const int64_t idx : lv.touched) {
+        const int64_t n = lv.counts[static_cast<size_t>(idx)];
+        const int64_t total = lv.totals[static_cast<size_t>(idx / m)];
+        set_bit(out, base + idx);
+        const int64_t level = (4 * n + total - 1) / total;  // 1..4
+        for (int64_t t = 0; t < level; ++t) set_bit(out, prop_base + idx * 4 + t);
     }
 }
 
-// Sums the 2x2 children of a (2g x 2g) grid into a (g x g) grid.
-void coarsen(const int32_t* fine, const int64_t* fine_tot, int g, int64_t m, int32_t* coarse,
-             int64_t* coarse_tot) noexcept {
+// Sums the 2x2 children of level l+1 (grid 2g) into level l (grid g).
+void coarsen(const SbsWorkspace::Level& fine, int g, int64_t m, SbsWorkspace::Level& coarse) noexcept {
     const int fg = 2 * g;
-    std::fill(coarse, coarse + int64_t{g} * g * m, 0);
-    std::fill(coarse_tot, coarse_tot + int64_t{g} * g, 0);
-    for (int y = 0; y < fg; ++y)
-        for (int x = 0; x < fg; ++x) {
-            const int64_t fb = int64_t{y} * fg + x, cb = int64_t{y / 2} * g + x / 2;
-            coarse_tot[cb] += fine_tot[fb];
-            const int32_t* src = fine + fb * m;
-            int32_t* dst = coarse + cb * m;
-            for (int64_t c = 0; c < m; ++c) dst[c] += src[c];
-        }
+    for (const int64_t idx : fine.touched) {
+        const int64_t fb = idx / m, c = idx % m;
+        const int64_t cb = (fb / fg / 2) * g + (fb % fg) / 2;
+        int32_t& cell = coarse.counts[static_cast<size_t>(cb * m + c)];
+        if (cell == 0) coarse.touched.push_back(cb * m + c);
+        cell += fine.counts[static_cast<size_t>(idx)];
+    }
+    for (int64_t fb = 0; fb < int64_t{fg} * fg; ++fb)
+        coarse.totals[static_cast<size_t>((fb / fg / 2) * g + (fb % fg) / 2)] +=
+            fine.totals[static_cast<size_t>(fb)];
+}
+
+void reset(SbsWorkspace::Level& lv) noexcept {
+    for (const int64_t idx : lv.touched) lv.counts[static_cast<size_t>(idx)] = 0;
+    lv.touched.clear();
+    std::fill(lv.totals.begin(), lv.totals.end(), 0);
+}
+
+// Level l's bit string starts after those of the levels encoded before it.
+int64_t level_offset(const SbsLayout& layout, int l) noexcept {
+    if (!layout.pyramid) return 0;
+    int64_t blocks = 0;
+    for (int i = 0; i < l; ++i) blocks += int64_t{1} << (2 * i);
+    return 5 * layout.num_classes * blocks;
 }
 
 }  // namespace
@@ -162,48 +179,41 @@ void coarsen(const int32_t* fine, const int64_t* fine_tot, int g, int64_t m, int
 void encode_sbs(const LabelMap& map, const SbsLayout& layout, const VoidRule& rule, uint8_t* out,
                 SbsWorkspace& ws) noexcept {
     const int64_t m = layout.num_classes;
-    const int g = 1 << layout.levels;
-    const int64_t nb = int64_t{g} * g;
+    const int n = layout.levels;
+    const int g = 1 << n;
     std::memset(out, 0, static_cast<size_t>(layout.stride));
-    ws.counts.assign(static_cast<size_t>(nb * m), 0);
-    ws.totals.assign(static_cast<size_t>(nb), 0);
-    int32_t* counts = ws.counts.data();
-    int64_t* totals = ws.totals.data();
+    if (ws.levels.size() < static_cast<size_t>(n + 1)) ws.levels.resize(static_cast<size_t>(n + 1));
+    for (int l = layout.pyramid ? 0 : n; l <= n; ++l) {
+        auto& lv = ws.levels[static_cast<size_t>(l)];
+        const size_t cells = (size_t{1} << (2 * l)) * static_cast<size_t>(m);
+        if (lv.counts.size() != cells) {
+            lv.counts.assign(cells, 0);
+            lv.totals.assign(size_t{1} << (2 * l), 0);
+            lv.touched.clear();
+        }
+    }
+    SbsWorkspace::Level& finest = ws.levels[static_cast<size_t>(n)];
     switch (map.type) {
-        case LabelType::u8: count_blocks<uint8_t>(map, m, g, rule, counts, totals); break;
-        case LabelType::i8: count_blocks<int8_t>(map, m, g, rule, counts, totals); break;
-        case LabelType::u16: count_blocks<uint16_t>(map, m, g, rule, counts, totals); break;
-        case LabelType::i16: count_blocks<int16_t>(map, m, g, rule, counts, totals); break;
-        case LabelType::u32: count_blocks<uint32_t>(map, m, g, rule, counts, totals); break;
-        case LabelType::i32: count_blocks<int32_t>(map, m, g, rule, counts, totals); break;
-        case LabelType::u64: count_blocks<uint64_t>(map, m, g, rule, counts, totals); break;
-        case LabelType::i64: count_blocks<int64_t>(map, m, g, rule, counts, totals); break;
+        case LabelType::u8: count_blocks<uint8_t>(map, m, g, rule, finest); break;
+        case LabelType::i8: count_blocks<int8_t>(map, m, g, rule, finest); break;
+        case LabelType::u16: count_blocks<uint16_t>(map, m, g, rule, finest); break;
+        case LabelType::i16: count_blocks<int16_t>(map, m, g, rule, finest); break;
+        case LabelType::u32: count_blocks<uint32_t>(map, m, g, rule, finest); break;
+        case LabelType::i32: count_blocks<int32_t>(map, m, g, rule, finest); break;
+        case LabelType::u64: count_blocks<uint64_t>(map, m, g, rule, finest); break;
+        case LabelType::i64: count_blocks<int64_t>(map, m, g, rule, finest); break;
     }
-    if (!layout.pyramid) {
-        emit_level(counts, totals, nb, m, 0, out);
-        return;
+    emit_level(finest, int64_t{g} * g, m, level_offset(layout, n), out);
+    if (layout.pyramid) {
+        // Coarser levels are sums of finer ones: floor(2k*H/2g) == floor(k*H/g), the grids nest.
+        for (int l = n - 1; l >= 0; --l) {
+            auto& lv = ws.levels[static_cast<size_t>(l)];
+            coarsen(ws.levels[static_cast<size_t>(l + 1)], 1 << l, m, lv);
+            emit_level(lv, int64_t{1} << (2 * l), m, level_offset(layout, l), out);
+        }
+        for (int l = 0; l < n; ++l) reset(ws.levels[static_cast<size_t>(l)]);
     }
-    // Pyramid: level l's bit string starts after those of levels 0..l-1. Coarser levels are
-    // sums of finer ones, because floor(2k*H/2g) == floor(k*H/g): the grids nest exactly.
-    auto level_offset = [m](int l) {
-        int64_t blocks = 0;
-        for (int i = 0; i < l; ++i) blocks += int64_t{1} << (2 * i);
-        return 5 * m * blocks;
-    };
-    emit_level(counts, totals, nb, m, level_offset(layout.levels), out);
-    ws.coarse_counts.resize(static_cast<size_t>(nb * m));
-    ws.coarse_totals.resize(static_cast<size_t>(nb));
-    std::vector<int32_t>& fine_c = ws.counts;
-    std::vector<int64_t>& fine_t = ws.totals;
-    for (int l = layout.levels - 1; l >= 0; --l) {
-        const int cg = 1 << l;
-        coarsen(fine_c.data(), fine_t.data(), cg, m, ws.coarse_counts.data(),
-                ws.coarse_totals.data());
-        emit_level(ws.coarse_counts.data(), ws.coarse_totals.data(), int64_t{cg} * cg, m,
-                   level_offset(l), out);
-        std::swap(fine_c, ws.coarse_counts);
-        std::swap(fine_t, ws.coarse_totals);
-    }
+    reset(finest);
 }
 
 void encode_sbs_batch(const LabelMap* maps, int64_t n, const SbsLayout& layout,

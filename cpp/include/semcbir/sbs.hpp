@@ -38,12 +38,16 @@ struct VoidRule {
     int64_t ignore_index = 0;
 };
 
-/// Reusable scratch memory for one thread.
+/// Reusable scratch memory for one thread. Between calls every count is zero again: only the
+/// (block, class) cells listed in `touched` are cleared, so the cost follows the number of
+/// runs in the map, not blocks x classes.
 struct SbsWorkspace {
-    std::vector<int32_t> counts;  // blocks_at_finest_level * M
-    std::vector<int64_t> totals;
-    std::vector<int32_t> coarse_counts;
-    std::vector<int64_t> coarse_totals;
+    struct Level {
+        std::vector<int32_t> counts;   // 4^l * M cells, all zero between calls
+        std::vector<int64_t> totals;   // 4^l non-void pixel counts
+        std::vector<int64_t> touched;  // cells made non-zero by the current call
+    };
+    std::vector<Level> levels;  // index l = grid level
 };
 
 /// Encode one map into out[0, layout.stride) (fully overwritten, padding zeroed).
