@@ -28,6 +28,7 @@ namespace {
 constexpr int64_t kTileBytes = 512 * 1024;    // database rows scanned per tile (L2-resident)
 constexpr int64_t kBufferInts = 64 * 1024;     // distances held per tile (queries x rows)
 constexpr int64_t kBytesPerWorker = 1 << 20;   // below this a thread costs more than it saves
+constexpr int64_t kCachedDatabaseBytes = 8 << 20;  // databases up to this size count as cached
 constexpr int32_t kMissingDistance = std::numeric_limits<int32_t>::max();
 
 struct Tiling {
@@ -203,8 +204,11 @@ void hamming_topk(const CodeMatrix& queries, const CodeMatrix& database, int64_t
     const int64_t kk = std::min(k, n);  // heap capacity
     const int64_t bytes = nq * n * queries.width;
     const int max_workers = resolve_threads(threads);
-    if (nq >= max_workers || n == 0) {
-        // Enough queries: each worker owns a contiguous query range and scans everything.
+    // A database that stays in cache can be rescanned by every worker for its own queries;
+    // a larger one is split so that it streams from memory once.
+    const bool split_queries = n == 0 || (nq >= max_workers && n * database.width <= kCachedDatabaseBytes);
+    if (split_queries) {
+        // Each worker owns a contiguous query range and scans the whole database.
         const int workers = workers_for(threads, bytes, nq);
         parallel_chunks(nq, workers, [&](int, int64_t q0, int64_t q1) {
             std::vector<int32_t> hd(static_cast<size_t>((q1 - q0) * kk));

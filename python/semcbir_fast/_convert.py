@@ -54,6 +54,8 @@ def _check_map(a: Any, where: str, num_classes: int) -> np.ndarray:
             f"num_classes={num_classes} is too large for labels of dtype {a.dtype} "
             f"(values <= {top}); use a wider dtype such as uint16 or int32"
         )
+    if not a.dtype.isnative:  # big-endian data (files, np.frombuffer): one native copy
+        a = a.astype(a.dtype.newbyteorder("="))
     return np.ascontiguousarray(a)
 
 
@@ -77,8 +79,11 @@ def as_label_maps(labels: Any, num_classes: int) -> tuple[list[np.ndarray], bool
     if arr.ndim == 3:
         if arr.shape[0] == 0:
             raise ValueError(f"labels must not be an empty batch, got shape {arr.shape}")
-        first = _check_map(arr[0], "", num_classes)  # dtype / size checks once
-        del first
+        _check_map(arr[:1, :1, :1][0], "", num_classes)  # dtype checks once
+        if arr.shape[1] == 0 or arr.shape[2] == 0:
+            raise ValueError(f"labels must not be empty, got shape {arr.shape}")
+        if not arr.dtype.isnative:
+            arr = arr.astype(arr.dtype.newbyteorder("="))
         arr = np.ascontiguousarray(arr)
         return [arr[i] for i in range(arr.shape[0])], False
     raise ValueError(

@@ -107,18 +107,43 @@ def _distances_words(a, b, out):
 def _topk_words(q, db, k, out_d, out_i):
     nq = q.shape[0]
     n, words = db.shape
+    maxd = words * 64
+    kk = min(k, n)
     for i in nb.prange(nq):
         dist = np.empty(n, np.int32)
+        hist = np.zeros(maxd + 1, np.int64)
         for j in range(n):
             acc = 0
             for w in range(words):
                 acc += _popcount64(q[i, w] ^ db[j, w])
             dist[j] = acc
-        order = np.argsort(dist, kind="mergesort")  # stable: ties by smaller id
+            hist[acc] += 1
+        # Smallest distance D with at least kk codes at distance <= D.
+        cum = 0
+        cut = 0
+        while cut < maxd:
+            cum += hist[cut]
+            if cum >= kk:
+                break
+            cut += 1
+        # Everything below D, then ids at distance D in ascending order: ties by smaller id.
+        sel = np.empty(kk, np.int64)
+        cnt = 0
+        for j in range(n):
+            if dist[j] < cut:
+                sel[cnt] = j
+                cnt += 1
+        for j in range(n):
+            if cnt >= kk:
+                break
+            if dist[j] == cut:
+                sel[cnt] = j
+                cnt += 1
+        order = np.argsort(dist[sel], kind="mergesort")  # stable on ascending ids
         for r in range(k):
-            if r < n:
-                out_d[i, r] = dist[order[r]]
-                out_i[i, r] = order[r]
+            if r < kk:
+                out_d[i, r] = dist[sel[order[r]]]
+                out_i[i, r] = sel[order[r]]
             else:
                 out_d[i, r] = _INT32_MAX
                 out_i[i, r] = -1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import operator
 from dataclasses import dataclass
 
@@ -87,8 +88,11 @@ def sbs_layout(num_classes: int, levels: int, pyramid: bool = False) -> SBSLayou
     ValueError
         ``num_classes`` outside ``[1, 65536]`` or ``levels`` outside ``[0, 12]``.
     """
-    m = _as_int(num_classes, "num_classes")
-    n = _as_int(levels, "levels")
+    return _layout(_as_int(num_classes, "num_classes"), _as_int(levels, "levels"), bool(pyramid))
+
+
+@functools.lru_cache(maxsize=256)
+def _layout(m: int, n: int, pyramid: bool) -> SBSLayout:
     if not 1 <= m <= MAX_CLASSES:
         raise ValueError(f"num_classes must be in [1, {MAX_CLASSES}], got {m}")
     if not 0 <= n <= MAX_LEVELS:

@@ -1,0 +1,174 @@
+"""Cache of label maps computed by a segmentation model, so that evaluating several SBS
+settings (levels 0..3, pyramid, ...) segments each image once.
+
+A cache entry is one ``.npz`` file in ``<cache_dir>/labels/`` (``SEMCBIR_CACHE``, default
+``~/.cache/semcbir_fast``) named ``<model>-<key>.npz``, where ``key`` is a SHA-256 over:
+the model file's bytes and its sidecar, the compute dtype and resize mode, and the list of
+images with each file's absolute path, size and modification time. Any change to the model
+or to an image therefore misses the cache. The file holds ``shapes`` (int64 ``(N, 2)``),
+``flat`` (all maps concatenated, uint8 or uint16) and ``paths``; it is written to a
+temporary name and renamed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["cache_key", "label_cache_path", "load_label_cache", "save_label_cache",
+           "segment_cached"]
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def cache_key(model_path: str | os.PathLike[str], images: Sequence[str | os.PathLike[str]], *,
+              dtype: str = "float32", resize: str = "logits") -> str:
+    """Hex key of the label maps of ``images`` under the model file ``model_path``."""
+    mp = Path(model_path)
+    side = mp.with_suffix(".json")
+    parts: dict[str, Any] = {
+        "model": _file_digest(mp),
+        "sidecar": side.read_text() if side.is_file() else None,
+        "dtype": dtype,
+        "resize": resize,
+        "images": [],
+    }
+    for p in images:
+        st = os.stat(p)
+        parts["images"].append([os.path.abspath(p), st.st_size, st.st_mtime_ns])
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+def label_cache_path(model_name: str, key: str, cache_root: str | os.PathLike[str] | None = None) -> Path:
+    """Where the entry ``key`` of model ``model_name`` lives."""
+    from semcbir_fast._paths import cache_dir
+
+    root = Path(cache_root) if cache_root is not None else cache_dir()
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in model_name)[:60]
+    return root / "labels" / f"{safe}-{key[:24]}.npz"
+
+
+def save_label_cache(path: Path, maps: Sequence[np.ndarray], paths: Sequence[str]) -> None:
+    """Write label maps atomically (see module docstring)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    dtype = np.uint16 if any(m.dtype.itemsize > 1 for m in maps) else np.uint8
+    shapes = np.array([m.shape for m in maps], dtype=np.int64).reshape(-1, 2)
+    flat = (np.concatenate([np.asarray(m, dtype=dtype).reshape(-1) for m in maps])
+            if maps else np.zeros(0, dtype=dtype))
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez_compressed(f, shapes=shapes, flat=flat, paths=np.array(list(paths), dtype=str))
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def load_label_cache(path: Path, expect_paths: Sequence[str] | None = None) -> list[np.ndarray] | None:
+    """Label maps of a cache entry, or None if it is missing, unreadable or for other images."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            shapes, flat, paths = z["shapes"], z["flat"], z["paths"]
+    except (OSError, ValueError, KeyError, EOFError):
+        return None
+    if expect_paths is not None and [str(p) for p in paths] != [str(p) for p in expect_paths]:
+        return None
+    sizes = shapes[:, 0] * shapes[:, 1]
+    if int(sizes.sum()) != flat.shape[0]:
+        return None
+    out: list[np.ndarray] = []
+    pos = 0
+    for (h, w), n in zip(shapes.tolist(), sizes.tolist()):
+        out.append(flat[pos:pos + n].reshape(h, w))
+        pos += n
+    return out
+
+
+def segment_cached(images: Sequence[str | os.PathLike[str]], *, model: str = "ade20k-mnv2",
+                   device: Any = None, dtype: Any = None, batch_size: int = 16,
+                   progress: bool = True, use_cache: bool = True,
+                   cache_root: str | os.PathLike[str] | None = None,
+                   log: Any = None) -> tuple[list[np.ndarray], dict[str, Any]]:
+    """Label maps of ``images`` by ``model``, from the cache when possible.
+
+    Parameters
+    ----------
+    images : sequence of path
+    model : str
+        Registered model name or TorchScript path (see :func:`semcbir_fast.segment.load_segmenter`).
+    device, dtype, batch_size, progress
+        Passed to the segmenter.
+    use_cache : bool, default True
+        Read and write the cache; False always segments (and writes nothing).
+    cache_root : path, optional
+        Cache folder (default :func:`semcbir_fast._paths.cache_dir`).
+    log : callable, optional
+        Called with one-line status messages (e.g. ``print`` to stderr).
+
+    Returns
+    -------
+    maps, info
+        One label map per image (input order) and ``{"model", "num_classes",
+        "class_names", "model_path", "cache": "hit"|"miss"|"off", "cache_file"}``.
+
+    Raises
+    ------
+    ValueError
+        If an image cannot be read (every image of an evaluation must be segmented).
+    """
+    from semcbir_fast.models.sidecar import read_sidecar
+    from semcbir_fast.segment import _resolve_model, load_segmenter
+
+    paths = [os.fspath(p) for p in images]
+    model_path = _resolve_model(model)
+    meta = read_sidecar(model_path)
+    dname = "float32" if dtype is None else str(dtype).replace("torch.", "")
+    info: dict[str, Any] = {"model": model if isinstance(model, str) else os.fspath(model),
+                            "model_name": meta.name, "num_classes": meta.num_classes,
+                            "class_names": list(meta.class_names), "model_path": str(model_path),
+                            "cache": "off", "cache_file": None}
+    cpath = None
+    if use_cache:
+        key = cache_key(model_path, paths, dtype=dname)
+        cpath = label_cache_path(meta.name, key, cache_root)
+        info["cache_file"] = str(cpath)
+        maps = load_label_cache(cpath, paths)
+        if maps is not None:
+            info["cache"] = "hit"
+            if log:
+                log(f"label maps of {len(paths)} images from cache {cpath}")
+            return maps, info
+        info["cache"] = "miss"
+    seg = load_segmenter(model_path, device=device, dtype=dtype)
+    info["device"] = str(seg.device)
+    if log:
+        log(f"segmenting {len(paths)} images with {meta.name} on {seg.device} ...")
+    res = seg.segment(paths, batch_size=batch_size, progress=progress, on_error="skip")
+    if res.failed:
+        head = "; ".join(f"{src} ({reason})" for _, src, reason in res.failed[:3])
+        raise ValueError(
+            f"{len(res.failed)} of {len(paths)} images could not be read: {head}; an "
+            "evaluation needs every image (remove or fix them)")
+    maps = [np.asarray(m) for m in res.labels]
+    if cpath is not None:
+        save_label_cache(cpath, maps, paths)
+    return maps, info

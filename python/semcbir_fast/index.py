@@ -1,0 +1,918 @@
+"""A searchable, persistent collection of SBS codes with the caller's ids and keys.
+
+:class:`SBSIndex` keeps Semantic Binary Signature codes (SPEC.md section 1) together with
+int64 ids chosen by the caller, optional string keys (typically file paths) and a metadata
+dict, and answers exact Hamming k-NN and range queries with the caller's ids (faiss-style
+results). It saves to and loads from a single file that can be memory-mapped.
+
+Ordering contract
+-----------------
+Rows are kept sorted by id. Search results are sorted by ascending distance and ties are
+broken by the **smaller id**, exactly as :func:`semcbir_fast.hamming_topk` breaks ties by
+the smaller row: the two agree because the rows are in id order. Results never depend on
+the insertion order or on the number of threads.
+
+Removal
+-------
+:meth:`SBSIndex.remove` marks rows as deleted (tombstones): they are skipped by every
+query and by :meth:`~SBSIndex.reconstruct`, but keep their memory until
+:meth:`~SBSIndex.compact` (or :meth:`~SBSIndex.save`, which writes live rows only).
+
+Threads
+-------
+Queries may run from several Python threads at once: a query takes a consistent snapshot
+of the arrays under a lock and then runs without it (the Hamming kernels release the GIL).
+Mutations (``add``, ``remove``, ``compact``) hold the lock and never modify in place an
+array that a snapshot may still be reading (appends write past the snapshot's rows;
+removals and reorders build new arrays).
+
+File format (version 1)
+-----------------------
+All integers little-endian. ``align64(x)`` rounds ``x`` up to a multiple of 64.
+
+====================  ===========================================================
+offset                content
+====================  ===========================================================
+0                     magic ``b"\\x89SBS\\r\\n\\x1a\\n"`` (8 bytes; PNG-style: catches text-mode
+                      and 7-bit transfers)
+8                     format version, uint32 (= 1)
+12                    header length ``H`` in bytes, uint32
+16                    total file size, uint64 (detects truncation and appended data)
+24                    reserved, 8 zero bytes
+32                    header: UTF-8 JSON object of ``H`` bytes (see below)
+32 + H                zero padding up to ``D = align64(32 + H)``
+D + sections[...]     the sections, each starting on a 64-byte boundary (zero padding
+                      between them): ``codes`` (``count x stride`` uint8, C order),
+                      ``ids`` (``count`` int64, strictly increasing), and when the index
+                      has keys ``key_offsets`` (``count + 1`` uint64) and ``key_blob``
+                      (the UTF-8 keys concatenated; key ``i`` is
+                      ``blob[offsets[i]:offsets[i+1]]``)
+size - 24             checksum: BLAKE2b with a 16-byte digest over bytes ``[0, size - 24)``
+size - 8              end magic ``b"SBSIEND\\n"``
+====================  ===========================================================
+
+Header JSON keys: ``format`` (``"semcbir-sbs-index"``), ``version``, ``layout``
+(:meth:`SBSLayout.to_dict`), ``count``, ``next_id``, ``has_keys``, ``sections``
+(``{name: {"offset": relative to D, "nbytes": ...}}``), ``metadata`` (the user's dict)
+and ``library_version`` (of the writer).
+
+Because ``D`` and every section offset are multiples of 64 and ``mmap`` maps whole pages,
+the memory-mapped code matrix is 64-byte aligned, as the SIMD kernels prefer. A write goes
+to a temporary file in the destination folder which is flushed, ``fsync``-ed and then
+renamed over the destination (:func:`os.replace`): a crash leaves the old file or the new
+one, never half of one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import mmap as _mmap
+import operator
+import os
+import struct
+import tempfile
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .layout import SBSLayout, sbs_layout
+
+__all__ = ["FORMAT_VERSION", "MAGIC", "IndexFormatError", "SBSIndex"]
+
+MAGIC = b"\x89SBS\r\n\x1a\n"
+END_MAGIC = b"SBSIEND\n"
+FORMAT_VERSION = 1
+FORMAT_NAME = "semcbir-sbs-index"
+_PREAMBLE = struct.Struct("<8sIIQ8s")  # magic, version, header_len, file_size, reserved
+_DIGEST_SIZE = 16
+_TRAILER = _DIGEST_SIZE + len(END_MAGIC)
+_ALIGN = 64
+_MAX_HEADER = 1 << 30
+_INT32_MAX = np.iinfo(np.int32).max
+
+
+class IndexFormatError(ValueError):
+    """A file is not a readable SBS index: foreign, truncated, corrupted or too new.
+
+    Attributes
+    ----------
+    path : str
+        The file that failed to load.
+    reason : str
+        What is wrong with it, without the file name.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
+        self.path = os.fspath(path)
+        self.reason = reason
+        super().__init__(f"cannot load index {self.path}: {reason}")
+
+
+def _align(x: int) -> int:
+    return (x + _ALIGN - 1) // _ALIGN * _ALIGN
+
+
+def _library_version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def _as_codes(codes: Any, layout: SBSLayout, name: str) -> np.ndarray:
+    """Validate a batch of codes against ``layout``: uint8 ``(n, stride)`` C-contiguous."""
+    if type(codes).__module__.startswith("torch"):
+        codes = codes.detach().cpu().numpy()
+    arr = np.asarray(codes)
+    if arr.dtype != np.uint8:
+        raise ValueError(
+            f"{name} must be uint8 SBS codes, got dtype {arr.dtype}; encode label maps with "
+            "semcbir_fast.encode_sbs"
+        )
+    if arr.ndim == 1:
+        arr = arr.reshape(1, -1)
+    if arr.ndim != 2 or arr.shape[1] != layout.stride:
+        raise ValueError(
+            f"{name} must have shape (n, {layout.stride}) for this index's layout "
+            f"({layout.num_classes} classes, levels={layout.levels}, {layout.nbits} bits, "
+            f"stride {layout.stride} bytes), got shape {arr.shape}; encode with the same "
+            "num_classes / levels / pyramid as the index"
+        )
+    return np.ascontiguousarray(arr)
+
+
+def _as_ids(ids: Any, name: str = "ids") -> np.ndarray:
+    arr = np.asarray(ids)
+    if arr.ndim == 0:
+        arr = arr.reshape(1)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be a 1-D sequence of integers, got shape {arr.shape}")
+    if arr.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(f"{name} must be integers, got dtype {arr.dtype}")
+    if np.issubdtype(arr.dtype, np.unsignedinteger) and arr.max() > np.iinfo(np.int64).max:
+        raise ValueError(f"{name} must fit in int64, got a value {arr.max()}")
+    return arr.astype(np.int64, copy=False)
+
+
+class SBSIndex:
+    """Exact Hamming index of SBS codes with the caller's int64 ids and optional keys.
+
+    Parameters
+    ----------
+    layout : SBSLayout
+        Bit layout of every code in the index (:func:`semcbir_fast.sbs_layout`).
+    metadata : dict, optional
+        JSON-serialisable description saved with the index, e.g. ``{"model":
+        "ade20k-mnv2", "class_names": [...], "levels": 2}``. ``library_version`` is added.
+
+    Examples
+    --------
+    >>> import numpy as np, semcbir_fast as sf
+    >>> from semcbir_fast.index import SBSIndex
+    >>> maps = np.random.default_rng(0).integers(0, 5, (10, 32, 32), dtype=np.uint8)
+    >>> idx = SBSIndex(sf.sbs_layout(5, 1))
+    >>> idx.add(sf.encode_sbs(maps, num_classes=5, levels=1), keys=[f"{i}.png" for i in range(10)])
+    array([0, 1, 2, 3, 4, 5, 6, 7, 8, 9])
+    >>> distances, ids = idx.search(idx.reconstruct(3), k=2)
+    >>> int(ids[0, 0]), int(distances[0, 0])
+    (3, 0)
+    """
+
+    def __init__(self, layout: SBSLayout, *, metadata: dict[str, Any] | None = None) -> None:
+        if not isinstance(layout, SBSLayout):
+            raise TypeError(
+                f"layout must be an SBSLayout (from semcbir_fast.sbs_layout), got "
+                f"{type(layout).__name__}"
+            )
+        self._layout = layout
+        self._lock = threading.RLock()
+        self._codes = np.zeros((0, layout.stride), dtype=np.uint8)  # capacity buffer
+        self._n = 0  # rows in use (live + tombstones)
+        self._ids = np.zeros(0, dtype=np.int64)  # sorted, unique, length _n
+        self._alive: np.ndarray | None = None  # None = all alive; else bool (_n,)
+        self._n_dead = 0
+        self._keys: list[str] | None = None
+        self._next_id = 0
+        self._mmap: Any = None
+        self.metadata: dict[str, Any] = dict(metadata or {})
+        self.metadata.setdefault("library_version", _library_version())
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def layout(self) -> SBSLayout:
+        """Bit layout of the codes."""
+        return self._layout
+
+    @property
+    def has_keys(self) -> bool:
+        """Whether the entries carry string keys."""
+        return self._keys is not None
+
+    @property
+    def ntotal(self) -> int:
+        """Rows held, including removed rows not yet compacted away."""
+        return self._n
+
+    @property
+    def n_removed(self) -> int:
+        """Tombstones: rows removed but still held until :meth:`compact`."""
+        return self._n_dead
+
+    @property
+    def is_mmap(self) -> bool:
+        """Whether the codes are read from a memory-mapped file (read-only until changed)."""
+        return self._mmap is not None
+
+    def __len__(self) -> int:
+        return self._n - self._n_dead
+
+    def __repr__(self) -> str:
+        lay = self._layout
+        return (f"SBSIndex({len(self)} codes, {lay.num_classes} classes, levels={lay.levels}"
+                f"{', pyramid' if lay.pyramid else ''}, {lay.nbits} bits / {lay.stride} bytes"
+                f"{f', {self._n_dead} removed' if self._n_dead else ''})")
+
+    def __contains__(self, id: object) -> bool:
+        try:
+            return self._row_of(operator.index(id), self._snapshot()) is not None  # type: ignore[arg-type]
+        except TypeError:
+            return False
+
+    # ------------------------------------------------------------------ snapshots
+    def _snapshot(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, int, list[str] | None]:
+        with self._lock:
+            n = self._n
+            return self._codes[:n], self._ids, self._alive, self._n_dead, self._keys
+
+    @staticmethod
+    def _row_of(id: int, snap: tuple[Any, ...]) -> int | None:
+        _, ids, alive, _, _ = snap
+        r = int(np.searchsorted(ids, id))
+        if r < ids.shape[0] and ids[r] == id and (alive is None or alive[r]):
+            return r
+        return None
+
+    def ids(self) -> np.ndarray:
+        """Ids of the live entries, ascending (int64)."""
+        _, ids, alive, _, _ = self._snapshot()
+        return ids.copy() if alive is None else ids[alive]
+
+    def keys(self) -> list[str]:
+        """Keys of the live entries in id order (empty strings where none was given).
+
+        Raises
+        ------
+        ValueError
+            If the index has no keys.
+        """
+        _, _, alive, _, keys = self._snapshot()
+        if keys is None:
+            raise ValueError("this index has no keys: pass keys=... to add()")
+        if alive is None:
+            return list(keys)
+        return [k for k, a in zip(keys, alive) if a]
+
+    def key(self, id: int) -> str:
+        """The key of entry ``id`` (``KeyError`` if absent, ``ValueError`` without keys)."""
+        snap = self._snapshot()
+        if snap[4] is None:
+            raise ValueError("this index has no keys: pass keys=... to add()")
+        r = self._row_of(operator.index(id), snap)
+        if r is None:
+            raise KeyError(f"id {id} is not in the index")
+        return snap[4][r]
+
+    def keys_of(self, ids: Any) -> list[str | None]:
+        """Keys of several ids (e.g. a row of search results); ``None`` for id -1 padding."""
+        snap = self._snapshot()
+        keys = snap[4]
+        if keys is None:
+            raise ValueError("this index has no keys: pass keys=... to add()")
+        out: list[str | None] = []
+        for i in np.asarray(ids).reshape(-1).tolist():
+            r = None if i < 0 else self._row_of(int(i), snap)
+            out.append(None if r is None else keys[r])
+        return out
+
+    # ------------------------------------------------------------------ mutations
+    def add(self, codes: Any, ids: Any = None, keys: Sequence[str] | None = None) -> np.ndarray:
+        """Add codes under the given ids (default: the next free ids, ascending).
+
+        Parameters
+        ----------
+        codes : array-like
+            uint8 ``(n, stride)`` (or one ``(stride,)`` code) in this index's layout.
+        ids : array-like of int, optional
+            One int64 id per code, not already in the index and not repeated. Default:
+            ``next_id, next_id + 1, ...`` where ``next_id`` is one past the largest id
+            ever added.
+        keys : sequence of str, optional
+            One string per code (e.g. the image path). An index either has keys for every
+            entry or none: the first ``add`` decides.
+
+        Returns
+        -------
+        numpy.ndarray
+            The int64 ids of the added codes.
+        """
+        new = _as_codes(codes, self._layout, "codes")
+        n_new = new.shape[0]
+        if keys is not None:
+            if isinstance(keys, (str, bytes)):
+                raise ValueError("keys must be a sequence of str (one per code), got a single string")
+            keys = list(keys)
+            if len(keys) != n_new:
+                raise ValueError(f"keys must have one entry per code: {n_new} codes, {len(keys)} keys")
+            for k in keys:
+                if not isinstance(k, str):
+                    raise ValueError(f"keys must be str, got {type(k).__name__} {k!r}")
+        with self._lock:
+            if self._n > 0 and (keys is None) != (self._keys is None):
+                if keys is None:
+                    raise ValueError("this index has keys: pass keys=... with every add()")
+                raise ValueError("this index has no keys: its first add() had none; "
+                                 "build a new index to store keys")
+            if ids is None:
+                new_ids = np.arange(self._next_id, self._next_id + n_new, dtype=np.int64)
+            else:
+                new_ids = _as_ids(ids)
+                if new_ids.shape[0] != n_new:
+                    raise ValueError(
+                        f"ids must have one entry per code: {n_new} codes, {new_ids.shape[0]} ids")
+            if n_new == 0:
+                if self._n == 0 and keys is not None:
+                    self._keys = []
+                return new_ids
+            if np.unique(new_ids).shape[0] != n_new:
+                raise ValueError("ids must be unique; the given ids repeat a value")
+            if self._n_dead:
+                # A removed id may be added again: drop the tombstones first.
+                pos = np.searchsorted(self._ids, new_ids)
+                pos_c = np.minimum(pos, max(self._n - 1, 0))
+                assert self._alive is not None
+                clash_dead = (self._ids[pos_c] == new_ids) & ~self._alive[pos_c]
+                if np.any(clash_dead):
+                    self._compact_locked()
+            if self._n:
+                pos = np.searchsorted(self._ids, new_ids)
+                pos_c = np.minimum(pos, self._n - 1)
+                dup = self._ids[pos_c] == new_ids
+                if np.any(dup):
+                    raise ValueError(
+                        f"ids already in the index: {new_ids[dup][:10].tolist()}; remove them "
+                        "first or pass other ids")
+            if self._n == 0 and keys is not None:
+                self._keys = []
+            in_order = bool(np.all(np.diff(new_ids) > 0)) and (
+                self._n == 0 or new_ids[0] > self._ids[self._n - 1])
+            if in_order:
+                self._append_locked(new, new_ids, keys)
+            else:
+                self._merge_locked(new, new_ids, keys)
+            self._next_id = max(self._next_id, int(new_ids.max()) + 1)
+            return new_ids
+
+    def _append_locked(self, new: np.ndarray, new_ids: np.ndarray, keys: list[str] | None) -> None:
+        n, m = self._n, new.shape[0]
+        if self._codes.shape[0] < n + m or not self._codes.flags.writeable:
+            cap = max(n + m, 2 * self._codes.shape[0], 64)
+            buf = np.zeros((cap, self._layout.stride), dtype=np.uint8)
+            buf[:n] = self._codes[:n]
+            self._codes = buf
+            self._mmap = None
+        self._codes[n:n + m] = new  # rows past any snapshot: never seen by a reader
+        self._ids = np.concatenate([self._ids, new_ids])
+        if self._alive is not None:
+            self._alive = np.concatenate([self._alive, np.ones(m, dtype=bool)])
+        if self._keys is not None:
+            assert keys is not None
+            self._keys = self._keys + keys  # new list: snapshots keep theirs
+        self._n = n + m
+
+    def _merge_locked(self, new: np.ndarray, new_ids: np.ndarray, keys: list[str] | None) -> None:
+        n = self._n
+        all_ids = np.concatenate([self._ids, new_ids])
+        order = np.argsort(all_ids, kind="stable")
+        codes = np.concatenate([self._codes[:n], new])[order]
+        self._codes = np.ascontiguousarray(codes)
+        self._mmap = None
+        self._ids = all_ids[order]
+        if self._alive is not None:
+            self._alive = np.concatenate([self._alive, np.ones(new.shape[0], dtype=bool)])[order]
+        if self._keys is not None:
+            assert keys is not None
+            merged = self._keys + keys
+            self._keys = [merged[i] for i in order.tolist()]
+        self._n = self._ids.shape[0]
+
+    def remove(self, ids: Any, *, missing_ok: bool = False) -> int:
+        """Remove entries by id (tombstones; see :meth:`compact`).
+
+        Parameters
+        ----------
+        ids : int or array-like of int
+        missing_ok : bool, default False
+            Ignore ids that are not in the index instead of raising ``KeyError``.
+
+        Returns
+        -------
+        int
+            Number of entries removed.
+        """
+        rm = np.unique(_as_ids(ids))
+        with self._lock:
+            if rm.size == 0 or self._n == 0:
+                if rm.size and not missing_ok:
+                    raise KeyError(f"ids not in the index: {rm[:10].tolist()}")
+                return 0
+            pos = np.minimum(np.searchsorted(self._ids, rm), self._n - 1)
+            alive = self._alive if self._alive is not None else np.ones(self._n, dtype=bool)
+            found = (self._ids[pos] == rm) & alive[pos]
+            if not missing_ok and not np.all(found):
+                raise KeyError(
+                    f"ids not in the index: {rm[~found][:10].tolist()}; pass missing_ok=True "
+                    "to ignore them")
+            rows = pos[found]
+            if rows.size == 0:
+                return 0
+            alive = alive.copy()  # copy-on-write: running queries keep their snapshot
+            alive[rows] = False
+            self._alive = alive
+            self._n_dead += int(rows.size)
+            return int(rows.size)
+
+    def compact(self) -> None:
+        """Drop removed rows and free their memory (keeps ids, keys and their order)."""
+        with self._lock:
+            self._compact_locked()
+
+    def _compact_locked(self) -> None:
+        if self._alive is None or self._n_dead == 0:
+            self._alive, self._n_dead = None, 0
+            return
+        keep = self._alive
+        self._codes = np.ascontiguousarray(self._codes[: self._n][keep])
+        self._mmap = None
+        self._ids = self._ids[keep]
+        if self._keys is not None:
+            self._keys = [k for k, a in zip(self._keys, keep.tolist()) if a]
+        self._n = int(self._ids.shape[0])
+        self._alive, self._n_dead = None, 0
+
+    def reset(self) -> None:
+        """Remove every entry (keeps the layout, metadata and ``next_id``)."""
+        with self._lock:
+            self._codes = np.zeros((0, self._layout.stride), dtype=np.uint8)
+            self._ids = np.zeros(0, dtype=np.int64)
+            self._alive, self._n_dead, self._n, self._mmap = None, 0, 0, None
+            self._keys = [] if self._keys is not None else None
+
+    # ------------------------------------------------------------------ queries
+    def reconstruct(self, id: int) -> np.ndarray:
+        """A copy of the code stored under ``id``: uint8 ``(stride,)``.
+
+        Raises
+        ------
+        KeyError
+            If ``id`` is not in the index (or was removed).
+        """
+        try:
+            i = operator.index(id)
+        except TypeError:
+            raise ValueError(f"id must be an int, got {type(id).__name__} {id!r}") from None
+        snap = self._snapshot()
+        r = self._row_of(i, snap)
+        if r is None:
+            raise KeyError(f"id {i} is not in the index")
+        return np.array(snap[0][r], copy=True)
+
+    def reconstruct_batch(self, ids: Any) -> np.ndarray:
+        """Codes of several ids, uint8 ``(len(ids), stride)`` (``KeyError`` if one is absent)."""
+        arr = _as_ids(ids)
+        snap = self._snapshot()
+        out = np.empty((arr.shape[0], self._layout.stride), dtype=np.uint8)
+        for j, i in enumerate(arr.tolist()):
+            r = self._row_of(i, snap)
+            if r is None:
+                raise KeyError(f"id {i} is not in the index")
+            out[j] = snap[0][r]
+        return out
+
+    def search(self, queries: Any, k: int, *, threads: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` nearest entries of each query in Hamming distance.
+
+        Parameters
+        ----------
+        queries : array-like
+            uint8 codes ``(nq, stride)`` or one code ``(stride,)``.
+        k : int
+            Results per query (>= 1). Missing slots (``k > len(self)``) hold id ``-1`` and
+            distance ``INT32_MAX``.
+        threads : int, default 0
+            Threads for the scan (0 = all cores); results never depend on it.
+
+        Returns
+        -------
+        distances, ids
+            int32 and int64 ``(nq, k)``, each row by ascending distance, ties by smaller id.
+        """
+        from .hamming import hamming_topk
+
+        q = _as_codes(queries, self._layout, "queries")
+        if isinstance(k, bool):
+            raise ValueError(f"k must be an int >= 1, got {k!r}")
+        try:
+            k = operator.index(k)
+        except TypeError:
+            raise ValueError(f"k must be an int >= 1, got {k!r}") from None
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        codes, ids, alive, n_dead, _ = self._snapshot()
+        nq = q.shape[0]
+        n = codes.shape[0]
+        if n == 0:
+            return (np.full((nq, k), _INT32_MAX, dtype=np.int32), np.full((nq, k), -1, dtype=np.int64))
+        # Tombstones can take at most n_dead slots: ask for that many more, then drop them.
+        kk = min(k + n_dead, n)
+        dist, rows = hamming_topk(q, codes, kk, threads=threads)
+        out_d = np.full((nq, k), _INT32_MAX, dtype=np.int32)
+        out_i = np.full((nq, k), -1, dtype=np.int64)
+        if alive is None:
+            m = min(k, kk)
+            out_d[:, :m] = dist[:, :m]
+            out_i[:, :m] = ids[rows[:, :m]]
+            return out_d, out_i
+        ok = alive[rows]
+        for r in range(nq):
+            sel = np.flatnonzero(ok[r])[:k]
+            out_d[r, : sel.size] = dist[r, sel]
+            out_i[r, : sel.size] = ids[rows[r, sel]]
+        return out_d, out_i
+
+    def range_search(self, queries: Any, radius: int, *, threads: int = 0
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """All entries within Hamming distance ``radius`` (inclusive) of each query.
+
+        Parameters
+        ----------
+        queries : array-like
+            uint8 codes ``(nq, stride)`` or one code ``(stride,)``.
+        radius : int
+            Largest distance returned (``distance <= radius``; note that faiss's binary
+            range search is strict, ``<``).
+        threads : int, default 0
+            Threads for the scan (0 = all cores).
+
+        Returns
+        -------
+        lims, distances, ids
+            faiss layout: the results of query ``i`` are
+            ``distances[lims[i]:lims[i+1]]`` (int32) and ``ids[lims[i]:lims[i+1]]``
+            (int64), sorted by ascending distance, ties by smaller id; ``lims`` is int64
+            ``(nq + 1,)``.
+        """
+        from .hamming import hamming_distances
+
+        q = _as_codes(queries, self._layout, "queries")
+        if isinstance(radius, bool):
+            raise ValueError(f"radius must be an int >= 0, got {radius!r}")
+        try:
+            radius = operator.index(radius)
+        except TypeError:
+            raise ValueError(f"radius must be an int >= 0, got {radius!r}") from None
+        if radius < 0:
+            raise ValueError(f"radius must be >= 0, got {radius}")
+        codes, ids, alive, _, _ = self._snapshot()
+        nq, n = q.shape[0], codes.shape[0]
+        lims = np.zeros(nq + 1, dtype=np.int64)
+        if n == 0 or nq == 0:
+            return lims, np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.int64)
+        chunk = max(1, (1 << 24) // n)  # <= 64 MB of int32 distances at a time
+        out_d: list[np.ndarray] = []
+        out_i: list[np.ndarray] = []
+        for s in range(0, nq, chunk):
+            d = hamming_distances(q[s:s + chunk], codes, threads=threads)
+            hit = d <= radius
+            if alive is not None:
+                hit &= alive[None, :]
+            for r in range(d.shape[0]):
+                rows = np.flatnonzero(hit[r])
+                dr = d[r, rows]
+                order = np.argsort(dr, kind="stable")  # rows ascend with id: ties by id
+                out_d.append(dr[order].astype(np.int32, copy=False))
+                out_i.append(ids[rows[order]])
+                lims[s + r + 1] = lims[s + r] + rows.size
+        return lims, np.concatenate(out_d), np.concatenate(out_i)
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the live entries to ``path`` atomically (see the module docstring).
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            Destination file; its folder must exist. An existing file is replaced only once
+            the new one is completely written.
+
+        Returns
+        -------
+        pathlib.Path
+        """
+        path = Path(path)
+        if path.is_dir():
+            raise IsADirectoryError(f"path must be a file name, got the folder {path}")
+        if not path.parent.is_dir():
+            raise FileNotFoundError(f"cannot write {path}: folder {path.parent} does not exist")
+        try:
+            meta_json = json.dumps(self.metadata)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"metadata must be JSON-serialisable to save the index ({exc})") from None
+        codes, ids, alive, _, keys = self._snapshot()
+        if alive is not None:
+            codes, ids = codes[alive], ids[alive]
+            if keys is not None:
+                keys = [k for k, a in zip(keys, alive.tolist()) if a]
+        count = int(ids.shape[0])
+        stride = self._layout.stride
+        sections: list[tuple[str, Any, int]] = [
+            ("codes", codes, count * stride),
+            ("ids", ids.astype("<i8", copy=False), count * 8),
+        ]
+        if keys is not None:
+            enc = [k.encode("utf-8") for k in keys]
+            offs = np.zeros(count + 1, dtype="<u8")
+            if enc:
+                np.cumsum([len(b) for b in enc], out=offs[1:])
+            blob = b"".join(enc)
+            sections += [("key_offsets", offs, (count + 1) * 8), ("key_blob", blob, len(blob))]
+        table: dict[str, dict[str, int]] = {}
+        pos = 0
+        for name, _, nb in sections:
+            table[name] = {"offset": pos, "nbytes": nb}
+            pos = _align(pos + nb)
+        # The last section needs no trailing padding: the trailer follows it directly.
+        last = sections[-1]
+        data_len = table[last[0]]["offset"] + last[2]
+        header = {
+            "format": FORMAT_NAME,
+            "version": FORMAT_VERSION,
+            "layout": self._layout.to_dict(),
+            "count": count,
+            "next_id": int(self._next_id),
+            "has_keys": keys is not None,
+            "sections": table,
+            "metadata": json.loads(meta_json),
+            "library_version": _library_version(),
+        }
+        hbytes = json.dumps(header, separators=(",", ":"), sort_keys=True).encode("utf-8")
+        dstart = _align(_PREAMBLE.size + len(hbytes))
+        size = dstart + data_len + _TRAILER
+        pre = _PREAMBLE.pack(MAGIC, FORMAT_VERSION, len(hbytes), size, b"\0" * 8)
+
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            h = hashlib.blake2b(digest_size=_DIGEST_SIZE)
+            with os.fdopen(fd, "wb") as f:
+                def put(b: Any) -> None:
+                    mv = memoryview(b).cast("B") if not isinstance(b, bytes) else b
+                    h.update(mv)
+                    f.write(mv)
+
+                put(pre)
+                put(hbytes)
+                put(b"\0" * (dstart - _PREAMBLE.size - len(hbytes)))
+                written = 0
+                for name, arr, nb in sections:
+                    off = table[name]["offset"]
+                    if off > written:
+                        put(b"\0" * (off - written))
+                        written = off
+                    if isinstance(arr, bytes):
+                        put(arr)
+                    else:
+                        flat = np.ascontiguousarray(arr).reshape(-1).view(np.uint8)
+                        step = 1 << 24
+                        for s in range(0, flat.shape[0], step):
+                            put(flat[s:s + step])
+                    written += nb
+                f.write(h.digest())
+                f.write(END_MAGIC)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+        try:  # make the rename itself durable (POSIX; best effort elsewhere)
+            dfd = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+        except OSError:
+            pass
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], *, mmap: bool = True, verify: bool = True) -> SBSIndex:
+        """Load an index written by :meth:`save`.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+        mmap : bool, default True
+            Map the file into memory instead of reading it: loading is O(1) in the number
+            of codes, pages are read on demand and shared between processes. The codes are
+            read-only; the first ``add`` (or ``compact``) copies them to memory. Keys and
+            ids are read into memory either way.
+        verify : bool, default True
+            Check the BLAKE2b checksum of the whole file (reads every byte once; about a
+            second per GB). Structural checks run either way.
+
+        Raises
+        ------
+        FileNotFoundError
+            If ``path`` does not exist.
+        IndexFormatError
+            (a ``ValueError``) if the file is not an index, is truncated or corrupted, or
+            was written by a newer format version.
+        """
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"no index file {path}; build one with `semcbir index` or SBSIndex.save")
+        if path.is_dir():
+            raise IsADirectoryError(f"path must be an index file, got the folder {path}")
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            head = f.read(_PREAMBLE.size)
+            _check_preamble(path, head, size)
+            if mmap and size > 0:
+                buf: Any = _mmap.mmap(f.fileno(), 0, access=_mmap.ACCESS_READ)
+            else:
+                f.seek(0)
+                buf = f.read()
+        try:
+            return cls._from_buffer(path, buf, verify=verify, keep=buf if mmap else None)
+        except BaseException:
+            if mmap:
+                try:
+                    buf.close()
+                except BufferError:  # an array still points into it; the GC closes it later
+                    pass
+            raise
+
+    @classmethod
+    def _from_buffer(cls, path: Path, buf: Any, *, verify: bool, keep: Any) -> SBSIndex:
+        size = len(buf)
+        mv = memoryview(buf)
+        try:
+            _, version, hlen, fsize, _ = _PREAMBLE.unpack_from(mv, 0)
+            if size < _PREAMBLE.size + hlen + _TRAILER:
+                raise IndexFormatError(path, f"truncated: {size} bytes cannot hold a {hlen}-byte header")
+            if bytes(mv[size - len(END_MAGIC):]) != END_MAGIC:
+                raise IndexFormatError(path, "truncated or corrupted: the end marker is missing")
+            if verify:
+                h = hashlib.blake2b(digest_size=_DIGEST_SIZE)
+                body = mv[: size - _TRAILER]
+                step = 1 << 26
+                for s in range(0, len(body), step):
+                    h.update(body[s:s + step])
+                stored = bytes(mv[size - _TRAILER: size - len(END_MAGIC)])
+                if h.digest() != stored:
+                    raise IndexFormatError(
+                        path, "corrupted: checksum mismatch (the file was modified or damaged "
+                        "after it was written); rebuild it or restore a copy")
+            try:
+                header = json.loads(bytes(mv[_PREAMBLE.size:_PREAMBLE.size + hlen]).decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                raise IndexFormatError(path, f"corrupted header ({exc})") from None
+            layout, sec, count, has_keys = _check_header(path, header)
+            dstart = _align(_PREAMBLE.size + hlen)
+            end = size - _TRAILER
+
+            def section(name: str, nbytes: int) -> tuple[int, int]:
+                s = sec.get(name)
+                if not isinstance(s, dict) or not all(
+                        isinstance(s.get(k), int) and not isinstance(s.get(k), bool)
+                        for k in ("offset", "nbytes")):
+                    raise IndexFormatError(path, f"corrupted header: section {name!r} missing or malformed")
+                off, nb = dstart + s["offset"], s["nbytes"]
+                if s["offset"] < 0 or s["offset"] % _ALIGN or nb != nbytes:
+                    raise IndexFormatError(
+                        path, f"corrupted header: section {name!r} at {s['offset']} with {nb} "
+                        f"bytes, expected a 64-aligned offset and {nbytes} bytes")
+                if off + nb > end:
+                    raise IndexFormatError(
+                        path, f"truncated: section {name!r} needs bytes [{off}, {off + nb}) but "
+                        f"the data ends at {end}")
+                return off, nb
+
+            stride = layout.stride
+            c_off, _ = section("codes", count * stride)
+            i_off, _ = section("ids", count * 8)
+            codes = np.frombuffer(buf, dtype=np.uint8, count=count * stride, offset=c_off)
+            codes = codes.reshape(count, stride)  # read-only: the first add() copies it
+            ids = np.frombuffer(buf, dtype="<i8", count=count, offset=i_off).astype(np.int64)
+            if count > 1 and not np.all(np.diff(ids) > 0):
+                raise IndexFormatError(path, "corrupted: ids are not strictly increasing")
+            keys: list[str] | None = None
+            if has_keys:
+                o_off, _ = section("key_offsets", (count + 1) * 8)
+                offs = np.frombuffer(buf, dtype="<u8", count=count + 1, offset=o_off).astype(np.int64)
+                blob_len = int(offs[-1]) if count + 1 > 0 else 0
+                if offs[0] != 0 or np.any(np.diff(offs) < 0) or blob_len < 0:
+                    raise IndexFormatError(path, "corrupted: key offsets are not increasing from 0")
+                b_off, _ = section("key_blob", blob_len)
+                blob = bytes(mv[b_off:b_off + blob_len])
+                try:
+                    keys = [blob[a:b].decode("utf-8") for a, b in zip(offs[:-1].tolist(), offs[1:].tolist())]
+                except UnicodeDecodeError as exc:
+                    raise IndexFormatError(path, f"corrupted key text ({exc})") from None
+            if stride and count and layout.stride > layout.nbytes:
+                pad = codes[:, layout.nbytes:]
+                if pad.any():
+                    raise IndexFormatError(path, "corrupted: code padding bytes are not zero")
+        finally:
+            mv.release()
+        idx = cls(layout, metadata=header.get("metadata") or {})
+        idx._codes = codes
+        idx._ids = ids
+        idx._n = count
+        idx._keys = keys
+        nid = header.get("next_id", 0)
+        idx._next_id = max(int(nid) if isinstance(nid, int) else 0, int(ids[-1]) + 1 if count else 0)
+        idx._mmap = keep
+        return idx
+
+    def info(self) -> dict[str, Any]:
+        """A plain summary: layout, counts, key presence and metadata."""
+        return {
+            "count": len(self),
+            "removed": self._n_dead,
+            "next_id": self._next_id,
+            "has_keys": self.has_keys,
+            "layout": self._layout.to_dict(),
+            "metadata": dict(self.metadata),
+        }
+
+
+def _check_preamble(path: Path, head: bytes, size: int) -> None:
+    if len(head) < len(MAGIC) or head[: len(MAGIC)] != MAGIC:
+        if len(head) < len(MAGIC) and MAGIC.startswith(head):
+            raise IndexFormatError(path, f"truncated: {size} bytes, not even a full preamble")
+        raise IndexFormatError(
+            path, f"not a semcbir index (starts with {head[:8]!r}, expected {MAGIC!r}); is it "
+            "an image or another program's file?")
+    if len(head) < _PREAMBLE.size:
+        raise IndexFormatError(path, f"truncated: {size} bytes, not even a full preamble")
+    _, version, hlen, fsize, reserved = _PREAMBLE.unpack(head)
+    if version != FORMAT_VERSION:
+        raise IndexFormatError(
+            path, f"format version {version}, but this library (semcbir_fast "
+            f"{_library_version()}) reads version {FORMAT_VERSION}; "
+            + ("upgrade semcbir_fast" if version > FORMAT_VERSION else "the file is corrupted"))
+    if fsize != size:
+        what = "truncated" if size < fsize else "has unexpected trailing data"
+        raise IndexFormatError(path, f"{what}: the preamble says {fsize} bytes, the file has {size}")
+    if hlen == 0 or hlen > _MAX_HEADER or _PREAMBLE.size + hlen + _TRAILER > size:
+        raise IndexFormatError(path, f"corrupted: implausible header length {hlen} for a {size}-byte file")
+    if reserved != b"\0" * 8:
+        raise IndexFormatError(path, "corrupted: reserved preamble bytes are not zero")
+
+
+def _check_header(path: Path, header: Any) -> tuple[SBSLayout, dict[str, Any], int, bool]:
+    if not isinstance(header, dict) or header.get("format") != FORMAT_NAME:
+        raise IndexFormatError(path, f"header is not a {FORMAT_NAME} header")
+    if header.get("version") != FORMAT_VERSION:
+        raise IndexFormatError(path, f"header version {header.get('version')!r} != {FORMAT_VERSION}")
+    lay = header.get("layout")
+    count = header.get("count")
+    sec = header.get("sections")
+    if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+        raise IndexFormatError(path, f"corrupted header: count {count!r}")
+    if not isinstance(sec, dict):
+        raise IndexFormatError(path, "corrupted header: no section table")
+    if not isinstance(lay, dict):
+        raise IndexFormatError(path, "corrupted header: no layout")
+    try:
+        layout = sbs_layout(lay["num_classes"], lay["levels"], bool(lay.get("pyramid", False)))
+    except (KeyError, ValueError, TypeError) as exc:
+        raise IndexFormatError(path, f"corrupted header: bad layout {lay!r} ({exc})") from None
+    for key in ("nbits", "nbytes", "stride"):
+        if lay.get(key) != getattr(layout, key):
+            raise IndexFormatError(
+                path, f"layout {key}={lay.get(key)!r} does not match {getattr(layout, key)} "
+                "computed by this library for the same classes/levels; the file comes from an "
+                "incompatible writer")
+    if lay.get("bitorder", "big") != "big":
+        raise IndexFormatError(path, f"unsupported bit order {lay.get('bitorder')!r}")
+    return layout, sec, count, bool(header.get("has_keys", False))
+
