@@ -16,7 +16,7 @@ namespace semcbir {
 namespace {
 
 struct CpuFeatures {
-    bool avx2 = false;    // AVX2 + POPCNT + OS saves YMM
+    bool avx2 = false;    // AVX2 + BMI1/2 + POPCNT + OS saves YMM
     bool avx512 = false;  // AVX-512 F/BW/VPOPCNTDQ + OS saves ZMM
 };
 
@@ -57,10 +57,12 @@ CpuFeatures detect() {
     const bool zmm_os = (xcr0 & 0xE6) == 0xE6;
     cpuid(7, 0, r);
     const bool avx2 = (r[1] >> 5) & 1;
+    const bool bmi1 = (r[1] >> 3) & 1;
+    const bool bmi2 = (r[1] >> 8) & 1;
     const bool avx512f = (r[1] >> 16) & 1;
     const bool avx512bw = (r[1] >> 30) & 1;
     const bool vpopcntdq = (r[2] >> 14) & 1;
-    f.avx2 = avx2 && popcnt && ymm_os;
+    f.avx2 = avx2 && bmi1 && bmi2 && popcnt && ymm_os;
     f.avx512 = f.avx2 && avx512f && avx512bw && vpopcntdq && zmm_os;
     return f;
 }

@@ -7,6 +7,8 @@
 #include <string>
 #include <type_traits>
 
+#include "sbs_kernels.hpp"
+#include "semcbir/isa.hpp"
 #include "semcbir/parallel.hpp"
 
 namespace semcbir {
@@ -89,31 +91,24 @@ inline int64_t run_end(const T* p, int64_t i, int64_t len) noexcept {
     return j;
 }
 
-// Adds the class counts of one row segment of block `b` to lv, recording new cells.
+// Adds the class counts of one row segment of block `b`.
 template <class T>
 inline void count_segment(const T* p, int64_t len, int64_t m, const VoidRule& rule, int64_t b,
-                          SbsWorkspace::Level& lv) noexcept {
-    int32_t* cnt = lv.counts.data() + b * m;
-    int64_t total = 0;
+                          detail::CellCounter& cc) noexcept {
     int64_t i = 0;
     while (i < len) {
         const int64_t j = run_end(p, i, len);
         const int64_t c = class_of(p[i], m, rule);
-        if (c >= 0) {
-            if (cnt[c] == 0) lv.touched.push_back(b * m + c);
-            cnt[c] += static_cast<int32_t>(j - i);
-            total += j - i;
-        }
+        if (c >= 0) detail::add_cell(cc, b, c, j - i);
         i = j;
     }
-    lv.totals[static_cast<size_t>(b)] += total;
 }
 
-inline int64_t bound(int64_t k, int64_t size, int64_t g) noexcept { return k * size / g; }
-
+// Portable counter for every label type: segment by segment, runs found 8 bytes at a time.
 template <class T>
 void count_blocks(const LabelMap& map, int64_t m, int g, const VoidRule& rule,
-                  SbsWorkspace::Level& lv) noexcept {
+                  detail::CellCounter& cc) noexcept {
+    using detail::bound;
     const T* base = static_cast<const T*>(map.data);
     const int64_t h = map.height, w = map.width;
     for (int by = 0; by < g; ++by) {
@@ -122,10 +117,44 @@ void count_blocks(const LabelMap& map, int64_t m, int g, const VoidRule& rule,
             const T* row = base + y * w;
             for (int bx = 0; bx < g; ++bx) {
                 const int64_t x0 = bound(bx, w, g), x1 = bound(bx + 1, w, g);
-                count_segment(row + x0, x1 - x0, m, rule, int64_t{by} * g + bx, lv);
+                count_segment(row + x0, x1 - x0, m, rule, int64_t{by} * g + bx, cc);
             }
         }
     }
+}
+
+// The SIMD row counter for uint8 maps at the active ISA level, or nullptr.
+detail::CountRowsU8Fn u8_rows_kernel() noexcept {
+    switch (active_isa()) {
+#if defined(SEMCBIR_HAVE_AVX512)
+        case Isa::avx512: return detail::count_rows_u8_avx512;
+#endif
+#if defined(SEMCBIR_HAVE_AVX2)
+        case Isa::avx2: return detail::count_rows_u8_avx2;
+#endif
+        default: return nullptr;
+    }
+}
+
+void count_u8_simd(const LabelMap& map, int64_t m, int g, const VoidRule& rule,
+                   detail::CountRowsU8Fn kernel, SbsWorkspace& ws, detail::CellCounter& cc) noexcept {
+    int16_t lut[256];
+    for (int v = 0; v < 256; ++v) lut[v] = static_cast<int16_t>(class_of(static_cast<uint8_t>(v), m, rule));
+    const int64_t w = map.width;
+    ws.col_block.resize(static_cast<size_t>(w));
+    ws.col_starts.assign(static_cast<size_t>((w >> 6) + 2), 0);
+    for (int bx = 0; bx < g; ++bx) {
+        const int64_t x0 = detail::bound(bx, w, g), x1 = detail::bound(bx + 1, w, g);
+        for (int64_t x = x0; x < x1; ++x) ws.col_block[static_cast<size_t>(x)] = bx;
+        if (x0 > 0 && x0 < x1) ws.col_starts[static_cast<size_t>(x0 >> 6)] |= uint64_t{1} << (x0 & 63);
+    }
+    const detail::U8Rows in{static_cast<const uint8_t*>(map.data), map.height, w, g, lut,
+                            ws.col_block.data(), ws.col_starts.data()};
+    kernel(in, cc);
+}
+
+detail::CellCounter counter_of(SbsWorkspace::Level& lv, int64_t m) noexcept {
+    return {lv.counts.data(), lv.totals.data(), lv.touched.data(), lv.ntouched, m};
 }
 
 inline void set_bit(uint8_t* out, int64_t i) noexcept {
@@ -136,7 +165,8 @@ inline void set_bit(uint8_t* out, int64_t i) noexcept {
 void emit_level(const SbsWorkspace::Level& lv, int64_t nblocks, int64_t m, int64_t base,
                 uint8_t* out) noexcept {
     const int64_t prop_base = base + m * nblocks;
-    for (const int64_t idx : lv.touched) {
+    for (int64_t t_i = 0; t_i < lv.ntouched; ++t_i) {
+        const int64_t idx = lv.touched[static_cast<size_t>(t_i)];
         const int64_t n = lv.counts[static_cast<size_t>(idx)];
         const int64_t total = lv.totals[static_cast<size_t>(idx / m)];
         set_bit(out, base + idx);
@@ -148,21 +178,25 @@ void emit_level(const SbsWorkspace::Level& lv, int64_t nblocks, int64_t m, int64
 // Sums the 2x2 children of level l+1 (grid 2g) into level l (grid g).
 void coarsen(const SbsWorkspace::Level& fine, int g, int64_t m, SbsWorkspace::Level& coarse) noexcept {
     const int fg = 2 * g;
-    for (const int64_t idx : fine.touched) {
+    detail::CellCounter cc = counter_of(coarse, m);
+    for (int64_t t_i = 0; t_i < fine.ntouched; ++t_i) {
+        const int64_t idx = fine.touched[static_cast<size_t>(t_i)];
         const int64_t fb = idx / m, c = idx % m;
         const int64_t cb = (fb / fg / 2) * g + (fb % fg) / 2;
-        int32_t& cell = coarse.counts[static_cast<size_t>(cb * m + c)];
-        if (cell == 0) coarse.touched.push_back(cb * m + c);
-        cell += fine.counts[static_cast<size_t>(idx)];
+        const int64_t cell = cb * m + c;
+        if (cc.counts[cell] == 0) cc.touched[cc.ntouched++] = cell;
+        cc.counts[cell] += fine.counts[static_cast<size_t>(idx)];
     }
+    coarse.ntouched = cc.ntouched;
     for (int64_t fb = 0; fb < int64_t{fg} * fg; ++fb)
         coarse.totals[static_cast<size_t>((fb / fg / 2) * g + (fb % fg) / 2)] +=
             fine.totals[static_cast<size_t>(fb)];
 }
 
 void reset(SbsWorkspace::Level& lv) noexcept {
-    for (const int64_t idx : lv.touched) lv.counts[static_cast<size_t>(idx)] = 0;
-    lv.touched.clear();
+    for (int64_t t_i = 0; t_i < lv.ntouched; ++t_i)
+        lv.counts[static_cast<size_t>(lv.touched[static_cast<size_t>(t_i)])] = 0;
+    lv.ntouched = 0;
     std::fill(lv.totals.begin(), lv.totals.end(), 0);
 }
 
@@ -189,20 +223,29 @@ void encode_sbs(const LabelMap& map, const SbsLayout& layout, const VoidRule& ru
         if (lv.counts.size() != cells) {
             lv.counts.assign(cells, 0);
             lv.totals.assign(size_t{1} << (2 * l), 0);
-            lv.touched.clear();
+            lv.touched.assign(cells, 0);
+            lv.ntouched = 0;
         }
     }
     SbsWorkspace::Level& finest = ws.levels[static_cast<size_t>(n)];
+    detail::CellCounter cc = counter_of(finest, m);
+    const detail::CountRowsU8Fn u8_kernel = u8_rows_kernel();
     switch (map.type) {
-        case LabelType::u8: count_blocks<uint8_t>(map, m, g, rule, finest); break;
-        case LabelType::i8: count_blocks<int8_t>(map, m, g, rule, finest); break;
-        case LabelType::u16: count_blocks<uint16_t>(map, m, g, rule, finest); break;
-        case LabelType::i16: count_blocks<int16_t>(map, m, g, rule, finest); break;
-        case LabelType::u32: count_blocks<uint32_t>(map, m, g, rule, finest); break;
-        case LabelType::i32: count_blocks<int32_t>(map, m, g, rule, finest); break;
-        case LabelType::u64: count_blocks<uint64_t>(map, m, g, rule, finest); break;
-        case LabelType::i64: count_blocks<int64_t>(map, m, g, rule, finest); break;
+        case LabelType::u8:
+            if (u8_kernel != nullptr)
+                count_u8_simd(map, m, g, rule, u8_kernel, ws, cc);
+            else
+                count_blocks<uint8_t>(map, m, g, rule, cc);
+            break;
+        case LabelType::i8: count_blocks<int8_t>(map, m, g, rule, cc); break;
+        case LabelType::u16: count_blocks<uint16_t>(map, m, g, rule, cc); break;
+        case LabelType::i16: count_blocks<int16_t>(map, m, g, rule, cc); break;
+        case LabelType::u32: count_blocks<uint32_t>(map, m, g, rule, cc); break;
+        case LabelType::i32: count_blocks<int32_t>(map, m, g, rule, cc); break;
+        case LabelType::u64: count_blocks<uint64_t>(map, m, g, rule, cc); break;
+        case LabelType::i64: count_blocks<int64_t>(map, m, g, rule, cc); break;
     }
+    finest.ntouched = cc.ntouched;
     emit_level(finest, int64_t{g} * g, m, level_offset(layout, n), out);
     if (layout.pyramid) {
         // Coarser levels are sums of finer ones: floor(2k*H/2g) == floor(k*H/g), the grids nest.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import operator
 from collections.abc import Sequence
 from typing import Any
@@ -35,6 +36,11 @@ def check_threads(threads: Any) -> int:
     return t
 
 
+@functools.lru_cache(maxsize=64)
+def _dtype_max(dtype: np.dtype) -> int:
+    return int(np.iinfo(dtype).max)
+
+
 def _check_map(a: Any, where: str, num_classes: int) -> np.ndarray:
     a = to_numpy(a)
     if not isinstance(a, np.ndarray):
@@ -48,7 +54,7 @@ def _check_map(a: Any, where: str, num_classes: int) -> np.ndarray:
         raise ValueError(f"labels{where} must be 2-D (H, W), got shape {a.shape}")
     if a.shape[0] == 0 or a.shape[1] == 0:
         raise ValueError(f"labels{where} must not be empty, got shape {a.shape}")
-    top = int(np.iinfo(a.dtype).max)
+    top = _dtype_max(a.dtype)
     if num_classes > top + 1:
         raise ValueError(
             f"num_classes={num_classes} is too large for labels of dtype {a.dtype} "

@@ -45,9 +45,12 @@ struct SbsWorkspace {
     struct Level {
         std::vector<int32_t> counts;   // 4^l * M cells, all zero between calls
         std::vector<int64_t> totals;   // 4^l non-void pixel counts
-        std::vector<int64_t> touched;  // cells made non-zero by the current call
+        std::vector<int64_t> touched;  // capacity 4^l * M: cells made non-zero by this call
+        int64_t ntouched = 0;
     };
-    std::vector<Level> levels;  // index l = grid level
+    std::vector<Level> levels;         // index l = grid level
+    std::vector<int32_t> col_block;    // column -> block column
+    std::vector<uint64_t> col_starts;  // bit x set where a block column starts (x > 0)
 };
 
 /// Encode one map into out[0, layout.stride) (fully overwritten, padding zeroed).
