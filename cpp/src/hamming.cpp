@@ -27,6 +27,7 @@ namespace {
 
 constexpr int64_t kTileBytes = 512 * 1024;    // database rows scanned per tile (L2-resident)
 constexpr int64_t kBufferInts = 64 * 1024;     // distances held per tile (queries x rows)
+constexpr int64_t kMaxTileRows = 4096;         // keeps one query's distances in L1
 constexpr int64_t kBytesPerWorker = 1 << 20;   // below this a thread costs more than it saves
 constexpr int64_t kCachedDatabaseBytes = 8 << 20;  // databases up to this size count as cached
 constexpr int32_t kMissingDistance = std::numeric_limits<int32_t>::max();
@@ -38,7 +39,7 @@ struct Tiling {
 
 Tiling make_tiling(int64_t width, int64_t nq, int64_t n) {
     Tiling t;
-    t.rows = std::clamp<int64_t>(kTileBytes / std::max<int64_t>(width, 1), 16, 1 << 16);
+    t.rows = std::clamp<int64_t>(kTileBytes / std::max<int64_t>(width, 1), 16, kMaxTileRows);
     t.rows = std::max<int64_t>(1, std::min(t.rows, n));
     t.qblock = std::clamp<int64_t>(kBufferInts / t.rows, 4, 1024);
     t.qblock = std::max<int64_t>(1, std::min(t.qblock, nq));

@@ -35,6 +35,11 @@ void tile_width32(const uint8_t* q, int64_t nq, int64_t q_stride, const uint8_t*
         int64_t j = 0;
         for (; j + 8 <= n; j += 8) {
             const uint8_t* d = db + j * db_stride;
+            const char* ahead = reinterpret_cast<const char*>(d + 64 * db_stride);  // 2 KB ahead
+            _mm_prefetch(ahead, _MM_HINT_T0);
+            _mm_prefetch(ahead + 64, _MM_HINT_T0);
+            _mm_prefetch(ahead + 128, _MM_HINT_T0);
+            _mm_prefetch(ahead + 192, _MM_HINT_T0);
             const __m512i t0 = row_pair(d, qq), t1 = row_pair(d + 2 * db_stride, qq);
             const __m512i t2 = row_pair(d + 4 * db_stride, qq), t3 = row_pair(d + 6 * db_stride, qq);
             const __m512i lo = _mm512_permutex2var_epi64(t0, pick, t1);

@@ -99,6 +99,14 @@ def as_label_maps(labels: Any, num_classes: int) -> tuple[list[np.ndarray], bool
 
 def as_codes(codes: Any, name: str) -> np.ndarray:
     """Check packed codes: uint8, 1-D (one code) or 2-D (n, width), width >= 1."""
+    if (
+        type(codes) is np.ndarray
+        and codes.dtype == np.uint8
+        and codes.ndim == 2
+        and codes.shape[1] > 0
+        and codes.flags.c_contiguous
+    ):
+        return codes  # fast path: already what the kernels take
     arr = to_numpy(codes)
     if not isinstance(arr, np.ndarray):
         if isinstance(arr, Sequence):

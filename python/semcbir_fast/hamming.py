@@ -45,9 +45,7 @@ def hamming_topk(
         by the smaller id (the row index in ``database``).
     """
     q = as_codes(queries, "queries")
-    db = as_codes(database, "database") if np.ndim(database) != 1 or np.size(database) else None
-    if db is None:
-        raise ValueError("database must be a 2-D uint8 array (N, width)")
+    db = as_codes(database, "database")
     if isinstance(k, bool):
         raise ValueError(f"k must be an int >= 1, got {k!r}")
     try:
