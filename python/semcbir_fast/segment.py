@@ -265,7 +265,12 @@ def load_segmenter(model: str | os.PathLike[str] = "ade20k-mnv2", *, device: Any
     if optimize:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
-            module = torch.jit.optimize_for_inference(torch.jit.freeze(module))
+            module = torch.jit.freeze(module)
+            if dev.type == "cpu":
+                # optimize_for_inference rewrites for CPU backends; on CUDA its graph made cuDNN
+                # fail under fp16 autocast ("FIND was unable to find an engine"), so CUDA only
+                # freezes (measured on an H100).
+                module = torch.jit.optimize_for_inference(module)
     seg = Segmenter(module, meta, device=dev, dtype=amp, path=path)
     if check:
         seg._self_check()
