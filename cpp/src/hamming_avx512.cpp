@@ -2,6 +2,8 @@
 // chunks, masked loads for the tail, four queries share each database load.
 #include <immintrin.h>
 
+#include <cstring>
+
 #include "semcbir/hamming.hpp"
 
 namespace semcbir {
@@ -11,46 +13,61 @@ inline __m512i load(const uint8_t* p) noexcept { return _mm512_loadu_si512(p); }
 inline __m512i load_masked(const uint8_t* p, __mmask64 m) noexcept {
     return _mm512_maskz_loadu_epi8(m, p);
 }
+// Word k of a code, broadcast to all eight lanes.
+inline __m512i word(const uint8_t* p, int k) noexcept {
+    long long v;
+    std::memcpy(&v, p + 8 * k, 8);
+    return _mm512_set1_epi64(v);
+}
 inline __m512i pc(__m512i a, __m512i b) noexcept {
     return _mm512_popcnt_epi64(_mm512_xor_si512(a, b));
 }
 
-// 32-byte (256-bit) codes: two rows per register, eight rows reduced together.
+// 32-byte (256-bit) codes. Eight database rows are loaded as four registers and transposed
+// once into T_w = word w of the eight rows; then every query costs four XOR + VPOPCNTQ and
+// three adds per eight rows, with no horizontal reduction. Rows come out in the order
+// 0,2,1,3,4,6,5,7, undone by one permutation before the store.
 void tile_width32(const uint8_t* q, int64_t nq, int64_t q_stride, const uint8_t* db, int64_t n,
                   int64_t db_stride, int32_t* out, int64_t out_stride) noexcept {
-    const __m512i pick = _mm512_setr_epi64(0, 4, 8, 12, 0, 4, 8, 12);
-    auto row_pair = [&](const uint8_t* d, __m512i qq) {
-        // rows d and d + db_stride in the low and high halves
-        const __m512i rows = _mm512_inserti64x4(
+    const __m256i order = _mm256_setr_epi32(0, 2, 1, 3, 4, 6, 5, 7);
+    auto pair = [db_stride](const uint8_t* d) {  // rows d, d + stride -> one register
+        if (db_stride == 32) return _mm512_loadu_si512(d);
+        return _mm512_inserti64x4(
             _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(d))),
             _mm256_loadu_si256(reinterpret_cast<const __m256i*>(d + db_stride)), 1);
-        __m512i c = pc(rows, qq);
-        c = _mm512_add_epi64(c, _mm512_shuffle_epi32(c, _MM_PERM_BADC));    // qword pairs
-        return _mm512_add_epi64(c, _mm512_shuffle_i64x2(c, c, _MM_SHUFFLE(2, 3, 0, 1)));
     };
-    for (int64_t i = 0; i < nq; ++i) {
-        const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + i * q_stride));
-        const __m512i qq = _mm512_inserti64x4(_mm512_castsi256_si512(qh), qh, 1);
-        int32_t* oi = out + i * out_stride;
-        int64_t j = 0;
-        for (; j + 8 <= n; j += 8) {
-            const uint8_t* d = db + j * db_stride;
-            const char* ahead = reinterpret_cast<const char*>(d + 64 * db_stride);  // 2 KB ahead
-            _mm_prefetch(ahead, _MM_HINT_T0);
-            _mm_prefetch(ahead + 64, _MM_HINT_T0);
-            _mm_prefetch(ahead + 128, _MM_HINT_T0);
-            _mm_prefetch(ahead + 192, _MM_HINT_T0);
-            const __m512i t0 = row_pair(d, qq), t1 = row_pair(d + 2 * db_stride, qq);
-            const __m512i t2 = row_pair(d + 4 * db_stride, qq), t3 = row_pair(d + 6 * db_stride, qq);
-            const __m512i lo = _mm512_permutex2var_epi64(t0, pick, t1);
-            const __m512i hi = _mm512_permutex2var_epi64(t2, pick, t3);
-            const __m512i all = _mm512_mask_blend_epi64(0xF0, lo, hi);
-            _mm256_storeu_si256(reinterpret_cast<__m256i*>(oi + j), _mm512_cvtepi64_epi32(all));
+    int64_t j = 0;
+    for (; j + 8 <= n; j += 8) {
+        const uint8_t* d = db + j * db_stride;
+        const char* ahead = reinterpret_cast<const char*>(d + 64 * db_stride);  // 2 KB ahead
+        _mm_prefetch(ahead, _MM_HINT_T0);
+        _mm_prefetch(ahead + 64, _MM_HINT_T0);
+        _mm_prefetch(ahead + 128, _MM_HINT_T0);
+        _mm_prefetch(ahead + 192, _MM_HINT_T0);
+        const __m512i l0 = pair(d), l1 = pair(d + 2 * db_stride);
+        const __m512i l2 = pair(d + 4 * db_stride), l3 = pair(d + 6 * db_stride);
+        const __m512i lo01 = _mm512_unpacklo_epi64(l0, l1), hi01 = _mm512_unpackhi_epi64(l0, l1);
+        const __m512i lo23 = _mm512_unpacklo_epi64(l2, l3), hi23 = _mm512_unpackhi_epi64(l2, l3);
+        const __m512i t0 = _mm512_shuffle_i64x2(lo01, lo23, _MM_SHUFFLE(2, 0, 2, 0));
+        const __m512i t2 = _mm512_shuffle_i64x2(lo01, lo23, _MM_SHUFFLE(3, 1, 3, 1));
+        const __m512i t1 = _mm512_shuffle_i64x2(hi01, hi23, _MM_SHUFFLE(2, 0, 2, 0));
+        const __m512i t3 = _mm512_shuffle_i64x2(hi01, hi23, _MM_SHUFFLE(3, 1, 3, 1));
+        for (int64_t i = 0; i < nq; ++i) {
+            const uint8_t* qi = q + i * q_stride;
+            __m512i s = _mm512_popcnt_epi64(_mm512_xor_si512(t0, word(qi, 0)));
+            s = _mm512_add_epi64(s, _mm512_popcnt_epi64(_mm512_xor_si512(t1, word(qi, 1))));
+            s = _mm512_add_epi64(s, _mm512_popcnt_epi64(_mm512_xor_si512(t2, word(qi, 2))));
+            s = _mm512_add_epi64(s, _mm512_popcnt_epi64(_mm512_xor_si512(t3, word(qi, 3))));
+            const __m256i sums = _mm256_permutevar8x32_epi32(_mm512_cvtepi64_epi32(s), order);
+            _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + i * out_stride + j), sums);
         }
-        for (; j < n; ++j) {
+    }
+    for (; j < n; ++j) {
+        const __m256i dv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(db + j * db_stride));
+        for (int64_t i = 0; i < nq; ++i) {
             const __m256i x = _mm256_xor_si256(
-                qh, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(db + j * db_stride)));
-            oi[j] = static_cast<int32_t>(
+                dv, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + i * q_stride)));
+            out[i * out_stride + j] = static_cast<int32_t>(
                 _mm512_reduce_add_epi64(_mm512_popcnt_epi64(_mm512_zextsi256_si512(x))));
         }
     }

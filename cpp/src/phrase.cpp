@@ -1,0 +1,419 @@
+// SBoVP phrase building (exact k-NN inside semantic regions, pair accumulation) and exact
+// sparse L2 top-k through an inverted index over the database.
+#include "semcbir/phrase.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <numeric>
+#include <stdexcept>
+#include <string>
+
+#include "semcbir/parallel.hpp"
+
+namespace semcbir {
+
+namespace {
+
+// ---------------------------------------------------------------------------------------------
+// Phrase building
+// ---------------------------------------------------------------------------------------------
+
+struct Neighbour {
+    double d2;
+    int64_t idx;  // keypoint index in the image
+};
+
+inline bool closer(double da, int64_t ia, double db, int64_t ib) noexcept {
+    return da < db || (da == db && ia < ib);
+}
+
+// Reused per worker: region members sorted by x, and the pairs of the current image.
+struct PhraseWorkspace {
+    std::vector<int64_t> order;     // keypoints of the image with class >= 0, by (class, index)
+    std::vector<int64_t> by_x;      // one region's keypoints sorted by (x, index)
+    std::vector<double> xs, ys;     // coordinates in by_x order
+    std::vector<int64_t> pairs;     // linear indices i * L + j of every pair of every phrase
+};
+
+// The kk nearest members of a region to member `pos` (positions in by_x order), by
+// (squared distance, keypoint index). Sweeps outwards in x and stops when dx^2 alone exceeds
+// the current k-th distance. `best` gets kk entries, closest first.
+void region_knn(const PhraseWorkspace& ws, int64_t m, int64_t pos, int kk,
+                Neighbour* best) noexcept {
+    const double x0 = ws.xs[static_cast<size_t>(pos)];
+    const double y0 = ws.ys[static_cast<size_t>(pos)];
+    int have = 0;
+    auto offer = [&](int64_t q) noexcept {
+        const double dx = ws.xs[static_cast<size_t>(q)] - x0;
+        const double dy = ws.ys[static_cast<size_t>(q)] - y0;
+        const double d2 = dx * dx + dy * dy;
+        const int64_t idx = ws.by_x[static_cast<size_t>(q)];
+        if (have == kk && !closer(d2, idx, best[kk - 1].d2, best[kk - 1].idx)) return;
+        int i = have < kk ? have++ : kk - 1;
+        while (i > 0 && closer(d2, idx, best[i - 1].d2, best[i - 1].idx)) {
+            best[i] = best[i - 1];
+            --i;
+        }
+        best[i] = Neighbour{d2, idx};
+    };
+    int64_t lo = pos - 1, hi = pos + 1;
+    bool lo_open = lo >= 0, hi_open = hi < m;
+    while (lo_open || hi_open) {
+        if (lo_open) {
+            const double dx = x0 - ws.xs[static_cast<size_t>(lo)];
+            if (have == kk && dx * dx > best[kk - 1].d2) {
+                lo_open = false;
+            } else {
+                offer(lo);
+                lo_open = --lo >= 0;
+            }
+        }
+        if (hi_open) {
+            const double dx = ws.xs[static_cast<size_t>(hi)] - x0;
+            if (have == kk && dx * dx > best[kk - 1].d2) {
+                hi_open = false;
+            } else {
+                offer(hi);
+                hi_open = ++hi < m;
+            }
+        }
+    }
+}
+
+// Pairs of all phrases of one image into ws.pairs (unsorted).
+void image_pairs(const KeypointSet& img, int64_t vocab, int phrase_len, PhraseWorkspace& ws) {
+    ws.pairs.clear();
+    ws.order.clear();
+    for (int64_t p = 0; p < img.n; ++p)
+        if (img.classes[p] >= 0) ws.order.push_back(p);
+    std::stable_sort(ws.order.begin(), ws.order.end(), [&](int64_t a, int64_t b) {
+        return img.classes[a] < img.classes[b];
+    });
+    Neighbour best[kMaxPhraseLength];
+    int32_t words[kMaxPhraseLength];
+    const int64_t total = static_cast<int64_t>(ws.order.size());
+    for (int64_t start = 0; start < total;) {
+        const int32_t cls = img.classes[ws.order[static_cast<size_t>(start)]];
+        int64_t end = start + 1;
+        while (end < total && img.classes[ws.order[static_cast<size_t>(end)]] == cls) ++end;
+        const int64_t m = end - start;
+        if (m >= 2) {
+            ws.by_x.assign(ws.order.begin() + start, ws.order.begin() + end);
+            std::sort(ws.by_x.begin(), ws.by_x.end(), [&](int64_t a, int64_t b) {
+                const float xa = img.xy[2 * a], xb = img.xy[2 * b];
+                return xa < xb || (xa == xb && a < b);
+            });
+            ws.xs.resize(static_cast<size_t>(m));
+            ws.ys.resize(static_cast<size_t>(m));
+            for (int64_t q = 0; q < m; ++q) {
+                const int64_t p = ws.by_x[static_cast<size_t>(q)];
+                ws.xs[static_cast<size_t>(q)] = static_cast<double>(img.xy[2 * p]);
+                ws.ys[static_cast<size_t>(q)] = static_cast<double>(img.xy[2 * p + 1]);
+            }
+            const int kk = static_cast<int>(std::min<int64_t>(phrase_len - 1, m - 1));
+            for (int64_t q = 0; q < m; ++q) {
+                region_knn(ws, m, q, kk, best);
+                words[0] = img.words[ws.by_x[static_cast<size_t>(q)]];
+                for (int t = 0; t < kk; ++t) words[t + 1] = img.words[best[t].idx];
+                for (int a = 0; a <= kk; ++a)
+                    for (int b = a + 1; b <= kk; ++b) {
+                        const int64_t i = std::min(words[a], words[b]);
+                        const int64_t j = std::max(words[a], words[b]);
+                        ws.pairs.push_back(i * vocab + j);
+                    }
+            }
+        }
+        start = end;
+    }
+    std::sort(ws.pairs.begin(), ws.pairs.end());
+}
+
+// Run-length encode the sorted pairs into (indices, counts).
+void run_lengths(const std::vector<int64_t>& pairs, std::vector<int64_t>& idx,
+                 std::vector<float>& cnt) {
+    idx.clear();
+    cnt.clear();
+    for (size_t s = 0; s < pairs.size();) {
+        size_t e = s + 1;
+        while (e < pairs.size() && pairs[e] == pairs[s]) ++e;
+        idx.push_back(pairs[s]);
+        cnt.push_back(static_cast<float>(e - s));
+        s = e;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sparse L2 search
+// ---------------------------------------------------------------------------------------------
+
+constexpr float kMissing = std::numeric_limits<float>::infinity();
+
+// Database transposed: posting list of every (compressed) column, rows ascending.
+struct InvertedIndex {
+    bool direct = true;                 // column c -> slot c; else slot = rank in `columns`
+    std::vector<int64_t> columns;       // sorted distinct columns (compressed mode only)
+    std::vector<int64_t> start;         // slots + 1
+    std::vector<int32_t> rows;          // nnz
+    std::vector<double> values;         // nnz
+    std::vector<double> sq_norms;       // database rows
+
+    // Slot of column c, or -1 when no database row has it.
+    int64_t slot(int64_t c) const noexcept {
+        if (direct) return c;
+        auto it = std::lower_bound(columns.begin(), columns.end(), c);
+        if (it == columns.end() || *it != c) return -1;
+        return static_cast<int64_t>(it - columns.begin());
+    }
+};
+
+InvertedIndex build_inverted(const CsrView& db) {
+    InvertedIndex inv;
+    const int64_t nnz = db.indptr[db.rows];
+    // A direct column table costs 8 bytes per column: use it unless the columns far
+    // outnumber the non-zeros (e.g. huge vocabularies), then compress the column space.
+    inv.direct = db.cols <= 2 * nnz + (int64_t{1} << 20);
+    int64_t slots = db.cols;
+    if (!inv.direct) {
+        inv.columns.assign(db.indices, db.indices + nnz);
+        std::sort(inv.columns.begin(), inv.columns.end());
+        inv.columns.erase(std::unique(inv.columns.begin(), inv.columns.end()), inv.columns.end());
+        slots = static_cast<int64_t>(inv.columns.size());
+    }
+    inv.start.assign(static_cast<size_t>(slots + 1), 0);
+    for (int64_t e = 0; e < nnz; ++e) ++inv.start[static_cast<size_t>(inv.slot(db.indices[e]) + 1)];
+    for (int64_t s = 0; s < slots; ++s) inv.start[static_cast<size_t>(s + 1)] += inv.start[static_cast<size_t>(s)];
+    inv.rows.resize(static_cast<size_t>(nnz));
+    inv.values.resize(static_cast<size_t>(nnz));
+    inv.sq_norms.assign(static_cast<size_t>(db.rows), 0.0);
+    std::vector<int64_t> fill(inv.start.begin(), inv.start.end() - 1);
+    for (int64_t r = 0; r < db.rows; ++r) {
+        double norm = 0.0;
+        for (int64_t e = db.indptr[r]; e < db.indptr[r + 1]; ++e) {
+            const double v = static_cast<double>(db.data[e]);
+            norm += v * v;
+            const size_t at = static_cast<size_t>(fill[static_cast<size_t>(inv.slot(db.indices[e]))]++);
+            inv.rows[at] = static_cast<int32_t>(r);
+            inv.values[at] = v;
+        }
+        inv.sq_norms[static_cast<size_t>(r)] = norm;
+    }
+    return inv;
+}
+
+inline bool before(double da, int64_t ia, double db, int64_t ib) noexcept {
+    return da < db || (da == db && ia < ib);
+}
+
+// Bounded max-heap of (squared distance, id) keeping the k smallest pairs.
+class TopK {
+public:
+    TopK(double* d, int64_t* id, int64_t k) noexcept : d_(d), id_(id), k_(k) {}
+
+    // Ids arrive ascending, so a pair equal to the current worst never enters.
+    void push(double d, int64_t id) noexcept {
+        if (size_ < k_) {
+            int64_t i = size_++;
+            while (i > 0) {
+                const int64_t parent = (i - 1) / 2;
+                if (!before(d_[parent], id_[parent], d, id)) break;
+                d_[i] = d_[parent];
+                id_[i] = id_[parent];
+                i = parent;
+            }
+            d_[i] = d;
+            id_[i] = id;
+            return;
+        }
+        if (!before(d, id, d_[0], id_[0])) return;
+        int64_t i = 0;
+        for (;;) {
+            const int64_t l = 2 * i + 1;
+            if (l >= k_) break;
+            int64_t c = l;
+            if (l + 1 < k_ && before(d_[c], id_[c], d_[l + 1], id_[l + 1])) c = l + 1;
+            if (!before(d, id, d_[c], id_[c])) break;
+            d_[i] = d_[c];
+            id_[i] = id_[c];
+            i = c;
+        }
+        d_[i] = d;
+        id_[i] = id;
+    }
+
+    int64_t size() const noexcept { return size_; }
+
+private:
+    double* d_;
+    int64_t* id_;
+    int64_t k_;
+    int64_t size_ = 0;
+};
+
+// Top-k of queries [begin, end) against the inverted database.
+void search_range(const CsrView& q, const InvertedIndex& inv, int64_t n_db, int64_t k,
+                  int64_t begin, int64_t end, float* out_d, int64_t* out_i) {
+    std::vector<double> acc(static_cast<size_t>(n_db), 0.0);
+    std::vector<int32_t> touched;
+    std::vector<double> heap_d(static_cast<size_t>(std::min(k, std::max<int64_t>(n_db, 1))));
+    std::vector<int64_t> heap_i(heap_d.size());
+    std::vector<std::pair<double, int64_t>> sorted;
+    for (int64_t r = begin; r < end; ++r) {
+        double qn = 0.0;
+        for (int64_t e = q.indptr[r]; e < q.indptr[r + 1]; ++e) {
+            const double v = static_cast<double>(q.data[e]);
+            qn += v * v;
+            const int64_t s = inv.slot(q.indices[e]);
+            if (s < 0 || v == 0.0) continue;
+            for (int64_t p = inv.start[static_cast<size_t>(s)]; p < inv.start[static_cast<size_t>(s + 1)]; ++p) {
+                const int32_t row = inv.rows[static_cast<size_t>(p)];
+                double& a = acc[static_cast<size_t>(row)];
+                if (a == 0.0) touched.push_back(row);
+                a += v * inv.values[static_cast<size_t>(p)];
+            }
+        }
+        TopK top(heap_d.data(), heap_i.data(), static_cast<int64_t>(heap_d.size()));
+        for (int64_t j = 0; j < n_db; ++j) {
+            const double d2 = std::max(0.0, qn + inv.sq_norms[static_cast<size_t>(j)] -
+                                                2.0 * acc[static_cast<size_t>(j)]);
+            top.push(d2, j);
+        }
+        for (int32_t t : touched) acc[static_cast<size_t>(t)] = 0.0;
+        touched.clear();
+        sorted.clear();
+        for (int64_t t = 0; t < top.size(); ++t)
+            sorted.emplace_back(heap_d[static_cast<size_t>(t)], heap_i[static_cast<size_t>(t)]);
+        std::sort(sorted.begin(), sorted.end());
+        float* drow = out_d + r * k;
+        int64_t* irow = out_i + r * k;
+        for (int64_t t = 0; t < k; ++t) {
+            if (t < static_cast<int64_t>(sorted.size())) {
+                drow[t] = static_cast<float>(std::sqrt(sorted[static_cast<size_t>(t)].first));
+                irow[t] = sorted[static_cast<size_t>(t)].second;
+            } else {
+                drow[t] = kMissing;
+                irow[t] = -1;
+            }
+        }
+    }
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// Public entry points
+// ---------------------------------------------------------------------------------------------
+
+void validate_keypoints(const KeypointSet* images, int64_t n_images, int64_t vocab_size,
+                        int phrase_len) {
+    if (vocab_size < 1 || vocab_size > std::numeric_limits<int32_t>::max())
+        throw std::invalid_argument("vocab_size must be in [1, 2^31 - 1], got " +
+                                    std::to_string(vocab_size));
+    if (phrase_len < 2 || phrase_len > kMaxPhraseLength)
+        throw std::invalid_argument("n (phrase length) must be in [2, " +
+                                    std::to_string(kMaxPhraseLength) + "], got " +
+                                    std::to_string(phrase_len));
+    if (n_images < 0) throw std::invalid_argument("n_images must be >= 0");
+    for (int64_t i = 0; i < n_images; ++i) {
+        const KeypointSet& img = images[i];
+        const std::string where = "image " + std::to_string(i);
+        if (img.n < 0) throw std::invalid_argument(where + ": negative keypoint count");
+        if (img.n > 0 && (!img.xy || !img.words || !img.classes))
+            throw std::invalid_argument(where + ": missing keypoint arrays");
+        for (int64_t p = 0; p < img.n; ++p) {
+            if (img.words[p] < 0 || img.words[p] >= vocab_size)
+                throw std::invalid_argument(
+                    where + ": word " + std::to_string(img.words[p]) + " of keypoint " +
+                    std::to_string(p) + " is outside [0, " + std::to_string(vocab_size) +
+                    "); words must come from a vocabulary of that size");
+            if (!std::isfinite(img.xy[2 * p]) || !std::isfinite(img.xy[2 * p + 1]))
+                throw std::invalid_argument(where + ": keypoint " + std::to_string(p) +
+                                            " has a non-finite coordinate");
+        }
+    }
+}
+
+SparseRows build_phrase_matrices(const KeypointSet* images, int64_t n_images,
+                                 int64_t vocab_size, int phrase_len, int threads) {
+    validate_keypoints(images, n_images, vocab_size, phrase_len);
+    std::vector<std::vector<int64_t>> idx(static_cast<size_t>(n_images));
+    std::vector<std::vector<float>> cnt(static_cast<size_t>(n_images));
+    int64_t keypoints = 0;
+    for (int64_t i = 0; i < n_images; ++i) keypoints += images[i].n;
+    // About 20k keypoints per worker before a thread pays for itself.
+    const int64_t by_work = std::max<int64_t>(1, keypoints / 20000 + 1);
+    const int workers = static_cast<int>(std::min<int64_t>(resolve_threads(threads), by_work));
+    parallel_chunks(n_images, workers, [&](int, int64_t begin, int64_t end) {
+        PhraseWorkspace ws;
+        for (int64_t i = begin; i < end; ++i) {
+            image_pairs(images[i], vocab_size, phrase_len, ws);
+            run_lengths(ws.pairs, idx[static_cast<size_t>(i)], cnt[static_cast<size_t>(i)]);
+        }
+    });
+    SparseRows out;
+    out.indptr.assign(static_cast<size_t>(n_images + 1), 0);
+    for (int64_t i = 0; i < n_images; ++i)
+        out.indptr[static_cast<size_t>(i + 1)] =
+            out.indptr[static_cast<size_t>(i)] + static_cast<int64_t>(idx[static_cast<size_t>(i)].size());
+    out.indices.reserve(static_cast<size_t>(out.indptr.back()));
+    out.data.reserve(static_cast<size_t>(out.indptr.back()));
+    for (int64_t i = 0; i < n_images; ++i) {
+        out.indices.insert(out.indices.end(), idx[static_cast<size_t>(i)].begin(), idx[static_cast<size_t>(i)].end());
+        out.data.insert(out.data.end(), cnt[static_cast<size_t>(i)].begin(), cnt[static_cast<size_t>(i)].end());
+    }
+    return out;
+}
+
+void validate_csr(const CsrView& m, const char* name) {
+    const std::string who(name);
+    if (m.rows < 0 || m.cols < 0) throw std::invalid_argument(who + ": negative shape");
+    if (!m.indptr) throw std::invalid_argument(who + ": missing indptr");
+    if (m.indptr[0] != 0)
+        throw std::invalid_argument(who + ": indptr[0] must be 0, got " + std::to_string(m.indptr[0]));
+    for (int64_t r = 0; r < m.rows; ++r)  // all of indptr first: it bounds every read below
+        if (m.indptr[r + 1] < m.indptr[r])
+            throw std::invalid_argument(who + ": indptr must be non-decreasing (row " +
+                                        std::to_string(r) + ")");
+    if (m.indptr[m.rows] > 0 && (!m.indices || !m.data))
+        throw std::invalid_argument(who + ": missing indices or data");
+    for (int64_t r = 0; r < m.rows; ++r) {
+        const int64_t b = m.indptr[r], e = m.indptr[r + 1];
+        for (int64_t t = b; t < e; ++t) {
+            const int64_t c = m.indices[t];
+            if (c < 0 || c >= m.cols)
+                throw std::invalid_argument(who + ": column index " + std::to_string(c) +
+                                            " in row " + std::to_string(r) + " is outside [0, " +
+                                            std::to_string(m.cols) + ")");
+            if (t > b && c <= m.indices[t - 1])
+                throw std::invalid_argument(
+                    who + ": column indices must be strictly increasing within each row (row " +
+                    std::to_string(r) + "); sort them and sum duplicates first");
+            if (!std::isfinite(m.data[t]))
+                throw std::invalid_argument(who + ": non-finite value in row " + std::to_string(r));
+        }
+    }
+}
+
+void phrase_l2_topk(const CsrView& queries, const CsrView& database, int64_t k, float* distances,
+                    int64_t* ids, int threads) {
+    if (k <= 0) throw std::invalid_argument("k must be >= 1, got " + std::to_string(k));
+    if (queries.cols != database.cols)
+        throw std::invalid_argument("queries and database must have the same number of columns: " +
+                                    std::to_string(queries.cols) + " vs " +
+                                    std::to_string(database.cols) +
+                                    " (signatures from different vocabularies?)");
+    if (database.rows > std::numeric_limits<int32_t>::max())
+        throw std::invalid_argument("database must have fewer than 2^31 rows");
+    validate_csr(queries, "queries");
+    validate_csr(database, "database");
+    const InvertedIndex inv = build_inverted(database);
+    // Each query costs O(N + postings): below ~64k units of work a thread is not worth it.
+    const int64_t work = queries.rows * (database.rows + 64);
+    const int64_t by_work = std::max<int64_t>(1, work / 65536);
+    const int workers = static_cast<int>(std::min<int64_t>(resolve_threads(threads), by_work));
+    parallel_chunks(queries.rows, workers, [&](int, int64_t begin, int64_t end) {
+        search_range(queries, inv, database.rows, k, begin, end, distances, ids);
+    });
+}
+
+}  // namespace semcbir
