@@ -233,9 +233,11 @@ class SBSIndex:
 
     def __repr__(self) -> str:
         lay = self._layout
-        return (f"SBSIndex({len(self)} codes, {lay.num_classes} classes, levels={lay.levels}"
-                f"{', pyramid' if lay.pyramid else ''}, {lay.nbits} bits / {lay.stride} bytes"
-                f"{f', {self._n_dead} removed' if self._n_dead else ''})")
+        return (
+            f"SBSIndex({len(self)} codes, {lay.num_classes} classes, levels={lay.levels}"
+            f"{', pyramid' if lay.pyramid else ''}, {lay.nbits} bits / {lay.stride} bytes"
+            f"{f', {self._n_dead} removed' if self._n_dead else ''})"
+        )
 
     def __contains__(self, id: object) -> bool:
         try:
@@ -324,10 +326,14 @@ class SBSIndex:
         n_new = new.shape[0]
         if keys is not None:
             if isinstance(keys, (str, bytes)):
-                raise ValueError("keys must be a sequence of str (one per code), got a single string")
+                raise ValueError(
+                    "keys must be a sequence of str (one per code), got a single string"
+                )
             keys = list(keys)
             if len(keys) != n_new:
-                raise ValueError(f"keys must have one entry per code: {n_new} codes, {len(keys)} keys")
+                raise ValueError(
+                    f"keys must have one entry per code: {n_new} codes, {len(keys)} keys"
+                )
             for k in keys:
                 if not isinstance(k, str):
                     raise ValueError(f"keys must be str, got {type(k).__name__} {k!r}")
@@ -335,15 +341,18 @@ class SBSIndex:
             if self._n > 0 and (keys is None) != (self._keys is None):
                 if keys is None:
                     raise ValueError("this index has keys: pass keys=... with every add()")
-                raise ValueError("this index has no keys: its first add() had none; "
-                                 "build a new index to store keys")
+                raise ValueError(
+                    "this index has no keys: its first add() had none; "
+                    "build a new index to store keys"
+                )
             if ids is None:
                 new_ids = np.arange(self._next_id, self._next_id + n_new, dtype=np.int64)
             else:
                 new_ids = _as_ids(ids)
                 if new_ids.shape[0] != n_new:
                     raise ValueError(
-                        f"ids must have one entry per code: {n_new} codes, {new_ids.shape[0]} ids")
+                        f"ids must have one entry per code: {n_new} codes, {new_ids.shape[0]} ids"
+                    )
             if n_new == 0:
                 if self._n == 0 and keys is not None:
                     self._keys = []
@@ -365,11 +374,13 @@ class SBSIndex:
                 if np.any(dup):
                     raise ValueError(
                         f"ids already in the index: {new_ids[dup][:10].tolist()}; remove them "
-                        "first or pass other ids")
+                        "first or pass other ids"
+                    )
             if self._n == 0 and keys is not None:
                 self._keys = []
             in_order = bool(np.all(np.diff(new_ids) > 0)) and (
-                self._n == 0 or new_ids[0] > self._ids[self._n - 1])
+                self._n == 0 or new_ids[0] > self._ids[self._n - 1]
+            )
             if in_order:
                 self._append_locked(new, new_ids, keys)
             else:
@@ -385,7 +396,7 @@ class SBSIndex:
             buf[:n] = self._codes[:n]
             self._codes = buf
             self._mmap = None
-        self._codes[n:n + m] = new  # rows past any snapshot: never seen by a reader
+        self._codes[n : n + m] = new  # rows past any snapshot: never seen by a reader
         self._ids = np.concatenate([self._ids, new_ids])
         if self._alive is not None:
             self._alive = np.concatenate([self._alive, np.ones(m, dtype=bool)])
@@ -436,7 +447,8 @@ class SBSIndex:
             if not missing_ok and not np.all(found):
                 raise KeyError(
                     f"ids not in the index: {rm[~found][:10].tolist()}; pass missing_ok=True "
-                    "to ignore them")
+                    "to ignore them"
+                )
             rows = pos[found]
             if rows.size == 0:
                 return 0
@@ -536,7 +548,10 @@ class SBSIndex:
         nq = q.shape[0]
         n = codes.shape[0]
         if n == 0:
-            return (np.full((nq, k), _INT32_MAX, dtype=np.int32), np.full((nq, k), -1, dtype=np.int64))
+            return (
+                np.full((nq, k), _INT32_MAX, dtype=np.int32),
+                np.full((nq, k), -1, dtype=np.int64),
+            )
         # Tombstones can take at most n_dead slots: ask for that many more, then drop them.
         kk = min(k + n_dead, n)
         dist, rows = hamming_topk(q, codes, kk, threads=threads)
@@ -554,8 +569,9 @@ class SBSIndex:
             out_i[r, : sel.size] = ids[rows[r, sel]]
         return out_d, out_i
 
-    def range_search(self, queries: Any, radius: int, *, threads: int = 0
-                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def range_search(
+        self, queries: Any, radius: int, *, threads: int = 0
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """All entries within Hamming distance ``radius`` (inclusive) of each query.
 
         Parameters
@@ -596,7 +612,7 @@ class SBSIndex:
         out_d: list[np.ndarray] = []
         out_i: list[np.ndarray] = []
         for s in range(0, nq, chunk):
-            d = hamming_distances(q[s:s + chunk], codes, threads=threads)
+            d = hamming_distances(q[s : s + chunk], codes, threads=threads)
             hit = d <= radius
             if alive is not None:
                 hit &= alive[None, :]
@@ -631,7 +647,9 @@ class SBSIndex:
         try:
             meta_json = json.dumps(self.metadata)
         except (TypeError, ValueError) as exc:
-            raise ValueError(f"metadata must be JSON-serialisable to save the index ({exc})") from None
+            raise ValueError(
+                f"metadata must be JSON-serialisable to save the index ({exc})"
+            ) from None
         codes, ids, alive, _, keys = self._snapshot()
         if alive is not None:
             codes, ids = codes[alive], ids[alive]
@@ -678,6 +696,7 @@ class SBSIndex:
         try:
             h = hashlib.blake2b(digest_size=_DIGEST_SIZE)
             with os.fdopen(fd, "wb") as f:
+
                 def put(b: Any) -> None:
                     mv = memoryview(b).cast("B") if not isinstance(b, bytes) else b
                     h.update(mv)
@@ -698,7 +717,7 @@ class SBSIndex:
                         flat = np.ascontiguousarray(arr).reshape(-1).view(np.uint8)
                         step = 1 << 24
                         for s in range(0, flat.shape[0], step):
-                            put(flat[s:s + step])
+                            put(flat[s : s + step])
                     written += nb
                 f.write(h.digest())
                 f.write(END_MAGIC)
@@ -722,7 +741,9 @@ class SBSIndex:
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str], *, mmap: bool = True, verify: bool = True) -> SBSIndex:
+    def load(
+        cls, path: str | os.PathLike[str], *, mmap: bool = True, verify: bool = True
+    ) -> SBSIndex:
         """Load an index written by :meth:`save`.
 
         Parameters
@@ -747,7 +768,9 @@ class SBSIndex:
         """
         path = Path(path)
         if not path.exists():
-            raise FileNotFoundError(f"no index file {path}; build one with `semcbir index` or SBSIndex.save")
+            raise FileNotFoundError(
+                f"no index file {path}; build one with `semcbir index` or SBSIndex.save"
+            )
         if path.is_dir():
             raise IsADirectoryError(f"path must be an index file, got the folder {path}")
         with open(path, "rb") as f:
@@ -776,22 +799,28 @@ class SBSIndex:
         try:
             _, version, hlen, fsize, _ = _PREAMBLE.unpack_from(mv, 0)
             if size < _PREAMBLE.size + hlen + _TRAILER:
-                raise IndexFormatError(path, f"truncated: {size} bytes cannot hold a {hlen}-byte header")
-            if bytes(mv[size - len(END_MAGIC):]) != END_MAGIC:
+                raise IndexFormatError(
+                    path, f"truncated: {size} bytes cannot hold a {hlen}-byte header"
+                )
+            if bytes(mv[size - len(END_MAGIC) :]) != END_MAGIC:
                 raise IndexFormatError(path, "truncated or corrupted: the end marker is missing")
             if verify:
                 h = hashlib.blake2b(digest_size=_DIGEST_SIZE)
                 body = mv[: size - _TRAILER]
                 step = 1 << 26
                 for s in range(0, len(body), step):
-                    h.update(body[s:s + step])
-                stored = bytes(mv[size - _TRAILER: size - len(END_MAGIC)])
+                    h.update(body[s : s + step])
+                stored = bytes(mv[size - _TRAILER : size - len(END_MAGIC)])
                 if h.digest() != stored:
                     raise IndexFormatError(
-                        path, "corrupted: checksum mismatch (the file was modified or damaged "
-                        "after it was written); rebuild it or restore a copy")
+                        path,
+                        "corrupted: checksum mismatch (the file was modified or damaged "
+                        "after it was written); rebuild it or restore a copy",
+                    )
             try:
-                header = json.loads(bytes(mv[_PREAMBLE.size:_PREAMBLE.size + hlen]).decode("utf-8"))
+                header = json.loads(
+                    bytes(mv[_PREAMBLE.size : _PREAMBLE.size + hlen]).decode("utf-8")
+                )
             except (UnicodeDecodeError, json.JSONDecodeError) as exc:
                 raise IndexFormatError(path, f"corrupted header ({exc})") from None
             layout, sec, count, has_keys = _check_header(path, header)
@@ -801,18 +830,25 @@ class SBSIndex:
             def section(name: str, nbytes: int) -> tuple[int, int]:
                 s = sec.get(name)
                 if not isinstance(s, dict) or not all(
-                        isinstance(s.get(k), int) and not isinstance(s.get(k), bool)
-                        for k in ("offset", "nbytes")):
-                    raise IndexFormatError(path, f"corrupted header: section {name!r} missing or malformed")
+                    isinstance(s.get(k), int) and not isinstance(s.get(k), bool)
+                    for k in ("offset", "nbytes")
+                ):
+                    raise IndexFormatError(
+                        path, f"corrupted header: section {name!r} missing or malformed"
+                    )
                 off, nb = dstart + s["offset"], s["nbytes"]
                 if s["offset"] < 0 or s["offset"] % _ALIGN or nb != nbytes:
                     raise IndexFormatError(
-                        path, f"corrupted header: section {name!r} at {s['offset']} with {nb} "
-                        f"bytes, expected a 64-aligned offset and {nbytes} bytes")
+                        path,
+                        f"corrupted header: section {name!r} at {s['offset']} with {nb} "
+                        f"bytes, expected a 64-aligned offset and {nbytes} bytes",
+                    )
                 if off + nb > end:
                     raise IndexFormatError(
-                        path, f"truncated: section {name!r} needs bytes [{off}, {off + nb}) but "
-                        f"the data ends at {end}")
+                        path,
+                        f"truncated: section {name!r} needs bytes [{off}, {off + nb}) but "
+                        f"the data ends at {end}",
+                    )
                 return off, nb
 
             stride = layout.stride
@@ -826,18 +862,23 @@ class SBSIndex:
             keys: list[str] | None = None
             if has_keys:
                 o_off, _ = section("key_offsets", (count + 1) * 8)
-                offs = np.frombuffer(buf, dtype="<u8", count=count + 1, offset=o_off).astype(np.int64)
+                offs = np.frombuffer(buf, dtype="<u8", count=count + 1, offset=o_off).astype(
+                    np.int64
+                )
                 blob_len = int(offs[-1]) if count + 1 > 0 else 0
                 if offs[0] != 0 or np.any(np.diff(offs) < 0) or blob_len < 0:
                     raise IndexFormatError(path, "corrupted: key offsets are not increasing from 0")
                 b_off, _ = section("key_blob", blob_len)
-                blob = bytes(mv[b_off:b_off + blob_len])
+                blob = bytes(mv[b_off : b_off + blob_len])
                 try:
-                    keys = [blob[a:b].decode("utf-8") for a, b in zip(offs[:-1].tolist(), offs[1:].tolist())]
+                    keys = [
+                        blob[a:b].decode("utf-8")
+                        for a, b in zip(offs[:-1].tolist(), offs[1:].tolist())
+                    ]
                 except UnicodeDecodeError as exc:
                     raise IndexFormatError(path, f"corrupted key text ({exc})") from None
             if stride and count and layout.stride > layout.nbytes:
-                pad = codes[:, layout.nbytes:]
+                pad = codes[:, layout.nbytes :]
                 if pad.any():
                     raise IndexFormatError(path, "corrupted: code padding bytes are not zero")
         finally:
@@ -848,7 +889,9 @@ class SBSIndex:
         idx._n = count
         idx._keys = keys
         nid = header.get("next_id", 0)
-        idx._next_id = max(int(nid) if isinstance(nid, int) else 0, int(ids[-1]) + 1 if count else 0)
+        idx._next_id = max(
+            int(nid) if isinstance(nid, int) else 0, int(ids[-1]) + 1 if count else 0
+        )
         idx._mmap = keep
         return idx
 
@@ -869,21 +912,29 @@ def _check_preamble(path: Path, head: bytes, size: int) -> None:
         if len(head) < len(MAGIC) and MAGIC.startswith(head):
             raise IndexFormatError(path, f"truncated: {size} bytes, not even a full preamble")
         raise IndexFormatError(
-            path, f"not a semcbir index (starts with {head[:8]!r}, expected {MAGIC!r}); is it "
-            "an image or another program's file?")
+            path,
+            f"not a semcbir index (starts with {head[:8]!r}, expected {MAGIC!r}); is it "
+            "an image or another program's file?",
+        )
     if len(head) < _PREAMBLE.size:
         raise IndexFormatError(path, f"truncated: {size} bytes, not even a full preamble")
     _, version, hlen, fsize, reserved = _PREAMBLE.unpack(head)
     if version != FORMAT_VERSION:
         raise IndexFormatError(
-            path, f"format version {version}, but this library (semcbir_fast "
+            path,
+            f"format version {version}, but this library (semcbir_fast "
             f"{_library_version()}) reads version {FORMAT_VERSION}; "
-            + ("upgrade semcbir_fast" if version > FORMAT_VERSION else "the file is corrupted"))
+            + ("upgrade semcbir_fast" if version > FORMAT_VERSION else "the file is corrupted"),
+        )
     if fsize != size:
         what = "truncated" if size < fsize else "has unexpected trailing data"
-        raise IndexFormatError(path, f"{what}: the preamble says {fsize} bytes, the file has {size}")
+        raise IndexFormatError(
+            path, f"{what}: the preamble says {fsize} bytes, the file has {size}"
+        )
     if hlen == 0 or hlen > _MAX_HEADER or _PREAMBLE.size + hlen + _TRAILER > size:
-        raise IndexFormatError(path, f"corrupted: implausible header length {hlen} for a {size}-byte file")
+        raise IndexFormatError(
+            path, f"corrupted: implausible header length {hlen} for a {size}-byte file"
+        )
     if reserved != b"\0" * 8:
         raise IndexFormatError(path, "corrupted: reserved preamble bytes are not zero")
 
@@ -892,7 +943,9 @@ def _check_header(path: Path, header: Any) -> tuple[SBSLayout, dict[str, Any], i
     if not isinstance(header, dict) or header.get("format") != FORMAT_NAME:
         raise IndexFormatError(path, f"header is not a {FORMAT_NAME} header")
     if header.get("version") != FORMAT_VERSION:
-        raise IndexFormatError(path, f"header version {header.get('version')!r} != {FORMAT_VERSION}")
+        raise IndexFormatError(
+            path, f"header version {header.get('version')!r} != {FORMAT_VERSION}"
+        )
     lay = header.get("layout")
     count = header.get("count")
     sec = header.get("sections")
@@ -909,10 +962,11 @@ def _check_header(path: Path, header: Any) -> tuple[SBSLayout, dict[str, Any], i
     for key in ("nbits", "nbytes", "stride"):
         if lay.get(key) != getattr(layout, key):
             raise IndexFormatError(
-                path, f"layout {key}={lay.get(key)!r} does not match {getattr(layout, key)} "
+                path,
+                f"layout {key}={lay.get(key)!r} does not match {getattr(layout, key)} "
                 "computed by this library for the same classes/levels; the file comes from an "
-                "incompatible writer")
+                "incompatible writer",
+            )
     if lay.get("bitorder", "big") != "big":
         raise IndexFormatError(path, f"unsupported bit order {lay.get('bitorder')!r}")
     return layout, sec, count, bool(header.get("has_keys", False))
-

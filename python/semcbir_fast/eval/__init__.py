@@ -1,5 +1,44 @@
-"""Retrieval evaluation: MAP, P@k (SPEC.md section 5)."""
+"""Retrieval evaluation (SPEC.md section 5): data sets, metrics, evaluation runs.
 
-from .metrics import average_precision, mean_average_precision, precision_at_k
+- :mod:`~semcbir_fast.eval.metrics`: MAP, P@k, P@R, per-category AP, precision-recall
+  curve, with an optional tie-aware variant;
+- :mod:`~semcbir_fast.eval.datasets`: Corel-1K, MSRC (with ground-truth label maps for
+  "oracle" segmentation) and folder-per-category layouts, disjoint splits;
+- :mod:`~semcbir_fast.eval.evaluate`: :func:`evaluate_sbs` scores SBS per number of blocks;
+- :mod:`~semcbir_fast.eval.cache`: label maps computed by a model, cached on disk;
+- :mod:`~semcbir_fast.eval.paper`: the published numbers, for comparison.
 
-__all__ = ["average_precision", "mean_average_precision", "precision_at_k"]
+Only NumPy is imported here; OpenCV and torch load when a function needs them.
+"""
+
+from .datasets import Dataset, corel1k, find_images, folders, load_dataset, msrc, split_disjoint
+from .evaluate import EvalResult, LevelResult, evaluate_sbs
+from .metrics import (
+    average_precision,
+    mean_average_precision,
+    per_category_ap,
+    precision_at_k,
+    precision_at_r,
+    precision_recall_curve,
+    relevance,
+)
+
+__all__ = [
+    "Dataset",
+    "EvalResult",
+    "LevelResult",
+    "average_precision",
+    "corel1k",
+    "evaluate_sbs",
+    "find_images",
+    "folders",
+    "load_dataset",
+    "mean_average_precision",
+    "msrc",
+    "per_category_ap",
+    "precision_at_k",
+    "precision_at_r",
+    "precision_recall_curve",
+    "relevance",
+    "split_disjoint",
+]

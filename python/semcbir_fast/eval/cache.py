@@ -22,8 +22,13 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["cache_key", "label_cache_path", "load_label_cache", "save_label_cache",
-           "segment_cached"]
+__all__ = [
+    "cache_key",
+    "label_cache_path",
+    "load_label_cache",
+    "save_label_cache",
+    "segment_cached",
+]
 
 
 def _file_digest(path: Path) -> str:
@@ -34,8 +39,13 @@ def _file_digest(path: Path) -> str:
     return h.hexdigest()
 
 
-def cache_key(model_path: str | os.PathLike[str], images: Sequence[str | os.PathLike[str]], *,
-              dtype: str = "float32", resize: str = "logits") -> str:
+def cache_key(
+    model_path: str | os.PathLike[str],
+    images: Sequence[str | os.PathLike[str]],
+    *,
+    dtype: str = "float32",
+    resize: str = "logits",
+) -> str:
     """Hex key of the label maps of ``images`` under the model file ``model_path``."""
     mp = Path(model_path)
     side = mp.with_suffix(".json")
@@ -52,7 +62,9 @@ def cache_key(model_path: str | os.PathLike[str], images: Sequence[str | os.Path
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
-def label_cache_path(model_name: str, key: str, cache_root: str | os.PathLike[str] | None = None) -> Path:
+def label_cache_path(
+    model_name: str, key: str, cache_root: str | os.PathLike[str] | None = None
+) -> Path:
     """Where the entry ``key`` of model ``model_name`` lives."""
     from semcbir_fast._paths import cache_dir
 
@@ -66,8 +78,11 @@ def save_label_cache(path: Path, maps: Sequence[np.ndarray], paths: Sequence[str
     path.parent.mkdir(parents=True, exist_ok=True)
     dtype = np.uint16 if any(m.dtype.itemsize > 1 for m in maps) else np.uint8
     shapes = np.array([m.shape for m in maps], dtype=np.int64).reshape(-1, 2)
-    flat = (np.concatenate([np.asarray(m, dtype=dtype).reshape(-1) for m in maps])
-            if maps else np.zeros(0, dtype=dtype))
+    flat = (
+        np.concatenate([np.asarray(m, dtype=dtype).reshape(-1) for m in maps])
+        if maps
+        else np.zeros(0, dtype=dtype)
+    )
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -81,7 +96,9 @@ def save_label_cache(path: Path, maps: Sequence[np.ndarray], paths: Sequence[str
         raise
 
 
-def load_label_cache(path: Path, expect_paths: Sequence[str] | None = None) -> list[np.ndarray] | None:
+def load_label_cache(
+    path: Path, expect_paths: Sequence[str] | None = None
+) -> list[np.ndarray] | None:
     """Label maps of a cache entry, or None if it is missing, unreadable or for other images."""
     if not path.is_file():
         return None
@@ -98,16 +115,23 @@ def load_label_cache(path: Path, expect_paths: Sequence[str] | None = None) -> l
     out: list[np.ndarray] = []
     pos = 0
     for (h, w), n in zip(shapes.tolist(), sizes.tolist()):
-        out.append(flat[pos:pos + n].reshape(h, w))
+        out.append(flat[pos : pos + n].reshape(h, w))
         pos += n
     return out
 
 
-def segment_cached(images: Sequence[str | os.PathLike[str]], *, model: str = "ade20k-mnv2",
-                   device: Any = None, dtype: Any = None, batch_size: int = 16,
-                   progress: bool = True, use_cache: bool = True,
-                   cache_root: str | os.PathLike[str] | None = None,
-                   log: Any = None) -> tuple[list[np.ndarray], dict[str, Any]]:
+def segment_cached(
+    images: Sequence[str | os.PathLike[str]],
+    *,
+    model: str = "ade20k-mnv2",
+    device: Any = None,
+    dtype: Any = None,
+    batch_size: int = 16,
+    progress: bool = True,
+    use_cache: bool = True,
+    cache_root: str | os.PathLike[str] | None = None,
+    log: Any = None,
+) -> tuple[list[np.ndarray], dict[str, Any]]:
     """Label maps of ``images`` by ``model``, from the cache when possible.
 
     Parameters
@@ -142,10 +166,15 @@ def segment_cached(images: Sequence[str | os.PathLike[str]], *, model: str = "ad
     model_path = _resolve_model(model)
     meta = read_sidecar(model_path)
     dname = "float32" if dtype is None else str(dtype).replace("torch.", "")
-    info: dict[str, Any] = {"model": model if isinstance(model, str) else os.fspath(model),
-                            "model_name": meta.name, "num_classes": meta.num_classes,
-                            "class_names": list(meta.class_names), "model_path": str(model_path),
-                            "cache": "off", "cache_file": None}
+    info: dict[str, Any] = {
+        "model": model if isinstance(model, str) else os.fspath(model),
+        "model_name": meta.name,
+        "num_classes": meta.num_classes,
+        "class_names": list(meta.class_names),
+        "model_path": str(model_path),
+        "cache": "off",
+        "cache_file": None,
+    }
     cpath = None
     if use_cache:
         key = cache_key(model_path, paths, dtype=dname)
@@ -167,7 +196,8 @@ def segment_cached(images: Sequence[str | os.PathLike[str]], *, model: str = "ad
         head = "; ".join(f"{src} ({reason})" for _, src, reason in res.failed[:3])
         raise ValueError(
             f"{len(res.failed)} of {len(paths)} images could not be read: {head}; an "
-            "evaluation needs every image (remove or fix them)")
+            "evaluation needs every image (remove or fix them)"
+        )
     maps = [np.asarray(m) for m in res.labels]
     if cpath is not None:
         save_label_cache(cpath, maps, paths)

@@ -41,7 +41,18 @@ __all__ = [
 ]
 
 #: File name endings taken as images (case-insensitive).
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".jp2", ".pgm", ".ppm")
+IMAGE_EXTENSIONS = (
+    ".jpg",
+    ".jpeg",
+    ".png",
+    ".bmp",
+    ".tif",
+    ".tiff",
+    ".webp",
+    ".jp2",
+    ".pgm",
+    ".ppm",
+)
 
 
 def natural_key(s: str) -> list[Any]:
@@ -49,8 +60,12 @@ def natural_key(s: str) -> list[Any]:
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", s)]
 
 
-def find_images(root: str | os.PathLike[str], *, recursive: bool = True,
-                extensions: Sequence[str] = IMAGE_EXTENSIONS) -> list[Path]:
+def find_images(
+    root: str | os.PathLike[str],
+    *,
+    recursive: bool = True,
+    extensions: Sequence[str] = IMAGE_EXTENSIONS,
+) -> list[Path]:
     """Image files under ``root`` (hidden files and folders skipped), in natural order.
 
     Raises
@@ -70,8 +85,11 @@ def find_images(root: str | os.PathLike[str], *, recursive: bool = True,
                 if not fn.startswith(".") and fn.lower().endswith(exts):
                     out.append(Path(dirpath) / fn)
     else:
-        out = [p for p in base.iterdir()
-               if p.is_file() and not p.name.startswith(".") and p.name.lower().endswith(exts)]
+        out = [
+            p
+            for p in base.iterdir()
+            if p.is_file() and not p.name.startswith(".") and p.name.lower().endswith(exts)
+        ]
     out.sort(key=lambda p: natural_key(p.relative_to(base).as_posix()))
     return out
 
@@ -116,11 +134,13 @@ class Dataset:
         if self.categories.shape[0] != len(self.images):
             raise ValueError(
                 f"categories must have one entry per image: {len(self.images)} images, "
-                f"{self.categories.shape[0]} categories")
+                f"{self.categories.shape[0]} categories"
+            )
         if self.label_maps is not None and len(self.label_maps) != len(self.images):
             raise ValueError(
                 f"label_maps must have one entry per image: {len(self.images)} images, "
-                f"{len(self.label_maps)} label maps")
+                f"{len(self.label_maps)} label maps"
+            )
         for c in np.unique(self.categories).tolist():
             self.category_names.setdefault(int(c), str(c))
 
@@ -185,7 +205,8 @@ def read_label_map(path: Path, colors: Sequence[tuple[int, int, int]] | None = N
         if colors is None:
             raise ValueError(
                 f"label map {path} is a colour image but no class colours are known "
-                "(classes.txt); save label maps as single-channel class indices")
+                "(classes.txt); save label maps as single-channel class indices"
+            )
         rgb = m[:, :, 2::-1].astype(np.int64)  # BGR(A) -> RGB
         packed = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
         lut = {(r << 16) | (g << 8) | b: i for i, (r, g, b) in enumerate(colors)}
@@ -215,13 +236,16 @@ def corel1k(root: str | os.PathLike[str] | None = None) -> Dataset:
     base = Path(root) if root is not None else _default_root("corel1k")
     imgs = find_images(_images_dir(base), recursive=False)
     if not imgs:
-        raise FileNotFoundError(f"no images under {_images_dir(base)} (Corel-1K layout: images/<id>.jpg)")
+        raise FileNotFoundError(
+            f"no images under {_images_dir(base)} (Corel-1K layout: images/<id>.jpg)"
+        )
     cats = []
     for p in imgs:
         if not p.stem.isdigit():
             raise ValueError(
                 f"Corel-1K file names must be integer ids (<id>.jpg), got {p.name}; use "
-                "--dataset folders for a folder-per-category tree")
+                "--dataset folders for a folder-per-category tree"
+            )
         cats.append(int(p.stem) // 100)
     names: dict[int, str] = {}
     csv_path = base / "labels.csv"
@@ -268,7 +292,9 @@ def msrc(root: str | os.PathLike[str] | None = None) -> Dataset:
     base = Path(root) if root is not None else _default_root("msrc_v1")
     imgs = find_images(_images_dir(base), recursive=False)
     if not imgs:
-        raise FileNotFoundError(f"no images under {_images_dir(base)} (MSRC layout: images/<group>_<k>_s.jpg)")
+        raise FileNotFoundError(
+            f"no images under {_images_dir(base)} (MSRC layout: images/<group>_<k>_s.jpg)"
+        )
     cats = []
     for p in imgs:
         head = p.stem.split("_")[0]
@@ -297,8 +323,10 @@ def folders(root: str | os.PathLike[str]) -> Dataset:
     base = Path(root)
     if not base.is_dir():
         raise FileNotFoundError(f"data set folder {base} does not exist")
-    subs = sorted((d for d in base.iterdir() if d.is_dir() and not d.name.startswith(".")),
-                  key=lambda d: natural_key(d.name))
+    subs = sorted(
+        (d for d in base.iterdir() if d.is_dir() and not d.name.startswith(".")),
+        key=lambda d: natural_key(d.name),
+    )
     imgs: list[Path] = []
     cats: list[int] = []
     names: dict[int, str] = {}
@@ -311,7 +339,8 @@ def folders(root: str | os.PathLike[str]) -> Dataset:
     if not imgs:
         raise FileNotFoundError(
             f"no images in sub-folders of {base}; a folder-per-category data set looks like "
-            f"{base}/<category>/<image>.jpg")
+            f"{base}/<category>/<image>.jpg"
+        )
     return Dataset("folders", base, imgs, np.array(cats), names)
 
 
@@ -325,7 +354,7 @@ def load_dataset(name: str, root: str | os.PathLike[str] | None = None) -> Datas
         raise ValueError(f"dataset must be one of {sorted(DATASETS)}, got {name!r}")
     if name == "folders" and root is None:
         raise ValueError("dataset 'folders' needs a root folder (--root DIR)")
-    return DATASETS[name](root)  # type: ignore[operator]
+    return DATASETS[name](None if root is None else Path(root).resolve())  # type: ignore[operator]
 
 
 def split_disjoint(categories: Any, queries_per_category: int) -> tuple[np.ndarray, np.ndarray]:
@@ -347,6 +376,7 @@ def split_disjoint(categories: Any, queries_per_category: int) -> tuple[np.ndarr
         if members.size <= q:
             raise ValueError(
                 f"category {c} has {members.size} images: cannot take {q} queries and keep "
-                "some in the database; lower --queries-per-category")
+                "some in the database; lower --queries-per-category"
+            )
         is_q[members[:q]] = True
     return np.flatnonzero(is_q), np.flatnonzero(~is_q)

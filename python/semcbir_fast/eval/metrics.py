@@ -73,13 +73,15 @@ def _n_relevant(rel: np.ndarray, n_relevant: Any) -> np.ndarray:
         r = np.broadcast_to(r, (rel.shape[0],))
     if r.shape[0] != rel.shape[0]:
         raise ValueError(
-            f"n_relevant must have one value per query ({rel.shape[0]}), got {r.shape[0]}")
+            f"n_relevant must have one value per query ({rel.shape[0]}), got {r.shape[0]}"
+        )
     hits = rel.sum(axis=1)
     if np.any(r < hits):
         bad = int(np.flatnonzero(r < hits)[0])
         raise ValueError(
             f"n_relevant is smaller than the relevant results in the ranking for query {bad} "
-            f"({r[bad]:g} < {hits[bad]}); it must count every relevant database item")
+            f"({r[bad]:g} < {hits[bad]}); it must count every relevant database item"
+        )
     return r
 
 
@@ -105,7 +107,9 @@ def _tie_groups(distances: Any, shape: tuple[int, int]) -> tuple[np.ndarray, np.
     return start, end - start
 
 
-def _group_sums(rel: np.ndarray, start: np.ndarray, size: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _group_sums(
+    rel: np.ndarray, start: np.ndarray, size: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Per position: relevant items in its tie group, and relevant items before the group."""
     csum = np.zeros((rel.shape[0], rel.shape[1] + 1), dtype=np.int64)
     np.cumsum(rel, axis=1, out=csum[:, 1:])
@@ -114,8 +118,9 @@ def _group_sums(rel: np.ndarray, start: np.ndarray, size: np.ndarray) -> tuple[n
     return in_group, before
 
 
-def average_precision(ranked_labels: Any, query_labels: Any, *, n_relevant: Any = None,
-                      distances: Any = None) -> np.ndarray:
+def average_precision(
+    ranked_labels: Any, query_labels: Any, *, n_relevant: Any = None, distances: Any = None
+) -> np.ndarray:
     """Non-interpolated average precision of each ranking.
 
     Parameters
@@ -153,15 +158,20 @@ def average_precision(ranked_labels: Any, query_labels: Any, *, n_relevant: Any 
     return np.where(total > 0, prec_sum / np.maximum(total, 1.0), 0.0)
 
 
-def mean_average_precision(ranked_labels: Any, query_labels: Any, *, n_relevant: Any = None,
-                           distances: Any = None) -> float:
+def mean_average_precision(
+    ranked_labels: Any, query_labels: Any, *, n_relevant: Any = None, distances: Any = None
+) -> float:
     """MAP: mean of :func:`average_precision` over the queries (same arguments)."""
-    return float(average_precision(ranked_labels, query_labels, n_relevant=n_relevant,
-                                   distances=distances).mean())
+    return float(
+        average_precision(
+            ranked_labels, query_labels, n_relevant=n_relevant, distances=distances
+        ).mean()
+    )
 
 
-def precision_at_k(ranked_labels: Any, query_labels: Any, k: int, *,
-                   distances: Any = None) -> np.ndarray:
+def precision_at_k(
+    ranked_labels: Any, query_labels: Any, k: int, *, distances: Any = None
+) -> np.ndarray:
     """Precision of the first ``k`` results of each ranking, float64 ``(nq,)``.
 
     With ``distances``, the expected precision over orderings of tied results (a tie group
@@ -173,7 +183,8 @@ def precision_at_k(ranked_labels: Any, query_labels: Any, k: int, *,
     if k > rel.shape[1]:
         raise ValueError(
             f"k={k} exceeds the ranking length {rel.shape[1]}; compute rankings with at "
-            f"least k results")
+            f"least k results"
+        )
     if distances is None:
         return rel[:, :k].mean(axis=1)
     start, size = _tie_groups(distances, rel.shape)
@@ -184,8 +195,9 @@ def precision_at_k(ranked_labels: Any, query_labels: Any, k: int, *,
     return hits / k
 
 
-def precision_at_r(ranked_labels: Any, query_labels: Any, n_relevant: Any = None, *,
-                   distances: Any = None) -> np.ndarray:
+def precision_at_r(
+    ranked_labels: Any, query_labels: Any, n_relevant: Any = None, *, distances: Any = None
+) -> np.ndarray:
     """R-precision: ``P@R`` with ``R`` the number of relevant items of each query.
 
     ``n_relevant`` defaults to the relevant items in the ranking (the category size when
@@ -202,14 +214,19 @@ def precision_at_r(ranked_labels: Any, query_labels: Any, n_relevant: Any = None
             raise ValueError(f"n_relevant {r} exceeds the ranking length {rel.shape[1]}")
         sel = total == r
         d = None if distances is None else np.asarray(distances).reshape(rel.shape)[sel]
-        out[sel] = precision_at_k(rel[sel].astype(np.int8), np.ones(int(sel.sum()), np.int8),
-                                  int(r), distances=d)
+        out[sel] = precision_at_k(
+            rel[sel].astype(np.int8), np.ones(int(sel.sum()), np.int8), int(r), distances=d
+        )
     return out
 
 
-def precision_recall_curve(ranked_labels: Any, query_labels: Any, *, n_relevant: Any = None,
-                           recall_levels: int | Sequence[float] = 11
-                           ) -> tuple[np.ndarray, np.ndarray]:
+def precision_recall_curve(
+    ranked_labels: Any,
+    query_labels: Any,
+    *,
+    n_relevant: Any = None,
+    recall_levels: int | Sequence[float] = 11,
+) -> tuple[np.ndarray, np.ndarray]:
     """Interpolated precision at fixed recall levels, averaged over the queries.
 
     Parameters
@@ -255,8 +272,9 @@ def precision_recall_curve(ranked_labels: Any, query_labels: Any, *, n_relevant:
     return levels, out.mean(axis=0)
 
 
-def per_category_ap(ap: Any, query_labels: Any,
-                    names: Sequence[str] | dict[Any, str] | None = None) -> dict[Any, float]:
+def per_category_ap(
+    ap: Any, query_labels: Any, names: Sequence[str] | dict[Any, str] | None = None
+) -> dict[Any, float]:
     """Mean AP of the queries of each category: ``{category: mean AP}`` (sorted by category).
 
     ``names`` maps category values to display names (a dict, or a sequence indexed by the
@@ -265,7 +283,9 @@ def per_category_ap(ap: Any, query_labels: Any,
     a = np.asarray(ap, dtype=np.float64).reshape(-1)
     q = np.asarray(query_labels).reshape(-1)
     if a.shape != q.shape:
-        raise ValueError(f"ap and query_labels must have the same length, got {a.shape[0]} and {q.shape[0]}")
+        raise ValueError(
+            f"ap and query_labels must have the same length, got {a.shape[0]} and {q.shape[0]}"
+        )
     out: dict[Any, float] = {}
     for c in np.unique(q):
         key: Any = c.item()

@@ -1,0 +1,914 @@
+"""``semcbir``: index a folder of images, search it, evaluate, and make galleries.
+
+Commands (``semcbir COMMAND --help`` for every option)::
+
+    semcbir index FOLDER... -o INDEX [--model ade20k-mnv2|PATH] [--levels 2] [--append]
+    semcbir search INDEX IMAGE... [-k 10] [--json]
+    semcbir info INDEX [--json]
+    semcbir eval --dataset corel1k|msrc|folders [--root DIR] [--oracle] [--levels 0 1 2 3]
+                 [--report DIR]
+    semcbir gallery INDEX IMAGE... -o DIR [-k 10] [--categories corel1k|msrc|parent]
+
+Also ``python -m semcbir_fast ...``. A user mistake (missing file, bad option value,
+corrupt index) prints one line ``semcbir <command>: error: ...`` on stderr and exits with
+status 1 (2 for command-line syntax errors, 130 on Ctrl-C); tracebacks are for bugs only
+(``SEMCBIR_DEBUG=1`` shows them for every error).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+import time
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["CLIError", "main"]
+
+DEFAULT_MODEL = "ade20k-mnv2"
+DEFAULT_LEVELS = 2
+
+
+class CLIError(Exception):
+    """A user-facing error: printed as one line, exit status 1."""
+
+
+def _err(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _log(args: argparse.Namespace, msg: str) -> None:
+    if not getattr(args, "quiet", False):
+        _err(msg)
+
+
+def _key_of(path: str | os.PathLike[str]) -> str:
+    """The key an image is stored under: its absolute path (not resolving symlinks)."""
+    return os.path.abspath(os.fspath(path))
+
+
+def _fmt_os_error(exc: OSError) -> str:
+    if exc.filename is not None and exc.strerror:
+        return f"{exc.strerror}: {exc.filename}"
+    return str(exc)
+
+
+# ----------------------------------------------------------------------------- parser
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
+    return v
+
+
+def _level(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a level 0..12, got {text!r}") from None
+    if not 0 <= v <= 12:
+        raise argparse.ArgumentTypeError(f"expected a level 0..12 (4**level blocks), got {v}")
+    return v
+
+
+def _add_model_args(p: argparse.ArgumentParser, *, model_default: str | None) -> None:
+    g = p.add_argument_group("segmentation model")
+    g.add_argument(
+        "--model",
+        default=model_default,
+        metavar="NAME|PATH",
+        help=f"registered model name or TorchScript file with its .json sidecar "
+        f"(default: {model_default or 'the one recorded in the index'})",
+    )
+    g.add_argument(
+        "--device",
+        default=None,
+        help="torch device: cpu, cuda, cuda:1 (default: cuda if available, else cpu)",
+    )
+    g.add_argument(
+        "--dtype",
+        default=None,
+        choices=["float32", "bfloat16", "float16"],
+        help="model compute type (default float32; float16 needs CUDA)",
+    )
+    g.add_argument(
+        "--batch-size", type=_positive_int, default=16, help="images per model call (16)"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``semcbir`` (exposed for documentation tools)."""
+    from . import __version__
+
+    ap = argparse.ArgumentParser(
+        prog="semcbir",
+        description="Content-based image retrieval with Semantic Binary Signatures "
+        "(semantic segmentation -> binary codes -> Hamming search).",
+    )
+    ap.add_argument("--version", action="version", version=f"semcbir_fast {__version__}")
+    sub = ap.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser(
+        "index",
+        help="segment the images of folders and build (or extend) an index",
+        description="Find images under FOLDER(s) recursively, segment them, encode "
+        "SBS codes and save an index file. Unreadable images are "
+        "skipped and listed.",
+    )
+    p.add_argument("folders", nargs="+", metavar="FOLDER", help="image folders (or image files)")
+    p.add_argument("-o", "--output", required=True, metavar="INDEX", help="index file to write")
+    p.add_argument(
+        "--levels",
+        type=_level,
+        default=None,
+        help=f"SBS grid 2^n x 2^n blocks (default {DEFAULT_LEVELS}, or the index's with --append)",
+    )
+    p.add_argument("--pyramid", action="store_true", help="concatenate the codes of levels 0..n")
+    p.add_argument(
+        "--ignore-index",
+        type=int,
+        default=None,
+        metavar="CLASS",
+        help="a class id to treat as void (not counted)",
+    )
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--append",
+        action="store_true",
+        help="add the images not yet in INDEX (same model and levels)",
+    )
+    mode.add_argument("--overwrite", action="store_true", help="replace INDEX if it exists")
+    _add_model_args(p, model_default=None)
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or status lines")
+    p.set_defaults(func=cmd_index)
+
+    p = sub.add_parser(
+        "search",
+        help="rank the indexed images for query images",
+        description="Print the k nearest indexed images of each query image by "
+        "Hamming distance (ties: smaller id first). A query that is "
+        "already in the index is looked up, not segmented again.",
+    )
+    p.add_argument("index", metavar="INDEX")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("-k", type=_positive_int, default=10, help="results per query (10)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument(
+        "--resegment",
+        action="store_true",
+        help="segment query images even when they are in the index",
+    )
+    p.add_argument("--threads", type=int, default=0, help="search threads (0 = all cores)")
+    _add_model_args(p, model_default=None)
+    p.add_argument("-q", "--quiet", action="store_true", help="no status lines on stderr")
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("info", help="describe an index file")
+    p.add_argument("index", metavar="INDEX")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument(
+        "--no-verify", action="store_true", help="skip the checksum (faster on huge files)"
+    )
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser(
+        "eval",
+        help="measure retrieval quality on a labelled data set",
+        description="Segment a data set (or use its ground truth with --oracle), "
+        "encode SBS at each level and print MAP per number of blocks "
+        "(paper 000 Table 3 layout), P@R and P@k.",
+    )
+    p.add_argument(
+        "--dataset",
+        required=True,
+        choices=["corel1k", "msrc", "folders"],
+        help="layout: corel1k (<id>.jpg, category id//100), msrc (<group>_<k>_s.jpg, "
+        "labels/ ground truth), folders (one sub-folder per category)",
+    )
+    p.add_argument(
+        "--root",
+        default=None,
+        help="data set folder (default: $SEMCBIR_DATA or ../shared/data, + corel1k / msrc_v1)",
+    )
+    p.add_argument("--signature", default="sbs", choices=["sbs"], help="signature (sbs)")
+    p.add_argument(
+        "--levels",
+        type=_level,
+        nargs="+",
+        default=[0, 1, 2, 3],
+        help="SBS levels to evaluate (default 0 1 2 3 = 1, 4, 16, 64 blocks)",
+    )
+    p.add_argument("--pyramid", action="store_true", help="concatenate the codes of levels 0..n")
+    p.add_argument(
+        "--oracle",
+        action="store_true",
+        help="use the ground-truth label maps instead of a model (msrc)",
+    )
+    p.add_argument(
+        "--ignore-index",
+        type=int,
+        default=None,
+        metavar="CLASS",
+        help="a class id to treat as void (default: none for a model, the data "
+        "set's void class with --oracle)",
+    )
+    p.add_argument(
+        "--mode",
+        choices=["query-in-db", "disjoint"],
+        default="query-in-db",
+        help="query-in-db: every image is a query and stays in the database "
+        "(paper 000 Table 1); disjoint: split queries from the database",
+    )
+    p.add_argument(
+        "--queries-per-category",
+        type=_positive_int,
+        default=10,
+        help="disjoint mode: queries taken from each category (10)",
+    )
+    p.add_argument(
+        "--exclude-query",
+        action="store_true",
+        help="query-in-db: drop each query from its own ranking",
+    )
+    p.add_argument(
+        "-k",
+        type=_positive_int,
+        nargs="+",
+        default=[10, 20],
+        dest="ks",
+        help="cut-offs for P@k (default 10 20; 20 = paper 000 Table 7)",
+    )
+    p.add_argument(
+        "--limit",
+        type=_positive_int,
+        default=None,
+        help="use at most N images, spread evenly over the categories (a quick run)",
+    )
+    p.add_argument(
+        "--no-cache", action="store_true", help="segment again instead of reusing cached label maps"
+    )
+    p.add_argument(
+        "--report",
+        default=None,
+        metavar="DIR",
+        help="write report.md, report.json, PNG plots and gallery.html into DIR",
+    )
+    p.add_argument(
+        "--gallery-queries",
+        type=int,
+        default=1,
+        metavar="N",
+        help="report gallery: the first N queries of each category (1; 0 = none)",
+    )
+    p.add_argument(
+        "--gallery-k", type=_positive_int, default=10, help="report gallery: results per query"
+    )
+    p.add_argument("--embed", action="store_true", help="embed gallery thumbnails in the HTML")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.add_argument("--threads", type=int, default=0, help="encode/search threads (0 = all cores)")
+    _add_model_args(p, model_default=DEFAULT_MODEL)
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or status lines")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser(
+        "gallery",
+        help="HTML page of query images and their top-k results",
+        description="Search INDEX for each IMAGE and write DIR/gallery.html "
+        "(thumbnails in DIR/thumbs) and DIR/gallery.png.",
+    )
+    p.add_argument("index", metavar="INDEX")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder")
+    p.add_argument("-k", type=_positive_int, default=10, help="results per query (10)")
+    p.add_argument(
+        "--categories",
+        choices=["none", "corel1k", "msrc", "parent"],
+        default="none",
+        help="how to tell an image's category from its path, for green/red borders: "
+        "corel1k (<id>.jpg -> id//100), msrc (<group>_...), parent (folder name)",
+    )
+    p.add_argument(
+        "--overlay",
+        action="store_true",
+        help="also segment the shown images and offer label-map overlays",
+    )
+    p.add_argument("--embed", action="store_true", help="embed thumbnails in the HTML file")
+    p.add_argument(
+        "--resegment",
+        action="store_true",
+        help="segment query images even when they are in the index",
+    )
+    _add_model_args(p, model_default=None)
+    p.add_argument("-q", "--quiet", action="store_true", help="no status lines on stderr")
+    p.set_defaults(func=cmd_gallery)
+    return ap
+
+
+# ----------------------------------------------------------------------------- helpers
+def _discover(inputs: Sequence[str]) -> list[str]:
+    from .eval.datasets import IMAGE_EXTENSIONS, find_images
+
+    out: list[str] = []
+    seen: set[str] = set()
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            found = [str(x) for x in find_images(p)]
+        elif p.is_file():
+            if not p.name.lower().endswith(IMAGE_EXTENSIONS):
+                raise CLIError(
+                    f"{item} is not an image file (known endings: {' '.join(IMAGE_EXTENSIONS)})"
+                )
+            found = [str(p)]
+        else:
+            raise CLIError(f"no such folder or file: {item}")
+        for f in found:
+            k = _key_of(f)
+            if k not in seen:
+                seen.add(k)
+                out.append(k)
+    return out
+
+
+def _load_segmenter(args: argparse.Namespace, model: str) -> Any:
+    try:
+        from .segment import load_segmenter
+    except ImportError as exc:  # torch / OpenCV missing
+        raise CLIError(
+            f"segmentation needs the 'segment' extra ({exc}); install it with "
+            "pip install 'semcbir_fast[segment]'"
+        ) from None
+    cached = getattr(args, "_segmenter", None)
+    if cached is not None and cached[0] == model:
+        return cached[1]
+    _log(args, f"loading model {model} ...")
+    seg = load_segmenter(model, device=args.device, dtype=args.dtype)
+    args._segmenter = (model, seg)
+    return seg
+
+
+def _segment_codes(
+    args: argparse.Namespace,
+    seg: Any,
+    paths: list[str],
+    *,
+    levels: int,
+    pyramid: bool,
+    ignore_index: int | None,
+    num_classes: int | None = None,
+    labels: bool = False,
+) -> Any:
+    from .segment import index_images
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # failures are reported by the CLI
+        return index_images(
+            paths,
+            segmenter=seg,
+            levels=levels,
+            pyramid=pyramid,
+            num_classes=num_classes,
+            ignore_index=ignore_index,
+            batch_size=args.batch_size,
+            return_labels=labels,
+            progress=not getattr(args, "quiet", False) and len(paths) > args.batch_size,
+            on_error="skip",
+        )
+
+
+def _report_failed(
+    failed: Sequence[tuple[str, str]], what: str = "unreadable files skipped"
+) -> None:
+    if failed:
+        _err(f"{len(failed)} {what}:")
+        for src, reason in failed:
+            _err(f"  {src}: {reason}")
+
+
+def _open_index(path: str, *, verify: bool = True) -> Any:
+    from .index import SBSIndex
+
+    return SBSIndex.load(path, verify=verify)
+
+
+def _index_model(args: argparse.Namespace, index: Any) -> str:
+    model = args.model or index.metadata.get("model")
+    if not model:
+        raise CLIError(f"{args.index} does not record its model; pass --model NAME|PATH")
+    return str(model)
+
+
+def _query_codes(
+    args: argparse.Namespace, index: Any, images: Sequence[str], *, labels: bool = False
+) -> tuple[Any, list[str], dict[str, Any]]:
+    """Codes of the query images: looked up in the index when present, else segmented."""
+    import numpy as np
+
+    for img in images:
+        if not Path(img).is_file():
+            raise CLIError(f"no such image file: {img}")
+    keys = [_key_of(i) for i in images]
+    known: dict[str, int] = {}
+    if index.has_keys and not args.resegment and not labels:
+        wanted = set(keys)
+        for i, k in zip(index.ids().tolist(), index.keys()):
+            if k in wanted:
+                known[k] = i
+    todo = [k for k in keys if k not in known]
+    codes = np.zeros((len(keys), index.layout.stride), dtype=np.uint8)
+    source = ["index"] * len(keys)
+    label_maps: dict[str, Any] = {}
+    if todo:
+        md = index.metadata
+        seg = _load_segmenter(args, _index_model(args, index))
+        if seg.num_classes != index.layout.num_classes and md.get("num_classes") is None:
+            raise CLIError(
+                f"model {seg.meta.name} has {seg.num_classes} classes but the index "
+                f"codes have {index.layout.num_classes}; pass the index's --model"
+            )
+        res = _segment_codes(
+            args,
+            seg,
+            list(dict.fromkeys(todo)),
+            levels=index.layout.levels,
+            pyramid=index.layout.pyramid,
+            ignore_index=md.get("ignore_index"),
+            num_classes=index.layout.num_classes,
+            labels=labels,
+        )
+        if res.failed:
+            src, reason = res.failed[0]
+            raise CLIError(f"cannot read query image {src}: {reason}")
+        got = {p: c for p, c in zip(res.paths, res.codes)}
+        if labels and res.labels is not None:
+            label_maps = dict(zip(res.paths, res.labels))
+        for j, k in enumerate(keys):
+            if k in got:
+                codes[j] = got[k]
+                source[j] = "segmented"
+    for j, k in enumerate(keys):
+        if k in known:
+            codes[j] = index.reconstruct(known[k])
+    return codes, source, label_maps
+
+
+# ----------------------------------------------------------------------------- commands
+def cmd_index(args: argparse.Namespace) -> int:
+    from . import __version__
+    from .index import SBSIndex
+
+    out = Path(args.output)
+    if out.is_dir():
+        raise CLIError(f"-o must name an index file, got the folder {out}")
+    if not out.parent.is_dir():
+        raise CLIError(f"cannot write {out}: folder {out.parent} does not exist")
+    existing = None
+    if out.exists():
+        if args.append:
+            existing = SBSIndex.load(out, mmap=False)
+        elif not args.overwrite:
+            raise CLIError(
+                f"{out} exists; pass --append to add new images to it or --overwrite to replace it"
+            )
+    t0 = time.perf_counter()
+    paths = _discover(args.folders)
+    if not paths:
+        raise CLIError(f"no images found under {' '.join(args.folders)}")
+    if existing is not None:
+        md = existing.metadata
+        if args.levels is not None and args.levels != existing.layout.levels:
+            raise CLIError(
+                f"--levels {args.levels} differs from the index's levels "
+                f"{existing.layout.levels}; build a new index for other levels"
+            )
+        if args.pyramid and not existing.layout.pyramid:
+            raise CLIError("--pyramid differs from the index (built without it)")
+        model = args.model or md.get("model") or DEFAULT_MODEL
+        if args.model and md.get("model") and args.model != md.get("model"):
+            raise CLIError(
+                f"--model {args.model} differs from the index's model {md.get('model')}; "
+                "codes of different models cannot be mixed"
+            )
+        levels, pyramid = existing.layout.levels, existing.layout.pyramid
+        ignore_index = md.get("ignore_index") if args.ignore_index is None else args.ignore_index
+        if ignore_index != md.get("ignore_index"):
+            raise CLIError(
+                f"--ignore-index {args.ignore_index} differs from the index's "
+                f"{md.get('ignore_index')}"
+            )
+        have = set(existing.keys()) if existing.has_keys else set()
+        new_paths = [p for p in paths if p not in have]
+        _log(args, f"{len(paths)} images found, {len(paths) - len(new_paths)} already in {out}")
+        if not new_paths:
+            _log(args, "nothing new to add")
+            print(f"{out}: {len(existing)} images (unchanged)")
+            return 0
+    else:
+        model = args.model or DEFAULT_MODEL
+        levels = DEFAULT_LEVELS if args.levels is None else args.levels
+        pyramid, ignore_index = args.pyramid, args.ignore_index
+        new_paths = paths
+        _log(args, f"{len(paths)} images found")
+    if model != DEFAULT_MODEL and Path(model).is_file():
+        model = os.path.abspath(model)
+    seg = _load_segmenter(args, model)
+    if ignore_index is not None and not 0 <= ignore_index < seg.num_classes:
+        raise CLIError(
+            f"--ignore-index must be a class id in [0, {seg.num_classes}), got {ignore_index}"
+        )
+    if existing is not None and seg.num_classes != existing.layout.num_classes:
+        raise CLIError(
+            f"model {model} has {seg.num_classes} classes, the index {existing.layout.num_classes}"
+        )
+    res = _segment_codes(
+        args, seg, new_paths, levels=levels, pyramid=pyramid, ignore_index=ignore_index
+    )
+    _report_failed(res.failed)
+    if existing is None:
+        metadata = {
+            "model": model,
+            "model_name": seg.meta.name,
+            "num_classes": seg.num_classes,
+            "class_names": list(seg.class_names),
+            "levels": levels,
+            "pyramid": bool(pyramid),
+            "ignore_index": ignore_index,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "library_version": __version__,
+            "device": str(seg.device),
+        }
+        index = SBSIndex(res.layout, metadata=metadata)
+    else:
+        index = existing
+        index.metadata["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        index.metadata["library_version"] = __version__
+    if existing is not None and not len(res.paths):
+        print(f"{out}: {len(index)} images (unchanged; {len(res.failed)} skipped)")
+        return 0
+    if len(res.paths):
+        index.add(res.codes, keys=list(res.paths))
+    if len(index) == 0:
+        raise CLIError(f"none of the {len(new_paths)} images could be read; no index written")
+    index.save(out)
+    dt = time.perf_counter() - t0
+    lay = index.layout
+    print(
+        f"{out}: {len(index)} images ({len(res.paths)} added, {len(res.failed)} skipped) "
+        f"[{lay.num_classes} classes, {lay.blocks} blocks, {lay.nbits} bits / {lay.stride} bytes "
+        f"per code] in {dt:.1f} s"
+    )
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    index = _open_index(args.index)
+    if len(index) == 0:
+        raise CLIError(f"{args.index} is empty")
+    codes, source, _ = _query_codes(args, index, args.images)
+    dist, ids = index.search(codes, args.k, threads=args.threads)
+    out = []
+    for j, img in enumerate(args.images):
+        keys = index.keys_of(ids[j]) if index.has_keys else [None] * ids.shape[1]
+        results = [
+            {"rank": r + 1, "id": int(i), "distance": int(d), "key": key}
+            for r, (i, d, key) in enumerate(zip(ids[j], dist[j], keys))
+            if i >= 0
+        ]
+        out.append({"query": img, "code_from": source[j], "results": results})
+    if args.json:
+        print(json.dumps({"index": args.index, "k": args.k, "queries": out}, indent=1))
+        return 0
+    for q in out:
+        print(
+            f"query {q['query']}  ({'looked up in the index' if q['code_from'] == 'index' else 'segmented'})"
+        )
+        print(f"  {'rank':>4}  {'distance':>8}  {'id':>7}  path")
+        for r in q["results"]:
+            print(f"  {r['rank']:>4}  {r['distance']:>8}  {r['id']:>7}  {r['key'] or ''}")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from .index import FORMAT_VERSION
+
+    index = _open_index(args.index, verify=not args.no_verify)
+    lay = index.layout
+    md = dict(index.metadata)
+    classes = md.pop("class_names", None)
+    info = {
+        "file": os.path.abspath(args.index),
+        "bytes": os.path.getsize(args.index),
+        "format_version": FORMAT_VERSION,
+        "checksum": "skipped" if args.no_verify else "ok",
+        "count": len(index),
+        "has_keys": index.has_keys,
+        "layout": {**lay.to_dict(), "blocks": lay.blocks},
+        "metadata": md,
+        "num_class_names": len(classes) if classes else 0,
+    }
+    if args.json:
+        info["metadata"]["class_names"] = classes
+        print(json.dumps(info, indent=1))
+        return 0
+    print(
+        f"index     {info['file']} ({info['bytes']:,} bytes, format v{FORMAT_VERSION}, checksum {info['checksum']})"
+    )
+    print(f"images    {len(index)}" + (" (with paths)" if index.has_keys else ""))
+    print(
+        f"codes     {lay.num_classes} classes x {lay.blocks} blocks (levels={lay.levels}"
+        f"{', pyramid' if lay.pyramid else ''}) = {lay.nbits} bits, {lay.nbytes} bytes, "
+        f"stride {lay.stride}"
+    )
+    for k in (
+        "model",
+        "model_name",
+        "ignore_index",
+        "created",
+        "updated",
+        "library_version",
+        "device",
+    ):
+        if k in md:
+            print(f"{k.replace('_', ' '):<9} {md[k]}")
+    if classes:
+        shown = ", ".join(classes[:8]) + (", ..." if len(classes) > 8 else "")
+        print(f"classes   {len(classes)}: {shown}")
+    if index.has_keys and len(index):
+        ks = index.keys()
+        print(f"first     {ks[0]}")
+        print(f"last      {ks[-1]}")
+    return 0
+
+
+_DATASET_LABELS = {"corel1k": "Corel-1K (Wang)", "msrc": "MSRC v1", "folders": "folders"}
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .eval.datasets import load_dataset
+    from .eval.evaluate import evaluate_sbs
+
+    t0 = time.perf_counter()
+    ds = load_dataset(args.dataset, args.root)
+    if args.limit:
+        ds = ds.limit(args.limit)
+    if len(np.unique(ds.categories)) < 2:
+        raise CLIError(
+            f"the data set has a single category ({len(ds)} images): nothing to "
+            "tell apart; raise --limit or check --root"
+        )
+    settings: dict[str, Any] = {
+        "dataset_label": _DATASET_LABELS.get(args.dataset, args.dataset)
+        if args.dataset != "folders"
+        else Path(ds.root).name,
+        "limit": args.limit,
+    }
+    if args.oracle:
+        if not ds.has_ground_truth:
+            raise CLIError(
+                f"--oracle needs ground-truth label maps, and data set {args.dataset} "
+                f"at {ds.root} has none (MSRC: labels/<stem>.png)"
+            )
+        _log(args, f"reading {len(ds)} ground-truth label maps from {ds.root} ...")
+        maps = [ds.read_label_map(i) for i in range(len(ds))]
+        assert ds.label_classes is not None
+        num_classes = len(ds.label_classes)
+        ignore = ds.ignore_index if args.ignore_index is None else args.ignore_index
+        settings.update(segmentation="oracle", class_names=ds.label_classes)
+    else:
+        from .eval.cache import segment_cached
+
+        model = args.model
+        if model != DEFAULT_MODEL and Path(model).is_file():
+            model = os.path.abspath(model)
+        try:
+            maps, minfo = segment_cached(
+                [str(p) for p in ds.images],
+                model=model,
+                device=args.device,
+                dtype=args.dtype,
+                batch_size=args.batch_size,
+                progress=not args.quiet,
+                use_cache=not args.no_cache,
+                log=None if args.quiet else _err,
+            )
+        except ImportError as exc:
+            raise CLIError(
+                f"segmentation needs the 'segment' extra ({exc}); install it with "
+                "pip install 'semcbir_fast[segment]', or use --oracle"
+            ) from None
+        num_classes = minfo["num_classes"]
+        ignore = args.ignore_index
+        settings.update(
+            segmentation=f"model {minfo['model_name']}",
+            model=minfo["model"],
+            model_path=minfo["model_path"],
+            label_cache=minfo["cache"],
+            device=minfo.get("device"),
+            dtype=args.dtype or "float32",
+            class_names=minfo["class_names"],
+        )
+    if ignore is not None and not 0 <= ignore < num_classes:
+        raise CLIError(f"--ignore-index must be a class id in [0, {num_classes}), got {ignore}")
+    if args.exclude_query and args.mode != "query-in-db":
+        raise CLIError("--exclude-query applies to --mode query-in-db only")
+    result = evaluate_sbs(
+        ds,
+        maps,
+        num_classes=num_classes,
+        levels=args.levels,
+        ignore_index=ignore,
+        pyramid=args.pyramid,
+        mode=args.mode,
+        exclude_query=args.exclude_query,
+        queries_per_category=args.queries_per_category,
+        ks=args.ks,
+        top=max(args.gallery_k, 1),
+        threads=args.threads,
+        settings=settings,
+        keep_label_maps=args.report is not None,
+    )
+    result.settings["seconds"] = round(time.perf_counter() - t0, 2)
+    command = "semcbir " + shlex.join(getattr(args, "argv", []))
+    if args.report:
+        files = _write_report(args, result, command)
+        _log(
+            args,
+            f"report written to {files['markdown'].parent}/ "
+            f"({', '.join(sorted(p.name for p in files.values()))})",
+        )
+    if args.json:
+        d = result.to_dict()
+        d["settings"].pop("class_names", None)
+        print(json.dumps(d, indent=1, default=str))
+        return 0
+    s = result.settings
+    print(
+        f"{s['dataset_label']}: {s['images']} images, {s['categories']} categories, "
+        f"mode {s['mode']}{' (query excluded)' if s['exclude_query'] else ''}, "
+        f"segmentation: {s['segmentation']}"
+    )
+    print(result.table())
+    if args.dataset == "corel1k" and all(20 in r.p_at_k for r in result.results):
+        from .eval.paper import TABLE7_TOP20
+
+        ours = ", ".join(f"{r.blocks} blocks {r.p_at_k[20]:.4f}" for r in result.results)
+        others = ", ".join(f"{k} {v:.2f}" for k, v in TABLE7_TOP20.items())
+        print(f"top-20 precision (paper 000 Table 7): ours {ours}; paper: {others}")
+    return 0
+
+
+def _write_report(args: argparse.Namespace, result: Any, command: str | None) -> dict[str, Path]:
+    try:
+        from .report import write_report
+    except ImportError as exc:  # pragma: no cover - matplotlib missing
+        raise CLIError(f"--report needs matplotlib ({exc}): pip install matplotlib") from None
+    return write_report(
+        result,
+        args.report,
+        gallery_queries=args.gallery_queries or None,
+        gallery_k=args.gallery_k,
+        embed=args.embed,
+        command=command,
+    )
+
+
+def _category_of(path: str, rule: str) -> str | None:
+    p = Path(path)
+    try:
+        if rule == "corel1k":
+            return str(int(p.stem) // 100)
+        if rule == "msrc":
+            return str(int(p.stem.split("_")[0]))
+        if rule == "parent":
+            return p.parent.name
+    except ValueError:
+        return None
+    return None
+
+
+def cmd_gallery(args: argparse.Namespace) -> int:
+    from .gallery import GalleryHit, GalleryRow, write_gallery
+
+    index = _open_index(args.index)
+    if len(index) == 0:
+        raise CLIError(f"{args.index} is empty")
+    if not index.has_keys:
+        raise CLIError(f"{args.index} has no image paths (keys) to show")
+    out = Path(args.output)
+    if out.exists() and not out.is_dir():
+        raise CLIError(f"-o must be a folder, got the file {out}")
+    codes, source, qmaps = _query_codes(args, index, args.images, labels=args.overlay)
+    dist, ids = index.search(codes, args.k)
+    hit_maps: dict[str, Any] = dict(qmaps)
+    if args.overlay:
+        need = sorted({k for row in ids for k in index.keys_of(row) if k} - set(hit_maps))
+        if need:
+            seg = _load_segmenter(args, _index_model(args, index))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                r = seg.segment(need, batch_size=args.batch_size, progress=False, on_error="skip")
+            hit_maps.update({p: m for p, m in zip(need, r.labels) if m is not None})
+    rule = args.categories
+    rows = []
+    for j, img in enumerate(args.images):
+        qkey = _key_of(img)
+        qcat = _category_of(qkey, rule) if rule != "none" else None
+        hits = []
+        for i, d, key in zip(ids[j], dist[j], index.keys_of(ids[j])):
+            if i < 0 or key is None:
+                continue
+            cat = _category_of(key, rule) if rule != "none" else None
+            hits.append(
+                GalleryHit(
+                    path=key,
+                    distance=int(d),
+                    id=int(i),
+                    category=cat,
+                    relevant=None if qcat is None or cat is None else cat == qcat,
+                    label_map=hit_maps.get(key),
+                )
+            )
+        rows.append(
+            GalleryRow(
+                query=qkey,
+                hits=hits,
+                category=qcat,
+                label_map=hit_maps.get(qkey),
+                title=f"{Path(img).name} ({source[j]})",
+            )
+        )
+    md = index.metadata
+    html_path = write_gallery(
+        rows,
+        out,
+        title=f"semcbir: {len(rows)} queries on {Path(args.index).name}",
+        subtitle=(
+            f"{len(index)} images, model {md.get('model_name', md.get('model', '?'))}, "
+            f"{index.layout.blocks} blocks, top {args.k}"
+        ),
+        embed=args.embed,
+        class_names=md.get("class_names"),
+    )
+    print(html_path)
+    return 0
+
+
+# ----------------------------------------------------------------------------- entry point
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``semcbir`` command line; returns the exit status (0 = success)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a syntax error (argparse printed it)
+        return int(exc.code) if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    debug = os.environ.get("SEMCBIR_DEBUG", "") not in ("", "0")
+    from .index import IndexFormatError
+
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        _err(f"semcbir {args.command}: interrupted")
+        return 130
+    except CLIError as exc:
+        if debug:
+            raise
+        _err(f"semcbir {args.command}: error: {exc}")
+        return 1
+    except (
+        IndexFormatError,
+        FileNotFoundError,
+        IsADirectoryError,
+        NotADirectoryError,
+        PermissionError,
+        ValueError,
+        KeyError,
+    ) as exc:
+        if debug:
+            raise
+        msg = _fmt_os_error(exc) if isinstance(exc, OSError) else str(exc)
+        if isinstance(exc, KeyError):
+            msg = str(exc.args[0]) if exc.args else "key error"
+        _err(f"semcbir {args.command}: error: {msg.splitlines()[0] if msg else type(exc).__name__}")
+        return 1
+    except BrokenPipeError:  # e.g. `semcbir search ... | head`
+        try:
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115
+        except OSError:
+            pass
+        return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

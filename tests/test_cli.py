@@ -1,0 +1,429 @@
+"""The ``semcbir`` command line, in-process through ``main(argv)`` and once as a subprocess.
+
+Segmentation runs with a tiny scripted TorchScript model (a 1x1 convolution that labels
+pixels red / green / blue / dark) so that indexing is instant; one test runs the real
+default model on two images.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from semcbir_fast.cli import main
+
+pytest.importorskip("torch")
+cv2 = pytest.importorskip("cv2")
+pytestmark = pytest.mark.filterwarnings("ignore:.*torch.jit.save.*:DeprecationWarning")
+
+COLOURS = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (10, 10, 10)]
+
+
+def _make_tiny_model(path: Path) -> Path:
+    import torch
+    from semcbir_fast.models.export import export_torchscript
+    from semcbir_fast.models.sidecar import SegmenterMeta
+    from torch import nn
+
+    class Tiny(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 1)
+            with torch.no_grad():
+                w = torch.zeros(4, 3, 1, 1)
+                w[0, 0] = w[1, 1] = w[2, 2] = 1.0
+                self.conv.weight.copy_(w)
+                self.conv.bias.copy_(torch.tensor([0.0, 0.0, 0.0, 0.3]))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.conv(x)[:, :, ::2, ::2]
+
+    meta = SegmenterMeta(
+        name="tiny-rgb",
+        num_classes=4,
+        class_names=["red", "green", "blue", "dark"],
+        mean=[0.0, 0.0, 0.0],
+        std=[255.0, 255.0, 255.0],
+    )
+    return export_torchscript(Tiny(), path, meta)
+
+
+def _image(rng: np.random.Generator, main_colour: int) -> np.ndarray:
+    img = np.zeros((48, 64, 3), np.uint8)
+    img[:] = COLOURS[main_colour]
+    for _ in range(2):
+        y, x = rng.integers(0, 40), rng.integers(0, 56)
+        img[y : y + rng.integers(6, 20), x : x + rng.integers(6, 30)] = COLOURS[rng.integers(0, 4)]
+    return img
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    """Tiny model, a two-category image tree, a junk folder with a broken file, a cache."""
+    base = tmp_path_factory.mktemp("cli")
+    model = _make_tiny_model(base / "model" / "tiny-rgb.pt")
+    rng = np.random.default_rng(0)
+    tree = base / "tree"
+    for cat, colour, sub in (("reds", 0, ""), ("blues", 2, "deeper")):
+        d = tree / cat / sub
+        d.mkdir(parents=True)
+        for i in range(5):
+            cv2.imwrite(str(d / f"{cat}{i}.png"), _image(rng, colour)[:, :, ::-1])
+    junk = base / "junk"
+    junk.mkdir()
+    (junk / "broken.jpg").write_bytes(b"this is not a jpeg")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SEMCBIR_CACHE", str(base / "cache"))
+        yield {"base": base, "model": str(model), "tree": tree, "junk": junk}
+
+
+@pytest.fixture(scope="module")
+def built(env):
+    idx = env["base"] / "tree.sbsi"
+    rc = main(
+        [
+            "index",
+            str(env["tree"]),
+            str(env["junk"]),
+            "-o",
+            str(idx),
+            "--model",
+            env["model"],
+            "--levels",
+            "1",
+            "--device",
+            "cpu",
+            "-q",
+        ]
+    )
+    assert rc == 0
+    return idx
+
+
+def _run(capsys, argv):
+    rc = main(argv)
+    cap = capsys.readouterr()
+    return rc, cap.out, cap.err
+
+
+def _one_error_line(err: str, command: str) -> None:
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert lines[-1].startswith(f"semcbir {command}: error:") or "error:" in lines[-1], err
+    assert "Traceback" not in err
+
+
+# ----------------------------------------------------------------------------- index / info / search
+def test_index_reports_skipped_files_and_info(env, built, capsys):
+    from semcbir_fast.index import SBSIndex
+
+    idx = SBSIndex.load(built)
+    assert len(idx) == 10
+    assert all(k.endswith(".png") and os.path.isabs(k) for k in idx.keys())
+    assert idx.metadata["model_name"] == "tiny-rgb" and idx.metadata["class_names"][3] == "dark"
+    assert idx.layout.levels == 1 and idx.layout.num_classes == 4
+    rc, out, err = _run(capsys, ["info", str(built)])
+    assert rc == 0 and "images    10 (with paths)" in out and "4 classes x 4 blocks" in out
+    rc, out, _ = _run(capsys, ["info", str(built), "--json"])
+    info = json.loads(out)
+    assert info["count"] == 10 and info["metadata"]["class_names"] == [
+        "red",
+        "green",
+        "blue",
+        "dark",
+    ]
+    # the broken file was skipped and named on stderr
+    out_dir = env["base"] / "again.sbsi"
+    rc, out, err = _run(
+        capsys,
+        [
+            "index",
+            str(env["junk"]),
+            str(env["tree"] / "reds"),
+            "-o",
+            str(out_dir),
+            "--model",
+            env["model"],
+            "--device",
+            "cpu",
+        ],
+    )
+    assert rc == 0 and "broken.jpg" in err and "1 unreadable files skipped" in err
+    assert "5 images (5 added, 1 skipped)" in out
+
+
+def test_search_text_and_json(env, built, capsys):
+    q = sorted((env["tree"] / "reds").glob("*.png"))[0]
+    rc, out, _ = _run(capsys, ["search", str(built), str(q), "-k", "3"])
+    assert rc == 0 and "looked up in the index" in out
+    first = out.splitlines()[2].split()
+    assert first[:2] == ["1", "0"] and first[-1] == str(q.resolve())
+    rc, out, _ = _run(capsys, ["search", str(built), str(q), "-k", "4", "--json"])
+    looked = json.loads(out)["queries"][0]
+    rc, out, _ = _run(
+        capsys,
+        ["search", str(built), str(q), "-k", "4", "--json", "--resegment", "--device", "cpu", "-q"],
+    )
+    fresh = json.loads(out)["queries"][0]
+    assert looked["code_from"] == "index" and fresh["code_from"] == "segmented"
+    assert looked["results"] == fresh["results"]  # same codes either way
+    assert [r["rank"] for r in fresh["results"]] == [1, 2, 3, 4]
+    assert all("reds" in r["key"] for r in fresh["results"][:3])
+    # an image outside the index is segmented with the model recorded in the index
+    outside = env["base"] / "outside.png"
+    cv2.imwrite(str(outside), _image(np.random.default_rng(5), 2)[:, :, ::-1])
+    rc, out, _ = _run(capsys, ["search", str(built), str(outside), "-k", "2", "--json", "-q"])
+    res = json.loads(out)["queries"][0]
+    assert rc == 0 and res["code_from"] == "segmented" and "blues" in res["results"][0]["key"]
+
+
+def test_append_adds_only_new_images(env, capsys):
+    folder = env["base"] / "grow"
+    shutil.copytree(env["tree"] / "reds", folder)
+    idx = env["base"] / "grow.sbsi"
+    args = ["index", str(folder), "-o", str(idx), "--model", env["model"], "--device", "cpu", "-q"]
+    assert main(args) == 0
+    rc, _, err = _run(capsys, args)
+    assert rc == 1 and "--append" in err
+    _one_error_line(err, "index")
+    shutil.copy(next((env["tree"] / "blues").rglob("*.png")), folder / "new.png")
+    rc, out, _ = _run(capsys, [*args, "--append"])
+    assert rc == 0 and "6 images (1 added, 0 skipped)" in out
+    rc, out, _ = _run(capsys, [*args, "--append"])
+    assert rc == 0 and "unchanged" in out
+    rc, _, err = _run(capsys, [*args, "--append", "--levels", "3"])
+    assert rc == 1 and "differs from the index" in err
+    rc, out, _ = _run(capsys, [*args, "--overwrite", "--levels", "0"])
+    assert rc == 0 and "6 images (6 added" in out
+
+
+def test_user_mistakes_print_one_line(env, built, tmp_path, capsys):
+    corrupt = tmp_path / "corrupt.sbsi"
+    data = bytearray(built.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    corrupt.write_bytes(bytes(data))
+    corel_like = tmp_path / "corel"
+    (corel_like / "images").mkdir(parents=True)
+    for i in (0, 100):
+        cv2.imwrite(str(corel_like / "images" / f"{i}.jpg"), np.zeros((8, 8, 3), np.uint8))
+    cases = [
+        (["search", str(tmp_path / "missing.sbsi"), "x.png"], "search", "no index file"),
+        (["info", str(corrupt)], "info", "checksum mismatch"),
+        (["info", str(env["model"])], "info", "not a semcbir index"),
+        (
+            ["index", str(tmp_path / "nope"), "-o", str(tmp_path / "o.sbsi")],
+            "index",
+            "no such folder",
+        ),
+        (
+            ["index", str(env["tree"]), "-o", str(tmp_path / "no" / "o.sbsi")],
+            "index",
+            "does not exist",
+        ),
+        (
+            [
+                "index",
+                str(env["tree"]),
+                "-o",
+                str(tmp_path / "o.sbsi"),
+                "--model",
+                "no-such-model",
+                "-q",
+            ],
+            "index",
+            "neither a registered segmenter",
+        ),
+        (["search", str(built), str(tmp_path / "missing.png")], "search", "no such image file"),
+        (
+            ["eval", "--dataset", "corel1k", "--root", str(corel_like), "--oracle"],
+            "eval",
+            "--oracle needs ground-truth",
+        ),
+        (["eval", "--dataset", "msrc", "--root", str(tmp_path)], "eval", "no images"),
+        (
+            ["gallery", str(built), str(tmp_path / "missing.png"), "-o", str(tmp_path / "g")],
+            "gallery",
+            "no such image file",
+        ),
+    ]
+    for argv, cmd, match in cases:
+        rc, out, err = _run(capsys, argv)
+        assert rc == 1, (argv, err)
+        assert match in err, (argv, err)
+        assert len(err.strip().splitlines()) <= 2, err  # at most a status line + the error
+        _one_error_line(err, cmd)
+    for argv in (
+        ["index", str(env["tree"]), "-o", "x", "--levels", "13"],
+        [],
+        ["frobnicate"],
+        ["search", str(built), "q.png", "-k", "0"],
+    ):
+        rc, _, err = _run(capsys, argv)
+        assert rc == 2 and "usage: semcbir" in err and "Traceback" not in err
+    rc, out, _ = _run(capsys, ["--version"])
+    assert rc == 0 and "semcbir_fast" in out
+
+
+# ----------------------------------------------------------------------------- eval / gallery
+def test_eval_folders_with_model_cache_and_report(env, capsys):
+    pytest.importorskip("matplotlib")
+    rep = env["base"] / "report"
+    argv = [
+        "eval",
+        "--dataset",
+        "folders",
+        "--root",
+        str(env["tree"]),
+        "--model",
+        env["model"],
+        "--device",
+        "cpu",
+        "--levels",
+        "0",
+        "1",
+        "-k",
+        "3",
+        "--report",
+        str(rep),
+        "-q",
+    ]
+    rc, out, _ = _run(capsys, argv)
+    assert rc == 0, out
+    assert "2 categories" in out and "4^0=1" in out and "4^1=4" in out and "P@3" in out
+    maps = json.loads((rep / "report.json").read_text())
+    assert maps["settings"]["label_cache"] == "miss"
+    assert maps["results"][1]["map"] > 0.6  # the colours separate the two categories
+    assert maps["command"].startswith("semcbir eval --dataset folders")
+    for f in (
+        "report.md",
+        "map_vs_blocks.png",
+        "pr_curves.png",
+        "per_category_ap.png",
+        "gallery.html",
+    ):
+        assert (rep / f).is_file(), f
+    cached = list((env["base"] / "cache" / "labels").glob("tiny-rgb-*.npz"))
+    assert len(cached) == 1
+    rc, out, _ = _run(capsys, [*argv[:-3], "--json", "-q"])
+    second = json.loads(out)
+    assert second["settings"]["label_cache"] == "hit"
+    assert [r["map"] for r in second["results"]] == [r["map"] for r in maps["results"]]
+
+
+def test_gallery_command(env, built, capsys):
+    out_dir = env["base"] / "gal"
+    qs = [
+        str(sorted((env["tree"] / "reds").glob("*.png"))[1]),
+        str(sorted((env["tree"] / "blues").rglob("*.png"))[0]),
+    ]
+    rc, out, err = _run(
+        capsys,
+        [
+            "gallery",
+            str(built),
+            *qs,
+            "-o",
+            str(out_dir),
+            "-k",
+            "6",
+            "--categories",
+            "parent",
+            "--overlay",
+            "--device",
+            "cpu",
+            "-q",
+        ],
+    )
+    assert rc == 0, err
+    html = (out_dir / "gallery.html").read_text()
+    assert html.count('class="q"') == 2 and 'class="ok"' in html and 'class="bad"' in html
+    assert 'class="ov"' in html and "red</span>" in html  # overlays and their legend
+    assert (out_dir / "gallery.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_eval_msrc_oracle_cli(capsys):
+    from semcbir_fast.eval import datasets
+
+    try:
+        ds = datasets.msrc()
+    except FileNotFoundError:
+        pytest.skip("MSRC v1 data not found")
+    if not ds.has_ground_truth:
+        pytest.skip("MSRC v1 ground truth not found")
+    rc, out, _ = _run(capsys, ["eval", "--dataset", "msrc", "--oracle", "-q"])
+    assert rc == 0
+    assert "MSRC v1: 240 images, 8 categories" in out
+    row = next(ln for ln in out.splitlines() if ln.startswith("MAP MSRC v1 (oracle)"))
+    assert [float(v) for v in row.split("|")[1:]] == [0.8474, 0.8895, 0.8948, 0.8907]
+    rc, out, _ = _run(
+        capsys,
+        [
+            "eval",
+            "--dataset",
+            "msrc",
+            "--oracle",
+            "--levels",
+            "2",
+            "--mode",
+            "disjoint",
+            "--queries-per-category",
+            "5",
+            "--json",
+        ],
+    )
+    d = json.loads(out)
+    assert d["settings"]["queries"] == 40 and d["settings"]["database"] == 200
+
+
+# ----------------------------------------------------------------------------- subprocess + real model
+def test_python_dash_m_subprocess(built, tmp_path):
+    envv = dict(os.environ)
+    pkg = Path(__file__).resolve().parents[1] / "python"
+    envv["PYTHONPATH"] = os.pathsep.join([str(pkg), envv.get("PYTHONPATH", "")])
+    r = subprocess.run(
+        [sys.executable, "-m", "semcbir_fast", "info", str(built)],
+        capture_output=True,
+        text=True,
+        env=envv,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "images    10" in r.stdout
+    bad = tmp_path / "bad.sbsi"
+    bad.write_bytes(b"nope")
+    r = subprocess.run(
+        [sys.executable, "-m", "semcbir_fast", "info", str(bad)],
+        capture_output=True,
+        text=True,
+        env=envv,
+        timeout=120,
+    )
+    assert r.returncode == 1 and r.stderr.startswith("semcbir info: error: cannot load index")
+    assert "Traceback" not in r.stderr
+
+
+def test_default_model_on_two_real_images(tmp_path, capsys):
+    from semcbir_fast._paths import data_root, models_root
+
+    if not (models_root() / "ade20k_deeplabv3_mnv2.onnx").is_file():
+        pytest.skip("default model source not found")
+    src = data_root() / "corel1k" / "images"
+    if not (src / "300.jpg").is_file():
+        pytest.skip("Corel-1K not found")
+    folder = tmp_path / "two"
+    folder.mkdir()
+    for name in ("300.jpg", "301.jpg"):  # two buses
+        shutil.copy(src / name, folder / name)
+    idx = tmp_path / "two.sbsi"
+    rc, out, err = _run(capsys, ["index", str(folder), "-o", str(idx), "--device", "cpu", "-q"])
+    assert rc == 0, err
+    assert "2 images (2 added, 0 skipped) [151 classes, 16 blocks" in out
+    rc, out, _ = _run(capsys, ["search", str(idx), str(folder / "301.jpg"), "-k", "2", "--json"])
+    res = json.loads(out)["queries"][0]["results"]
+    assert res[0]["key"].endswith("301.jpg") and res[0]["distance"] == 0
+    assert res[1]["distance"] > 0
