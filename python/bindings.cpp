@@ -4,6 +4,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -11,6 +12,7 @@
 #include "semcbir/hamming.hpp"
 #include "semcbir/isa.hpp"
 #include "semcbir/parallel.hpp"
+#include "semcbir/phrase.hpp"  // phrase (SBoVP)
 #include "semcbir/sbs.hpp"
 
 namespace py = pybind11;
@@ -112,6 +114,110 @@ py::array_t<int32_t> distances(const Codes& a, const Codes& b, int threads) {
     return out;
 }
 
+// ---- phrase (SBoVP) ----
+using F32 = py::array_t<float, py::array::c_style>;
+using I32 = py::array_t<int32_t, py::array::c_style>;
+using I64 = py::array_t<int64_t, py::array::c_style>;
+
+template <class T>
+py::array_t<T> to_numpy_vec(const std::vector<T>& v) {
+    py::array_t<T> out(static_cast<py::ssize_t>(v.size()));
+    if (!v.empty()) std::copy(v.begin(), v.end(), out.mutable_data());
+    return out;
+}
+
+py::tuple build_phrases(const std::vector<F32>& xy, const std::vector<I32>& words,
+                        const std::vector<I32>& classes, int64_t vocab_size, int phrase_len,
+                        int threads) {
+    if (words.size() != xy.size() || classes.size() != xy.size())
+        throw py::value_error("xy, words and classes must have one array per image, got " +
+                              std::to_string(xy.size()) + ", " + std::to_string(words.size()) +
+                              " and " + std::to_string(classes.size()));
+    std::vector<KeypointSet> sets(xy.size());
+    for (size_t i = 0; i < xy.size(); ++i) {
+        const std::string where = "image " + std::to_string(i);
+        if (xy[i].ndim() != 2 || xy[i].shape(1) != 2)
+            throw py::value_error(where + ": xy must be (n, 2) float32");
+        const auto n = xy[i].shape(0);
+        if (words[i].ndim() != 1 || words[i].shape(0) != n || classes[i].ndim() != 1 ||
+            classes[i].shape(0) != n)
+            throw py::value_error(where + ": words and classes must be 1-D with one entry per "
+                                  "keypoint (" + std::to_string(n) + ")");
+        sets[i].xy = xy[i].data();
+        sets[i].words = words[i].data();
+        sets[i].classes = classes[i].data();
+        sets[i].n = n;
+    }
+    SparseRows rows;
+    {
+        py::gil_scoped_release release;
+        rows = build_phrase_matrices(sets.data(), static_cast<int64_t>(sets.size()), vocab_size,
+                                     phrase_len, threads);
+    }
+    return py::make_tuple(to_numpy_vec(rows.indptr), to_numpy_vec(rows.indices),
+                          to_numpy_vec(rows.data));
+}
+
+CsrView csr_view(const I64& indptr, const I64& indices, const F32& data, int64_t cols,
+                 const char* name) {
+    const std::string who(name);
+    if (indptr.ndim() != 1 || indptr.shape(0) < 1)
+        throw py::value_error(who + ": indptr must be 1-D with rows + 1 >= 1 entries");
+    if (indices.ndim() != 1 || data.ndim() != 1 || indices.shape(0) != data.shape(0))
+        throw py::value_error(who + ": indices and data must be 1-D of the same length");
+    const int64_t nnz = indices.shape(0);
+    if (indptr.data()[indptr.shape(0) - 1] != nnz)
+        throw py::value_error(who + ": indptr[-1] must equal len(indices) = " +
+                              std::to_string(nnz));
+    if (cols < 0) throw py::value_error(who + ": number of columns must be >= 0");
+    CsrView v;
+    v.indptr = indptr.data();
+    v.indices = indices.data();
+    v.data = data.data();
+    v.rows = indptr.shape(0) - 1;
+    v.cols = cols;
+    return v;
+}
+
+py::tuple phrase_topk(const I64& q_indptr, const I64& q_indices, const F32& q_data,
+                      const I64& d_indptr, const I64& d_indices, const F32& d_data, int64_t cols,
+                      int64_t k, int threads) {
+    const CsrView q = csr_view(q_indptr, q_indices, q_data, cols, "queries");
+    const CsrView d = csr_view(d_indptr, d_indices, d_data, cols, "database");
+    if (k <= 0) throw py::value_error("k must be >= 1, got " + std::to_string(k));
+    py::array_t<float> dist({static_cast<py::ssize_t>(q.rows), static_cast<py::ssize_t>(k)});
+    py::array_t<int64_t> ids({static_cast<py::ssize_t>(q.rows), static_cast<py::ssize_t>(k)});
+    float* pd = dist.mutable_data();
+    int64_t* pi = ids.mutable_data();
+    {
+        py::gil_scoped_release release;
+        phrase_l2_topk(q, d, k, pd, pi, threads);
+    }
+    return py::make_tuple(dist, ids);
+}
+py::tuple index_search(const PhraseIndex& index, const I64& q_indptr, const I64& q_indices,
+                       const F32& q_data, int64_t k, int threads) {
+    const CsrView q = csr_view(q_indptr, q_indices, q_data, index.cols(), "queries");
+    if (k <= 0) throw py::value_error("k must be >= 1, got " + std::to_string(k));
+    py::array_t<float> dist({static_cast<py::ssize_t>(q.rows), static_cast<py::ssize_t>(k)});
+    py::array_t<int64_t> ids({static_cast<py::ssize_t>(q.rows), static_cast<py::ssize_t>(k)});
+    float* pd = dist.mutable_data();
+    int64_t* pi = ids.mutable_data();
+    {
+        py::gil_scoped_release release;
+        index.search(q, k, pd, pi, threads);
+    }
+    return py::make_tuple(dist, ids);
+}
+
+std::unique_ptr<PhraseIndex> make_index(const I64& indptr, const I64& indices, const F32& data,
+                                        int64_t cols, int threads) {
+    const CsrView v = csr_view(indptr, indices, data, cols, "database");
+    py::gil_scoped_release release;
+    return std::make_unique<PhraseIndex>(v, threads);
+}
+// ---- end phrase (SBoVP) ----
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -130,4 +236,19 @@ PYBIND11_MODULE(_core, m) {
     m.def("set_isa", [](const std::string& name) { set_active_isa(parse_isa(name)); },
           py::arg("name"));
     m.def("hardware_threads", [] { return resolve_threads(0); });
+    // ---- phrase (SBoVP) ----
+    m.def("build_phrase_matrices", &build_phrases, py::arg("xy"), py::arg("words"),
+          py::arg("classes"), py::arg("vocab_size"), py::arg("phrase_len"), py::arg("threads"));
+    m.def("phrase_l2_topk", &phrase_topk, py::arg("q_indptr"), py::arg("q_indices"),
+          py::arg("q_data"), py::arg("d_indptr"), py::arg("d_indices"), py::arg("d_data"),
+          py::arg("cols"), py::arg("k"), py::arg("threads"));
+    py::class_<PhraseIndex>(m, "PhraseIndex")
+        .def(py::init(&make_index), py::arg("indptr"), py::arg("indices"), py::arg("data"),
+             py::arg("cols"), py::arg("threads"))
+        .def_property_readonly("rows", &PhraseIndex::rows)
+        .def_property_readonly("cols", &PhraseIndex::cols)
+        .def_property_readonly("nnz", &PhraseIndex::nnz)
+        .def("search", &index_search, py::arg("q_indptr"), py::arg("q_indices"),
+             py::arg("q_data"), py::arg("k"), py::arg("threads"));
+    // ---- end phrase (SBoVP) ----
 }

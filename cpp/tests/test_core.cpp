@@ -2,6 +2,7 @@
 // every ISA level this CPU supports. Built with -DSEMCBIR_BUILD_TESTS=ON (and meant to run
 // under -DSEMCBIR_SANITIZE=ON: ASan + UBSan); `ctest` runs it.
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -11,6 +12,7 @@
 
 #include "semcbir/hamming.hpp"
 #include "semcbir/isa.hpp"
+#include "semcbir/phrase.hpp"
 #include "semcbir/sbs.hpp"
 
 using namespace semcbir;
@@ -141,6 +143,113 @@ static void check_hamming(std::mt19937_64& rng) {
     }
 }
 
+// ---- phrase (SBoVP) ----
+// Naive phrase matrix: per keypoint, sort the other keypoints of its class by (d2, index).
+static std::vector<int64_t> naive_phrases(const std::vector<float>& xy, const std::vector<int32_t>& w,
+                                          const std::vector<int32_t>& c, int64_t L, int n) {
+    std::vector<int64_t> H(static_cast<size_t>(L * L), 0);
+    const int64_t m = static_cast<int64_t>(w.size());
+    for (int64_t p = 0; p < m; ++p) {
+        if (c[p] < 0) continue;
+        std::vector<std::pair<double, int64_t>> cand;
+        for (int64_t q = 0; q < m; ++q) {
+            if (q == p || c[q] != c[p]) continue;
+            const double dx = double(xy[2 * q]) - double(xy[2 * p]);
+            const double dy = double(xy[2 * q + 1]) - double(xy[2 * p + 1]);
+            cand.emplace_back(dx * dx + dy * dy, q);
+        }
+        if (cand.empty()) continue;
+        std::sort(cand.begin(), cand.end());
+        std::vector<int32_t> words{w[p]};
+        for (size_t t = 0; t < cand.size() && static_cast<int>(t) < n - 1; ++t)
+            words.push_back(w[cand[t].second]);
+        for (size_t a = 0; a < words.size(); ++a)
+            for (size_t b = a + 1; b < words.size(); ++b)
+                ++H[static_cast<size_t>(std::min(words[a], words[b]) * L + std::max(words[a], words[b]))];
+    }
+    return H;
+}
+
+static void check_phrases(std::mt19937_64& rng) {
+    const int64_t L = 9;
+    for (int n = 2; n <= 4; ++n) {
+        std::vector<std::vector<float>> xy(6);
+        std::vector<std::vector<int32_t>> w(6), c(6);
+        std::vector<KeypointSet> sets(6);
+        for (size_t i = 0; i < 6; ++i) {
+            const int64_t m = static_cast<int64_t>(rng() % 50);
+            for (int64_t p = 0; p < m; ++p) {
+                xy[i].push_back(static_cast<float>(rng() % 7));  // integer grid: ties
+                xy[i].push_back(static_cast<float>(rng() % 7));
+                w[i].push_back(static_cast<int32_t>(rng() % L));
+                c[i].push_back(static_cast<int32_t>(rng() % 4) - 1);
+            }
+            sets[i] = KeypointSet{xy[i].data(), w[i].data(), c[i].data(), m};
+        }
+        for (int threads : {1, 3}) {
+            const SparseRows rows = build_phrase_matrices(sets.data(), 6, L, n, threads);
+            for (size_t i = 0; i < 6; ++i) {
+                std::vector<int64_t> got(static_cast<size_t>(L * L), 0);
+                for (int64_t e = rows.indptr[i]; e < rows.indptr[i + 1]; ++e)
+                    got[static_cast<size_t>(rows.indices[static_cast<size_t>(e)])] =
+                        static_cast<int64_t>(rows.data[static_cast<size_t>(e)]);
+                CHECK(got == naive_phrases(xy[i], w[i], c[i], L, n), "phrases n=%d image %zu", n, i);
+            }
+        }
+    }
+}
+
+static void check_phrase_topk(std::mt19937_64& rng, int64_t cols_scale) {
+    const int64_t nq = 7, nd = 40, dim = 30, k = 45;
+    auto random_rows = [&](int64_t rows, std::vector<int64_t>& ip, std::vector<int64_t>& ix,
+                           std::vector<float>& d, std::vector<double>& dense) {
+        ip.assign(1, 0);
+        dense.assign(static_cast<size_t>(rows * dim), 0.0);
+        for (int64_t r = 0; r < rows; ++r) {
+            for (int64_t j = 0; j < dim; ++j)
+                if (rng() % 5 == 0) {
+                    const float v = static_cast<float>(1 + rng() % 3);
+                    ix.push_back(j * cols_scale);
+                    d.push_back(v);
+                    dense[static_cast<size_t>(r * dim + j)] = v;
+                }
+            ip.push_back(static_cast<int64_t>(ix.size()));
+        }
+    };
+    std::vector<int64_t> qi, qx, di, dx;
+    std::vector<float> qd, dd;
+    std::vector<double> qdense, ddense;
+    random_rows(nq, qi, qx, qd, qdense);
+    random_rows(nd, di, dx, dd, ddense);
+    const CsrView q{qi.data(), qx.data(), qd.data(), nq, dim * cols_scale};
+    const CsrView db{di.data(), dx.data(), dd.data(), nd, dim * cols_scale};
+    std::vector<float> dist(static_cast<size_t>(nq * k));
+    std::vector<int64_t> ids(static_cast<size_t>(nq * k));
+    phrase_l2_topk(q, db, k, dist.data(), ids.data(), 2);
+    for (int64_t i = 0; i < nq; ++i) {
+        std::vector<std::pair<double, int64_t>> want;
+        for (int64_t j = 0; j < nd; ++j) {
+            double d2 = 0;
+            for (int64_t t = 0; t < dim; ++t) {
+                const double x = qdense[static_cast<size_t>(i * dim + t)] - ddense[static_cast<size_t>(j * dim + t)];
+                d2 += x * x;
+            }
+            want.emplace_back(d2, j);
+        }
+        std::sort(want.begin(), want.end());
+        for (int64_t r = 0; r < k; ++r) {
+            const size_t at = static_cast<size_t>(i * k + r);
+            if (r < nd)
+                CHECK(ids[at] == want[static_cast<size_t>(r)].second &&
+                          dist[at] == static_cast<float>(std::sqrt(want[static_cast<size_t>(r)].first)),
+                      "phrase topk q=%lld rank=%lld", (long long)i, (long long)r);
+            else
+                CHECK(ids[at] == -1 && std::isinf(dist[at]), "phrase topk padding");
+        }
+    }
+}
+// ---- end phrase (SBoVP) ----
+
 int main() {
     std::mt19937_64 rng(12345);
     for (Isa isa : supported_isas()) {  // uint8 maps have per-ISA row counters
@@ -155,6 +264,9 @@ int main() {
     check_encoder<uint64_t>(rng, LabelType::u64);
     check_encoder<int64_t>(rng, LabelType::i64);
     for (int round = 0; round < 5; ++round) check_hamming(rng);
+    check_phrases(rng);                        // ---- phrase (SBoVP)
+    check_phrase_topk(rng, 1);                 // direct column table
+    check_phrase_topk(rng, int64_t{1} << 34);  // hashed column space
     std::printf("semcbir core tests: %d failure(s); ISA levels checked:", failures);
     for (Isa isa : supported_isas()) std::printf(" %s", isa_name(isa));
     std::printf("\n");

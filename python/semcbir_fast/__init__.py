@@ -10,14 +10,31 @@ Hamming distance with run-time-dispatched SIMD kernels.
 from __future__ import annotations
 
 from ._backend import active_isa, available_isas, backend, set_backend, set_isa
+from .features import Features, extract_features
 from .hamming import hamming_distances, hamming_topk
+from .hybrid import HybridSignatures, histogram_filter, hybrid_signatures, hybrid_topk
+from .index import IndexFormatError, SBSIndex
 from .layout import SBSLayout, sbs_layout
+from .sbovp import PhraseIndex, PhraseSignatures, Vocabulary, phrase_l2_topk, sbovp_signatures
 from .sbs import decode_sbs, encode_sbs
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Features",
+    "HybridSignatures",
+    "IndexFormatError",
+    "PhraseIndex",
+    "PhraseSignatures",
+    "SBSIndex",
     "SBSLayout",
+    "Vocabulary",
+    "extract_features",
+    "histogram_filter",
+    "hybrid_signatures",
+    "hybrid_topk",
+    "phrase_l2_topk",
+    "sbovp_signatures",
     "active_isa",
     "available_isas",
     "backend",

@@ -22,3 +22,48 @@ def active_isa() -> str: ...
 def available_isas() -> list[str]: ...
 def set_isa(name: str) -> None: ...
 def hardware_threads() -> int: ...
+
+# ---- phrase (SBoVP) ----
+def build_phrase_matrices(
+    xy: list[npt.NDArray[np.float32]],
+    words: list[npt.NDArray[np.int32]],
+    classes: list[npt.NDArray[np.int32]],
+    vocab_size: int,
+    phrase_len: int,
+    threads: int,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float32]]: ...
+def phrase_l2_topk(
+    q_indptr: npt.NDArray[np.int64],
+    q_indices: npt.NDArray[np.int64],
+    q_data: npt.NDArray[np.float32],
+    d_indptr: npt.NDArray[np.int64],
+    d_indices: npt.NDArray[np.int64],
+    d_data: npt.NDArray[np.float32],
+    cols: int,
+    k: int,
+    threads: int,
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]: ...
+
+class PhraseIndex:
+    def __init__(
+        self,
+        indptr: npt.NDArray[np.int64],
+        indices: npt.NDArray[np.int64],
+        data: npt.NDArray[np.float32],
+        cols: int,
+        threads: int,
+    ) -> None: ...
+    @property
+    def rows(self) -> int: ...
+    @property
+    def cols(self) -> int: ...
+    @property
+    def nnz(self) -> int: ...
+    def search(
+        self,
+        q_indptr: npt.NDArray[np.int64],
+        q_indices: npt.NDArray[np.int64],
+        q_data: npt.NDArray[np.float32],
+        k: int,
+        threads: int,
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]: ...

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 namespace semcbir {
@@ -59,11 +60,34 @@ SparseRows build_phrase_matrices(const KeypointSet* images, int64_t n_images,
 /// Throws std::invalid_argument (naming `name`) unless `m` is a canonical CSR matrix.
 void validate_csr(const CsrView& m, const char* name);
 
+/// A database of sparse rows prepared for exact L2 search: squared norms and an inverted
+/// index (posting list of every column: rows ascending, float32 values). The column space is
+/// addressed directly, or through a hash map when it is much larger than the non-zeros
+/// (semantic words). Built once (validating the database), searched many times; immutable,
+/// so concurrent searches are safe; copies of it share the data.
+class PhraseIndex {
+public:
+    struct Impl;
+
+    explicit PhraseIndex(const CsrView& database, int threads = 0);
+
+    int64_t rows() const noexcept;
+    int64_t cols() const noexcept;
+    int64_t nnz() const noexcept;
+
+    /// Top-k of every query row: see phrase_l2_topk. Validates the queries first.
+    void search(const CsrView& queries, int64_t k, float* distances, int64_t* ids,
+                int threads) const;
+
+private:
+    std::shared_ptr<const Impl> impl_;
+};
+
 /// Exact L2 top-k between the rows of `queries` and of `database` (same number of columns).
 /// distances/ids are queries.rows x k: distances = sqrt of the squared L2 distance (computed
 /// in double as |q|^2 + |d|^2 - 2 q.d, clamped at 0, rounded to float32), each row sorted by
 /// ascending squared distance, ties broken by the smaller id; missing slots (k > database.rows)
-/// hold id -1 and distance +infinity. Validates both matrices first.
+/// hold id -1 and distance +infinity. Validates both matrices first (builds a PhraseIndex).
 void phrase_l2_topk(const CsrView& queries, const CsrView& database, int64_t k, float* distances,
                     int64_t* ids, int threads);
 
