@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ._atomic import atomic_path
+
 __all__ = ["GalleryHit", "GalleryRow", "label_palette", "write_gallery"]
 
 _BLUE = (31, 111, 235)
@@ -308,9 +310,8 @@ def write_gallery(
         f'{key}{legend}<div class="rows">{"".join(parts)}</div></body></html>\n'
     )
     path = out / html_name
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(doc, encoding="utf-8")
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(doc, encoding="utf-8")
     if png_name:
         _write_png(rows[:png_rows], plain, out / png_name, thumb_size)
     return path

@@ -71,7 +71,6 @@ import mmap as _mmap
 import operator
 import os
 import struct
-import tempfile
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -79,6 +78,7 @@ from typing import Any
 
 import numpy as np
 
+from ._atomic import atomic_path
 from .layout import SBSLayout, sbs_layout
 
 __all__ = ["FORMAT_VERSION", "MAGIC", "IndexFormatError", "SBSIndex"]
@@ -692,52 +692,35 @@ class SBSIndex:
         size = dstart + data_len + _TRAILER
         pre = _PREAMBLE.pack(MAGIC, FORMAT_VERSION, len(hbytes), size, b"\0" * 8)
 
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            h = hashlib.blake2b(digest_size=_DIGEST_SIZE)
-            with os.fdopen(fd, "wb") as f:
+        h = hashlib.blake2b(digest_size=_DIGEST_SIZE)
+        with atomic_path(path, durable=True) as tmp, open(tmp, "wb") as f:
 
-                def put(b: Any) -> None:
-                    mv = memoryview(b).cast("B") if not isinstance(b, bytes) else b
-                    h.update(mv)
-                    f.write(mv)
+            def put(b: Any) -> None:
+                mv = memoryview(b).cast("B") if not isinstance(b, bytes) else b
+                h.update(mv)
+                f.write(mv)
 
-                put(pre)
-                put(hbytes)
-                put(b"\0" * (dstart - _PREAMBLE.size - len(hbytes)))
-                written = 0
-                for name, arr, nb in sections:
-                    off = table[name]["offset"]
-                    if off > written:
-                        put(b"\0" * (off - written))
-                        written = off
-                    if isinstance(arr, bytes):
-                        put(arr)
-                    else:
-                        flat = np.ascontiguousarray(arr).reshape(-1).view(np.uint8)
-                        step = 1 << 24
-                        for s in range(0, flat.shape[0], step):
-                            put(flat[s : s + step])
-                    written += nb
-                f.write(h.digest())
-                f.write(END_MAGIC)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
-        try:  # make the rename itself durable (POSIX; best effort elsewhere)
-            dfd = os.open(path.parent, os.O_RDONLY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
-        except OSError:
-            pass
+            put(pre)
+            put(hbytes)
+            put(b"\0" * (dstart - _PREAMBLE.size - len(hbytes)))
+            written = 0
+            for name, arr, nb in sections:
+                off = table[name]["offset"]
+                if off > written:
+                    put(b"\0" * (off - written))
+                    written = off
+                if isinstance(arr, bytes):
+                    put(arr)
+                else:
+                    flat = np.ascontiguousarray(arr).reshape(-1).view(np.uint8)
+                    step = 1 << 24
+                    for s in range(0, flat.shape[0], step):
+                        put(flat[s : s + step])
+                written += nb
+            f.write(h.digest())
+            f.write(END_MAGIC)
+            f.flush()
+            os.fsync(f.fileno())
         return path
 
     @classmethod

@@ -15,12 +15,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .._atomic import atomic_path
 
 __all__ = [
     "cache_key",
@@ -83,17 +84,8 @@ def save_label_cache(path: Path, maps: Sequence[np.ndarray], paths: Sequence[str
         if maps
         else np.zeros(0, dtype=dtype)
     )
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(f, shapes=shapes, flat=flat, paths=np.array(list(paths), dtype=str))
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, shapes=shapes, flat=flat, paths=np.array(list(paths), dtype=str))
 
 
 def load_label_cache(

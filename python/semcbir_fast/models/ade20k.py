@@ -56,7 +56,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -66,6 +65,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from semcbir_fast._atomic import atomic_path
 from semcbir_fast._paths import cache_dir as _default_cache_dir
 from semcbir_fast._paths import models_root
 from semcbir_fast.models.sidecar import SegmenterMeta, read_sidecar, write_sidecar
@@ -625,17 +625,8 @@ def _find_source(source: str | os.PathLike[str] | None) -> Path:
 
 def _atomic_write_bytes(path: Path, write: Any) -> None:
     """Call ``write(tmp_path)`` then rename the temp file onto ``path``."""
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    with atomic_path(path) as tmp:
+        write(str(tmp))
 
 
 def _stamp_path(model_path: Path) -> Path:

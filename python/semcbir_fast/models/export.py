@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from semcbir_fast._atomic import atomic_path
 from semcbir_fast.models.sidecar import SegmenterMeta, write_sidecar
 
 __all__ = ["export_torchscript"]
@@ -103,8 +104,7 @@ def export_torchscript(
             )
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.jit.save(scripted, str(tmp))
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        torch.jit.save(scripted, str(tmp))
     write_sidecar(path, meta)
     return path

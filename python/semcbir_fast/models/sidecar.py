@@ -24,6 +24,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .._atomic import atomic_path
+
 __all__ = ["SegmenterMeta", "read_sidecar", "sidecar_path", "write_sidecar"]
 
 FORMAT = "semcbir-segmenter"
@@ -90,9 +92,8 @@ def sidecar_path(model_path: str | Path) -> Path:
 def write_sidecar(model_path: str | Path, meta: SegmenterMeta) -> Path:
     """Write the sidecar of ``model_path`` (atomically) and return its path."""
     path = sidecar_path(model_path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(meta.to_json(), indent=1))
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(meta.to_json(), indent=1))
     return path
 
 
