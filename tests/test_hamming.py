@@ -163,15 +163,16 @@ def test_topk_threads(backend_isa):
 
 
 def test_parallel_paths(backend_isa):
-    """Databases big enough (> 2 MB) that threads split the database (nq < threads) or the
-    queries; ties across the split points must still come out by smaller id."""
+    """Databases big enough (12.8 MB: the core gives each thread >= 4 MB) that threads split
+    the database (nq < threads) or the queries; ties across the split points must still come
+    out by smaller id."""
     rng = np.random.default_rng(17)
-    alphabet = random_codes(rng, 6, 64, density=0.5)
-    db = alphabet[rng.integers(0, 6, size=40_001)]  # 2.56 MB, many ties everywhere
-    q = np.concatenate([alphabet[:2], random_codes(rng, 1, 64)])
+    alphabet = random_codes(rng, 6, 256, density=0.5)
+    db = alphabet[rng.integers(0, 6, size=50_001)]  # 12.8 MB, many ties everywhere
+    q = np.concatenate([alphabet[:2], random_codes(rng, 1, 256)])
     for nq in (1, 3):
-        full = ref_topk(q[:nq], db, 40_003)  # prefixes of a stable sort are the smaller k
-        for k in (1, 10, 1000, 40_001, 40_003):
+        full = ref_topk(q[:nq], db, 50_003)  # prefixes of a stable sort are the smaller k
+        for k in (1, 10, 1000, 50_001, 50_003):
             for threads in (0, 1, 2, 3, 7):
                 dist, ids = sf.hamming_topk(q[:nq], db, k, threads=threads)
                 assert np.array_equal(dist, full[0][:, :k]), (nq, k, threads)
