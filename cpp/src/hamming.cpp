@@ -23,6 +23,18 @@ HammingTileFn active_hamming_tile() noexcept {
     }
 }
 
+FindBelowFn active_find_below() noexcept {
+    switch (active_isa()) {
+#if defined(SEMCBIR_HAVE_AVX512)
+        case Isa::avx512: return find_below_avx512;
+#endif
+#if defined(SEMCBIR_HAVE_AVX2)
+        case Isa::avx2: return find_below_avx2;
+#endif
+        default: return find_below_scalar;
+    }
+}
+
 namespace {
 
 constexpr int64_t kTileBytes = 512 * 1024;    // database rows scanned per tile (L2-resident)
@@ -126,6 +138,7 @@ private:
 void scan_range(const CodeMatrix& qs, int64_t q0, int64_t q1, const CodeMatrix& db,
                 int64_t begin, int64_t end, std::vector<TopK>& heaps) {
     const HammingTileFn kernel = active_hamming_tile();
+    const FindBelowFn find_below = active_find_below();
     const int64_t nq = q1 - q0;
     const Tiling t = make_tiling(qs.width, nq, end - begin);
     std::vector<int32_t> buf(static_cast<size_t>(t.rows * t.qblock));
@@ -140,23 +153,10 @@ void scan_range(const CodeMatrix& qs, int64_t q0, int64_t q1, const CodeMatrix& 
                 TopK& h = heaps[static_cast<size_t>(b0 + i)];
                 const int32_t* dist = buf.data() + i * rows;
                 int32_t thr = h.threshold();
-                int64_t j = 0;
-                while (j < rows) {
-                    const int64_t end = std::min<int64_t>(j + 16, rows);
-                    if (end - j == 16) {  // vectorisable test: does any of 16 beat the threshold?
-                        int any = 0;
-                        for (int t = 0; t < 16; ++t) any |= dist[j + t] < thr;
-                        if (!any) {
-                            j = end;
-                            continue;
-                        }
-                    }
-                    for (; j < end; ++j) {
-                        if (dist[j] < thr) {
-                            h.push(dist[j], r0 + j);
-                            thr = h.threshold();
-                        }
-                    }
+                for (int64_t j = find_below(dist, rows, thr); j < rows;
+                     j += 1 + find_below(dist + j + 1, rows - j - 1, thr)) {
+                    h.push(dist[j], r0 + j);
+                    thr = h.threshold();
                 }
             }
         }

@@ -81,4 +81,17 @@ void hamming_tile_avx2(const uint8_t* q, int64_t nq, int64_t q_stride, const uin
     }
 }
 
+int64_t find_below_avx2(const int32_t* d, int64_t n, int32_t threshold) noexcept {
+    const __m256i thr = _mm256_set1_epi32(threshold);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(d + i));
+        const int mask = _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(thr, v)));
+        if (mask) return i + _tzcnt_u32(static_cast<unsigned>(mask));
+    }
+    for (; i < n; ++i)
+        if (d[i] < threshold) return i;
+    return n;
+}
+
 }  // namespace semcbir

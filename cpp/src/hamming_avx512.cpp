@@ -141,4 +141,19 @@ void hamming_tile_avx512(const uint8_t* q, int64_t nq, int64_t q_stride, const u
     }
 }
 
+int64_t find_below_avx512(const int32_t* d, int64_t n, int32_t threshold) noexcept {
+    const __m512i thr = _mm512_set1_epi32(threshold);
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const __mmask16 m = _mm512_cmplt_epi32_mask(_mm512_loadu_si512(d + i), thr);
+        if (m) return i + _tzcnt_u32(m);
+    }
+    if (i < n) {
+        const __mmask16 live = static_cast<__mmask16>((1u << (n - i)) - 1);
+        const __mmask16 m = _mm512_mask_cmplt_epi32_mask(live, _mm512_maskz_loadu_epi32(live, d + i), thr);
+        if (m) return i + _tzcnt_u32(m);
+    }
+    return n;
+}
+
 }  // namespace semcbir

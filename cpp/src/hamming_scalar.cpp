@@ -24,4 +24,16 @@ void hamming_tile_scalar(const uint8_t* q, int64_t nq, int64_t q_stride, const u
     }
 }
 
+int64_t find_below_scalar(const int32_t* d, int64_t n, int32_t threshold) noexcept {
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {  // branch once per 16 (the compiler vectorises the test)
+        int any = 0;
+        for (int t = 0; t < 16; ++t) any |= d[i + t] < threshold;
+        if (any) break;
+    }
+    for (; i < n; ++i)
+        if (d[i] < threshold) return i;
+    return n;
+}
+
 }  // namespace semcbir

@@ -421,6 +421,238 @@ void search_range(const CsrView& q, const PhraseIndex::Impl& inv, int64_t n_db, 
     }
 }
 
+// Sorted top-k rows of a heap into the output row (missing slots: id -1, distance +inf).
+void write_row(const double* hd, const int64_t* hi, int64_t size, int64_t k,
+               std::vector<std::pair<double, int64_t>>& sorted, float* drow, int64_t* irow) {
+    sorted.clear();
+    for (int64_t t = 0; t < size; ++t) sorted.emplace_back(hd[t], hi[t]);
+    std::sort(sorted.begin(), sorted.end());
+    for (int64_t t = 0; t < k; ++t) {
+        if (t < static_cast<int64_t>(sorted.size())) {
+            drow[t] = static_cast<float>(std::sqrt(sorted[static_cast<size_t>(t)].first));
+            irow[t] = sorted[static_cast<size_t>(t)].second;
+        } else {
+            drow[t] = kMissing;
+            irow[t] = -1;
+        }
+    }
+}
+
+// One-shot search with the *queries* transposed (phrase_l2_topk without a PhraseIndex).
+//
+// A worker takes a block of queries, sorts their non-zeros by column (counting sort into
+// posting lists of query-local rows) and streams the database rows in order: for database
+// row j, each of its non-zeros adds q.d to the accumulators of the queries that have the
+// column (an array of block-size doubles, cache resident), then every query of the block
+// offers (|q|^2 + |d_j|^2 - 2 q.d_j, j) to its own top-k heap. For every (query, row) pair the
+// products are added in ascending column order starting from 0, exactly as search_range
+// does, and heaps receive ids in ascending order: results are bit-identical to
+// PhraseIndex::search. Building costs O(query non-zeros) instead of O(database non-zeros)
+// with random writes, which dominates a one-shot call when the database is the larger side.
+class TransposedQueries {
+public:
+    explicit TransposedQueries(int64_t cols)
+        : cols_(cols), direct_(cols <= kDirectCols) {}
+
+    void search(const CsrView& q, int64_t qb, int64_t qe, const CsrView& db, int64_t k,
+                float* out_d, int64_t* out_i) {
+        const int64_t nb = qe - qb;
+        const int64_t n_db = db.rows;
+        const int64_t kk = std::min(k, std::max<int64_t>(n_db, 1));
+        // Query norms (every non-zero, in column order, as search_range).
+        qn_.assign(static_cast<size_t>(nb), 0.0);
+        for (int64_t r = qb; r < qe; ++r) {
+            double qn = 0.0;
+            for (int64_t e = q.indptr[r]; e < q.indptr[r + 1]; ++e) {
+                const double v = static_cast<double>(q.data[e]);
+                qn += v * v;
+            }
+            qn_[static_cast<size_t>(r - qb)] = qn;
+        }
+        const int64_t e0 = q.indptr[qb], e1 = q.indptr[qe];
+        // Columns the block uses (non-zero values only, as search_range skips zeros).
+        // Direct mode: a bitmap over the columns plus the number of set bits before each
+        // word; the slot of a used column is its rank among the used columns, so slots, and
+        // posting lists, follow column order and the whole lookup structure is small
+        // (cols / 8 + cols / 16 bytes + 8 bytes per used column: cache resident).
+        // Otherwise: a hash map, behind a bitmap filter over the columns modulo 2^23.
+        const uint64_t fmask = static_cast<uint64_t>(
+            direct_ ? std::max<int64_t>(64, cols_) - 1 : (int64_t{1} << 23) - 1);
+        bits_.assign(static_cast<size_t>(fmask / 64 + 1), 0);
+        for (int64_t e = e0; e < e1; ++e) {
+            if (q.data[e] == 0.0f) continue;
+            const uint64_t c = static_cast<uint64_t>(q.indices[e]) & fmask;
+            bits_[c >> 6] |= uint64_t{1} << (c & 63);
+        }
+        int64_t slots = 0;
+        if (direct_) {
+            rank_.resize(bits_.size());
+            for (size_t w = 0; w < bits_.size(); ++w) {
+                rank_[w] = static_cast<uint32_t>(slots);
+                slots += popcount64(bits_[w]);
+            }
+        } else {
+            map_ = ColumnMap();
+            map_.reserve(std::min<int64_t>(e1 - e0 + 1, int64_t{1} << 20));
+            for (int64_t e = e0; e < e1; ++e)
+                if (q.data[e] != 0.0f) map_.insert(q.indices[e]);
+            slots = map_.size();
+        }
+        // Counting sort of the block's non-zeros by slot: rows ascending in every list.
+        start_.assign(static_cast<size_t>(slots + 1), 0);
+        for (int64_t e = e0; e < e1; ++e)
+            if (q.data[e] != 0.0f) ++start_[static_cast<size_t>(slot(q.indices[e]) + 1)];
+        for (int64_t t = 0; t < slots; ++t)
+            start_[static_cast<size_t>(t + 1)] += start_[static_cast<size_t>(t)];
+        post_.resize(static_cast<size_t>(start_[static_cast<size_t>(slots)]));
+        cursor_.assign(start_.begin(), start_.end() - 1);
+        for (int64_t r = qb; r < qe; ++r)
+            for (int64_t e = q.indptr[r]; e < q.indptr[r + 1]; ++e) {
+                if (q.data[e] == 0.0f) continue;
+                const int64_t sl = slot(q.indices[e]);
+                post_[static_cast<size_t>(cursor_[static_cast<size_t>(sl)]++)] =
+                    Posting{static_cast<int32_t>(r - qb), q.data[e]};
+            }
+        // Stream the database.
+        acc_.assign(static_cast<size_t>(nb), 0.0);
+        heap_d_.resize(static_cast<size_t>(nb * kk));
+        heap_i_.resize(static_cast<size_t>(nb * kk));
+        heaps_.clear();
+        heaps_.reserve(static_cast<size_t>(nb));
+        for (int64_t t = 0; t < nb; ++t)
+            heaps_.emplace_back(heap_d_.data() + t * kk, heap_i_.data() + t * kk, kk);
+        worst_.assign(static_cast<size_t>(nb), std::numeric_limits<double>::infinity());
+        d2_.resize(static_cast<size_t>(nb));
+        double* a = acc_.data();
+        const Posting* post = post_.data();
+        const int64_t* start = start_.data();
+        const uint64_t* bits = bits_.data();
+        for (int64_t j = 0; j < n_db; ++j) {
+            // Posting lists of the row's columns first, then the accumulation, prefetching
+            // the list two ahead.
+            // Pass 1 (branch-free in direct mode): slots of the row's columns that the block
+            // uses, with a prefetch of their list bounds. Pass 2: the spans. The loads of
+            // pass 2 then hit the cache instead of waiting one by one.
+            const int64_t rb = db.indptr[j], re = db.indptr[j + 1];
+            if (cand_.size() < static_cast<size_t>(2 * (re - rb)))
+                cand_.resize(static_cast<size_t>(2 * (re - rb)));
+            int64_t* cand = cand_.data();
+            int64_t nc = 0;
+            double dj = 0.0;  // |d_j|^2, same order as everywhere (overlaps the lookups)
+            for (int64_t e = rb; e < re; ++e) {
+                const double v = static_cast<double>(db.data[e]);
+                dj += v * v;
+                const int64_t c = db.indices[e];
+                const uint64_t f = static_cast<uint64_t>(c) & fmask;
+                const uint64_t word = bits[f >> 6];
+                const int64_t hit = static_cast<int64_t>((word >> (f & 63)) & 1u);
+                if (direct_) {
+                    const int64_t sl = static_cast<int64_t>(rank_[f >> 6]) +
+                                       popcount64(word & ((uint64_t{1} << (f & 63)) - 1));
+                    SEMCBIR_PREFETCH(start + sl * hit);  // misses all touch start[0]
+                    cand[nc] = e;  // kept only when hit (nc <= 2 (e - rb): in bounds)
+                    cand[nc + 1] = sl;
+                    nc += 2 * hit;
+                } else if (hit) {
+                    const int64_t sl = map_.find(c);
+                    if (sl < 0) continue;
+                    cand[nc] = e;
+                    cand[nc + 1] = sl;
+                    nc += 2;
+                }
+            }
+            spans_.clear();
+            for (int64_t t = 0; t < nc; t += 2) {
+                const int64_t sl = cand[t + 1];
+                spans_.push_back(Span{post + start[sl], post + start[sl + 1],
+                                      static_cast<double>(db.data[cand[t]])});
+            }
+            const size_t n_spans = spans_.size();
+            for (size_t t = 0; t < n_spans; ++t) {
+                if (t + 2 < n_spans) SEMCBIR_PREFETCH(spans_[t + 2].begin);
+                const double w = spans_[t].value;
+                for (const Posting* p = spans_[t].begin; p != spans_[t].end; ++p)
+                    a[p->row] += static_cast<double>(p->value) * w;
+            }
+            // worst[t]: the k-th smallest distance of query t so far (+inf until its heap is
+            // full). Ids arrive ascending, so d2 >= worst[t] can never enter: the common
+            // rejection is one compare. Distances first (a loop the compiler vectorises),
+            // then the rare heap updates.
+            const double* qn = qn_.data();
+            double* worst = worst_.data();
+            double* d2s = d2_.data();
+            for (int64_t t0 = 0; t0 < nb; t0 += 16) {
+                const int64_t t1 = std::min(nb, t0 + 16);
+                bool any = false;
+                for (int64_t t = t0; t < t1; ++t) {
+                    const double d2 = std::max(0.0, qn[t] + dj - 2.0 * a[t]);
+                    d2s[t] = d2;
+                    a[t] = 0.0;
+                    any |= d2 < worst[t];
+                }
+                if (!any) continue;
+                for (int64_t t = t0; t < t1; ++t) {
+                    const double d2 = d2s[t];
+                    if (d2 < worst[t]) {
+                        TopK& h = heaps_[static_cast<size_t>(t)];
+                        h.push(d2, j);
+                        if (h.size() == kk) worst[t] = heap_d_[static_cast<size_t>(t * kk)];
+                    }
+                }
+            }
+        }
+        for (int64_t t = 0; t < nb; ++t)
+            write_row(heap_d_.data() + t * kk, heap_i_.data() + t * kk,
+                      heaps_[static_cast<size_t>(t)].size(), k, sorted_,
+                      out_d + (qb + t) * k, out_i + (qb + t) * k);
+    }
+
+private:
+    static constexpr int64_t kDirectCols = int64_t{1} << 26;
+
+    static int64_t popcount64(uint64_t x) noexcept {
+#if (defined(__GNUC__) || defined(__clang__)) && defined(__POPCNT__)
+        return __builtin_popcountll(x);
+#else
+        x = x - ((x >> 1) & 0x5555555555555555ull);
+        x = (x & 0x3333333333333333ull) + ((x >> 2) & 0x3333333333333333ull);
+        x = (x + (x >> 4)) & 0x0F0F0F0F0F0F0F0Full;
+        return static_cast<int64_t>((x * 0x0101010101010101ull) >> 56);
+#endif
+    }
+
+    // Slot of a column the block uses.
+    int64_t slot(int64_t c) const noexcept {
+        if (!direct_) return map_.find(c);
+        const uint64_t f = static_cast<uint64_t>(c);
+        return static_cast<int64_t>(rank_[f >> 6]) +
+               popcount64(bits_[f >> 6] & ((uint64_t{1} << (f & 63)) - 1));
+    }
+
+    struct Span {
+        const Posting* begin;
+        const Posting* end;
+        double value;
+    };
+
+    int64_t cols_;
+    bool direct_;
+    std::vector<uint64_t> bits_;   // used columns (direct) or filter (hash mode)
+    std::vector<uint32_t> rank_;   // direct: used columns before each word of bits_
+    ColumnMap map_;                // hash mode: column -> slot
+    std::vector<int64_t> start_, cursor_;
+    std::vector<Posting> post_;
+    std::vector<double> qn_, acc_, heap_d_, worst_, d2_;
+    std::vector<int64_t> heap_i_;
+    std::vector<TopK> heaps_;
+    std::vector<std::pair<double, int64_t>> sorted_;
+    std::vector<Span> spans_;
+    std::vector<int64_t> cand_;  // pass 1: (non-zero position, slot) pairs
+};
+
+// Queries per block of the transposed search: bounds the heaps (block x k entries).
+constexpr int64_t kTransposedHeapEntries = int64_t{1} << 20;
+
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
@@ -487,7 +719,11 @@ SparseRows build_phrase_matrices(const KeypointSet* images, int64_t n_images,
     return out;
 }
 
-void validate_csr(const CsrView& m, const char* name) {
+namespace {
+
+// validate_csr, optionally computing every row's squared norm (in double, in column order)
+// in the same pass.
+void validate_csr_norms(const CsrView& m, const char* name, double* sq_norms) {
     const std::string who(name);
     if (m.rows < 0 || m.cols < 0) throw std::invalid_argument(who + ": negative shape");
     if (!m.indptr) throw std::invalid_argument(who + ": missing indptr");
@@ -501,6 +737,14 @@ void validate_csr(const CsrView& m, const char* name) {
         throw std::invalid_argument(who + ": missing indices or data");
     for (int64_t r = 0; r < m.rows; ++r) {
         const int64_t b = m.indptr[r], e = m.indptr[r + 1];
+        if (sq_norms) {
+            double norm = 0.0;
+            for (int64_t t = b; t < e; ++t) {
+                const double v = static_cast<double>(m.data[t]);
+                norm += v * v;
+            }
+            sq_norms[r] = norm;
+        }
         for (int64_t t = b; t < e; ++t) {
             const int64_t c = m.indices[t];
             if (c < 0 || c >= m.cols)
@@ -516,6 +760,10 @@ void validate_csr(const CsrView& m, const char* name) {
         }
     }
 }
+
+}  // namespace
+
+void validate_csr(const CsrView& m, const char* name) { validate_csr_norms(m, name, nullptr); }
 
 PhraseIndex::PhraseIndex(const CsrView& database, int threads) {
     if (database.rows > std::numeric_limits<int32_t>::max())
@@ -558,8 +806,28 @@ void phrase_l2_topk(const CsrView& queries, const CsrView& database, int64_t k, 
                                     std::to_string(database.cols) +
                                     " (signatures from different vocabularies?)");
     validate_csr(queries, "queries");
-    const PhraseIndex index(database, threads);
-    index.search(queries, k, distances, ids, threads);
+    // Transposing the queries instead of the database pays when each worker needs at most
+    // two blocks of queries (one database scan per block); otherwise build the index.
+    const int64_t nq = queries.rows, n_db = database.rows;
+    const int64_t kk = std::min(k, std::max<int64_t>(n_db, 1));
+    const int64_t block = std::max<int64_t>(1, kTransposedHeapEntries / kk);
+    const int64_t work = nq * (n_db + 64);
+    const int workers = static_cast<int>(std::min<int64_t>(
+        {resolve_threads(threads), std::max<int64_t>(1, work / 65536), std::max<int64_t>(1, nq)}));
+    const int64_t per_worker = (nq + workers - 1) / std::max(workers, 1);
+    if (nq == 0 || (per_worker + block - 1) / block > 2) {
+        const PhraseIndex index(database, threads);
+        index.search(queries, k, distances, ids, threads);
+        return;
+    }
+    if (database.rows > std::numeric_limits<int32_t>::max())
+        throw std::invalid_argument("database must have fewer than 2^31 rows");
+    validate_csr(database, "database");
+    parallel_chunks(nq, workers, [&](int, int64_t begin, int64_t end) {
+        TransposedQueries tq(queries.cols);
+        for (int64_t b = begin; b < end; b += block)
+            tq.search(queries, b, std::min(end, b + block), database, k, distances, ids);
+    });
 }
 
 }  // namespace semcbir
