@@ -6,8 +6,9 @@ Speed (run from the repository root)::
         --benchmark-group-by=group --benchmark-columns=min,median,rounds
 
 - group ``phrase_l2_topk``: exact sparse L2 top-k (k = 10) of 1,000 queries against a
-  database of 10,000 synthetic SBoVP signatures: ``semcbir_fast.phrase_l2_topk`` (builds the
-  inverted index on every call), ``PhraseIndex.search`` (index built once) and
+  database of 10,000 synthetic SBoVP signatures: ``semcbir_fast.phrase_l2_topk`` (one-shot:
+  transposes the queries and streams the database, or builds the inverted index when the
+  queries need many blocks), ``PhraseIndex.search`` (index built once) and
   ``PhraseIndex`` construction alone, at threads 1 and 2, vs the SciPy peer (``A @ B.T`` +
   precomputed norms + ``argpartition``; SciPy is single-threaded). The synthetic
   signatures mimic real ones (see :func:`synthetic_signatures`); results are checked

@@ -427,3 +427,101 @@ def test_default_model_on_two_real_images(tmp_path, capsys):
     res = json.loads(out)["queries"][0]["results"]
     assert res[0]["key"].endswith("301.jpg") and res[0]["distance"] == 0
     assert res[1]["distance"] > 0
+
+
+# ----------------------------------------------------------------------------- eval sbovp / hybrid
+def _msrc_or_skip():
+    from semcbir_fast.eval import datasets
+
+    try:
+        ds = datasets.msrc()
+    except FileNotFoundError:
+        pytest.skip("MSRC v1 data not found")
+    if not ds.has_ground_truth:
+        pytest.skip("MSRC v1 ground truth not found")
+    return ds
+
+
+def test_eval_sbovp_and_hybrid_msrc_oracle_cli(capsys, tmp_path, monkeypatch):
+    _msrc_or_skip()
+    monkeypatch.setenv("SEMCBIR_CACHE", str(tmp_path / "cache"))
+    base = ["eval", "--dataset", "msrc", "--oracle", "--limit", "24", "-k", "3"]
+    rc, out, err = _run(
+        capsys, [*base, "--signature", "sbovp", "--words", "8", "16", "--n", "2", "3"]
+    )
+    assert rc == 0, err
+    assert "MSRC v1: 24 images, 8 categories" in out
+    assert "semantic words" in out and "vocabulary fitted on the evaluated set" in out
+    assert "eps 0.9" in out
+    head = next(ln for ln in out.splitlines() if ln.startswith("Setting"))
+    assert [c.strip() for c in head.split("|")[1:]] == [
+        "kaze L=8 n=2",
+        "kaze L=8 n=3",
+        "kaze L=16 n=2",
+        "kaze L=16 n=3",
+    ]
+    row = next(ln for ln in out.splitlines() if ln.startswith("MAP MSRC v1 (oracle)"))
+    maps = [float(v) for v in row.split("|")[1:]]
+    assert len(maps) == 4 and all(0.6 < m <= 1 for m in maps)
+    assert "P@3" in out and "ms/query" in out
+    feats = list((tmp_path / "cache" / "sbovp").glob("features-kaze-*.npz"))
+    assert len(feats) == 1  # features cached ...
+
+    rc, out, err = _run(capsys, [*base, "--signature", "hybrid", "--json"])
+    assert rc == 0, err
+    assert "read from" in err  # ... and reused
+    d = json.loads(out)
+    assert d["settings"]["signature"] == "hybrid" and d["settings"]["filter"] == "eps 0.9"
+    (on,) = d["results"]
+    rc, out, _ = _run(capsys, [*base, "--signature", "hybrid", "--no-filter", "--json", "-q"])
+    (off,) = json.loads(out)["results"]
+    assert off["epsilon"] is None and 0.5 < off["map"] <= 1 and 0.5 < on["map"] <= 1
+
+    # SPEC.md's plain form, vocabulary fitted on another folder
+    vroot = tmp_path / "vocab"
+    vroot.mkdir()
+    src = Path(d["settings"]["root"]) / "images"
+    for p in sorted(src.glob("*.jpg"))[:3]:
+        shutil.copy(p, vroot / p.name)
+    rc, out, err = _run(
+        capsys,
+        [
+            *base,
+            "--signature",
+            "sbovp",
+            "--no-semantic-words",
+            "--no-filter",
+            "--words",
+            "8",
+            "--vocab-root",
+            str(vroot),
+            "--json",
+            "-q",
+        ],
+    )
+    assert rc == 0, err
+    d = json.loads(out)
+    assert d["settings"]["semantic_words"] is False and d["settings"]["filter"] == "off"
+    assert d["settings"]["vocabulary_set"] == str(vroot.resolve())
+    assert d["settings"]["vocab_train_images"] == 3
+    assert d["results"][0]["n_words"] == 8 and 0 < d["results"][0]["map"] <= 1
+
+
+def test_eval_sbovp_cli_errors(capsys, tmp_path, monkeypatch):
+    _msrc_or_skip()
+    monkeypatch.setenv("SEMCBIR_CACHE", str(tmp_path / "cache"))
+    base = ["eval", "--dataset", "msrc", "--oracle", "--limit", "16", "-q"]
+    rc, _, err = _run(capsys, [*base, "--signature", "sbovp", "--n", "5"])
+    assert rc == 2 and "2, 3 or 4" in err
+    rc, _, err = _run(capsys, [*base, "--signature", "hybrid", "--report", str(tmp_path / "r")])
+    assert rc == 1 and "--report supports --signature sbs only" in err
+    _one_error_line(err, "eval")
+    rc, _, err = _run(capsys, [*base, "--signature", "hybrid", "--epsilon", "-1"])
+    assert rc == 1 and "--epsilon" in err
+    rc, _, err = _run(
+        capsys, [*base, "--signature", "sbovp", "--vocab-root", str(tmp_path / "missing")]
+    )
+    assert rc == 1 and "--vocab-root" in err
+    rc, _, err = _run(capsys, [*base, "--signature", "sbovp", "--words", "100000000"])
+    assert rc == 1 and "training descriptors" in err
+    _one_error_line(err, "eval")

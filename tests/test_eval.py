@@ -338,3 +338,74 @@ def test_report_files(msrc_ds, msrc_maps, tmp_path):
     emb = write_report(res, tmp_path / "rep2", gallery_queries=[0], gallery_k=2, embed=True)
     assert "data:image/jpeg;base64," in emb["gallery"].read_text()
     assert not (tmp_path / "rep2" / "thumbs").exists()
+
+
+# ----------------------------------------------------------------------------- sbovp / hybrid
+@pytest.fixture(scope="module")
+def msrc_small(msrc_ds, msrc_maps):
+    pytest.importorskip("cv2")
+    from semcbir_fast.features import extract_features
+
+    ds = msrc_ds.limit(32)
+    maps = [msrc_maps[msrc_ds.images.index(p)] for p in ds.images]
+    feats = extract_features([str(p) for p in ds.images], "kaze", progress=False)
+    return ds, maps, feats
+
+
+def test_evaluate_signature_sbovp_and_hybrid(msrc_small):
+    from semcbir_fast.eval.evaluate import SignatureResult, evaluate_signature
+    from semcbir_fast.hybrid import hybrid_signatures, hybrid_topk
+
+    ds, maps, feats = msrc_small
+    kw = {"num_classes": 14, "ignore_index": 0, "features": feats, "top": 5}
+    res = evaluate_signature(ds, maps, signature="sbovp", n_words=[8, 16], n=[2, 4], **kw)
+    assert [r.label for r in res.results] == [
+        "kaze L=8 n=2",
+        "kaze L=8 n=4",
+        "kaze L=16 n=2",
+        "kaze L=16 n=4",
+    ]
+    for r in res.results:
+        assert isinstance(r, SignatureResult) and 0.6 < r.map <= 1 and 0 < r.p_at_r <= r.map
+        assert r.top_ids.shape == (32, 5) and r.top_distances.dtype == np.float32
+        assert r.params["semantic_words"] and r.params["epsilon"] == 0.9
+    assert res.settings["signature"] == "sbovp" and res.settings["vocabulary"] == "evaluated set"
+    assert "kaze L=16 n=4" in res.table() and "P@20" in res.table()
+    json.dumps(res.to_dict())
+
+    # hybrid without the filter = plain L2 ranking of hybrid_topk, scored by our metrics
+    hyb = evaluate_signature(ds, maps, signature="hybrid", epsilon=None, **kw)
+    h = hybrid_signatures(feats, maps, 14, ignore_index=0)
+    _, ids = hybrid_topk(h, h, len(ds), epsilon=None)
+    want = average_precision(ds.categories[ids], ds.categories).mean()
+    (r,) = hyb.results
+    assert r.map == pytest.approx(want) and np.array_equal(r.top_ids, ids[:, :5])
+    filt = evaluate_signature(ds, maps, signature="hybrid", **kw)
+    assert filt.results[0].label == "kaze filter eps 0.9"
+    _, fids = hybrid_topk(h, h, 5, epsilon=0.9)
+    assert np.array_equal(filt.results[0].top_ids, fids)
+
+    # modes
+    exc = evaluate_signature(ds, maps, signature="sbovp", n_words=8, exclude_query=True, **kw)
+    assert not np.any(exc.results[0].top_ids == np.arange(32)[:, None])
+    dis = evaluate_signature(
+        ds, maps, signature="hybrid", mode="disjoint", queries_per_category=1, **kw
+    )
+    assert dis.settings["queries"] == 8 and dis.settings["database"] == 24
+
+
+def test_evaluate_signature_errors(msrc_small):
+    from semcbir_fast.eval.evaluate import evaluate_signature
+
+    ds, maps, feats = msrc_small
+    kw = {"num_classes": 14, "ignore_index": 0, "features": feats}
+    with pytest.raises(ValueError, match="'sbovp' or 'hybrid'"):
+        evaluate_signature(ds, maps, signature="sbs", **kw)
+    with pytest.raises(ValueError, match="one map per image"):
+        evaluate_signature(ds, maps[:3], signature="hybrid", **kw)
+    with pytest.raises(ValueError, match="one entry per image"):
+        evaluate_signature(ds, maps, signature="hybrid", num_classes=14, features=feats[:3])
+    with pytest.raises(ValueError, match="epsilon"):
+        evaluate_signature(ds, maps, signature="hybrid", epsilon=-1.0, **kw)
+    with pytest.raises(ValueError, match="n must be in"):
+        evaluate_signature(ds, maps, signature="sbovp", n_words=8, n=5, **kw)

@@ -617,3 +617,52 @@ def test_phrase_index_reuse_matches_topk():
     empty = PhraseIndex(sp.csr_matrix((0, L * L), dtype=np.float32))
     d, i = empty.search(q.to_scipy(), 2)
     assert np.all(i == -1) and np.all(np.isinf(d))
+
+
+def test_one_shot_paths_identical_to_phrase_index():
+    """phrase_l2_topk transposes the queries (one or two blocks per worker) or falls back to
+    a PhraseIndex (many blocks): every path gives bit-identical results."""
+    from semcbir_fast.sbovp import PhraseIndex
+
+    rng = np.random.default_rng(12)
+    L = 40
+    dbm = random_csr(rng, 900, L * L, 0.02, empty_every=13, integer=False)
+    dbm.data[::17] = 0.0  # explicit zeros
+    qm = random_csr(rng, 260, L * L, 0.02, empty_every=7, integer=False)
+    qm.data[::11] = 0.0
+    db, q = _sig(dbm, L), _sig(qm, L)
+    index = PhraseIndex(db, threads=1)
+
+    def wide(m, scale):  # the same matrices in a huge column space (hash-mode lookups)
+        return sp.csr_matrix((m.data, m.indices.astype(np.int64) * scale, m.indptr),
+                             shape=(m.shape[0], L * L * scale))
+
+    # one block of queries each; k = 900: full rankings; k = 1000 > N: padding
+    for k in (1, 10, 900, 1000):
+        wd, wi = index.search(q, k, threads=1)
+        for t in (1, 2):
+            d, i = phrase_l2_topk(q, db, k, threads=t)
+            np.testing.assert_array_equal(i, wi)
+            np.testing.assert_array_equal(d, wd)
+        d, i = phrase_l2_topk(wide(qm, 1 << 27), wide(dbm, 1 << 27), k, threads=2)
+        np.testing.assert_array_equal(i, wi)
+        np.testing.assert_array_equal(d, wd)
+    # (At 2 threads the cases above split the database rows between the workers and merge
+    # their heaps.) Many queries, full rankings: 2^20 // 900 = 1165 queries per block -> 2
+    # blocks (2300 queries: transposed, queries split between workers at 2 threads) and 5
+    # blocks (4700 queries: PhraseIndex fallback) at 1 thread.
+    for nq, threads in ((2300, 1), (2300, 2), (4700, 1)):
+        qq = _sig(random_csr(rng, nq, L * L, 0.01, empty_every=5, integer=False), L)
+        wd, wi = index.search(qq, 900, threads=1)
+        d, i = phrase_l2_topk(qq, db, 900, threads=threads)
+        np.testing.assert_array_equal(i, wi)
+        np.testing.assert_array_equal(d, wd)
+    # fewer database rows than workers (2100 queries: enough work for 2 threads), and an
+    # empty database
+    many = _sig(random_csr(rng, 2100, L * L, 0.01, integer=False), L)
+    for n in (1, 0):
+        small = _sig(dbm[:n], L)
+        wd, wi = PhraseIndex(small).search(many, 3)
+        d, i = phrase_l2_topk(many, small, 3, threads=2)
+        np.testing.assert_array_equal(i, wi)
+        np.testing.assert_array_equal(d, wd)

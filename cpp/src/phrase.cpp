@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <memory>
 #include <numeric>
@@ -449,16 +450,95 @@ void write_row(const double* hd, const int64_t* hi, int64_t size, int64_t k,
 // does, and heaps receive ids in ascending order: results are bit-identical to
 // PhraseIndex::search. Building costs O(query non-zeros) instead of O(database non-zeros)
 // with random writes, which dominates a one-shot call when the database is the larger side.
+inline int64_t popcount_swar(uint64_t x) noexcept {
+    x = x - ((x >> 1) & 0x5555555555555555ull);
+    x = (x & 0x3333333333333333ull) + ((x >> 2) & 0x3333333333333333ull);
+    x = (x + (x >> 4)) & 0x0F0F0F0F0F0F0F0Full;
+    return static_cast<int64_t>((x * 0x0101010101010101ull) >> 56);
+}
+
+// Pass 1 of a database row in direct mode (branch-free): for every non-zero whose column the
+// query block uses, (position, slot) into cand; the slot is the column's rank among the used
+// columns (rank of its bitmap word + set bits below it). Also |d_j|^2 in column order, and a
+// prefetch of each hit's list bounds. Returns 2 x hits.
+template <bool kHwPopcount>
+#if defined(__GNUC__) || defined(__clang__)
+__attribute__((always_inline))
+#endif
+inline int64_t collect_direct_impl(const int64_t* indices, const float* data, int64_t rb,
+                                   int64_t re, const uint64_t* bits, const uint32_t* rank,
+                                   const int64_t* start, int64_t* cand, double& dj) noexcept {
+    int64_t nc = 0;
+    double norm = 0.0;
+    for (int64_t e = rb; e < re; ++e) {
+        const double v = static_cast<double>(data[e]);
+        norm += v * v;
+        const uint64_t f = static_cast<uint64_t>(indices[e]);
+        const uint64_t word = bits[f >> 6];
+        const int64_t hit = static_cast<int64_t>((word >> (f & 63)) & 1u);
+        const uint64_t below = word & ((uint64_t{1} << (f & 63)) - 1);
+        int64_t pc;
+#if defined(__GNUC__) || defined(__clang__)
+        if constexpr (kHwPopcount)
+            pc = __builtin_popcountll(below);
+        else
+            pc = popcount_swar(below);
+#else
+        pc = popcount_swar(below);
+#endif
+        const int64_t sl = static_cast<int64_t>(rank[f >> 6]) + pc;
+        SEMCBIR_PREFETCH(start + sl * hit);  // misses all touch start[0]
+        cand[nc] = e;  // kept only when hit (nc <= 2 (e - rb): in bounds)
+        cand[nc + 1] = sl;
+        nc += 2 * hit;
+    }
+    dj = norm;
+    return nc;
+}
+
+#if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__)) && \
+    !defined(__POPCNT__)
+// The portable build has no POPCNT (x86-64 baseline): a copy compiled for it, taken when the
+// CPU has it (every x86-64 CPU since 2008).
+__attribute__((target("popcnt"))) int64_t collect_direct_hw(
+    const int64_t* indices, const float* data, int64_t rb, int64_t re, const uint64_t* bits,
+    const uint32_t* rank, const int64_t* start, int64_t* cand, double& dj) noexcept {
+    return collect_direct_impl<true>(indices, data, rb, re, bits, rank, start, cand, dj);
+}
+
+inline int64_t collect_direct(const int64_t* indices, const float* data, int64_t rb, int64_t re,
+                              const uint64_t* bits, const uint32_t* rank, const int64_t* start,
+                              int64_t* cand, double& dj) noexcept {
+    static const bool hw = __builtin_cpu_supports("popcnt");
+    return hw ? collect_direct_hw(indices, data, rb, re, bits, rank, start, cand, dj)
+              : collect_direct_impl<false>(indices, data, rb, re, bits, rank, start, cand, dj);
+}
+#else
+inline int64_t collect_direct(const int64_t* indices, const float* data, int64_t rb, int64_t re,
+                              const uint64_t* bits, const uint32_t* rank, const int64_t* start,
+                              int64_t* cand, double& dj) noexcept {
+#if (defined(__GNUC__) || defined(__clang__)) && defined(__POPCNT__)
+    return collect_direct_impl<true>(indices, data, rb, re, bits, rank, start, cand, dj);
+#else
+    return collect_direct_impl<false>(indices, data, rb, re, bits, rank, start, cand, dj);
+#endif
+}
+#endif
+
 class TransposedQueries {
 public:
     explicit TransposedQueries(int64_t cols)
         : cols_(cols), direct_(cols <= kDirectCols) {}
 
-    void search(const CsrView& q, int64_t qb, int64_t qe, const CsrView& db, int64_t k,
-                float* out_d, int64_t* out_i) {
+    // Ranks database rows [jb, je) for queries [qb, qe): fills one top-k heap per query
+    // (capacity min(k, N), N = all database rows). write() or heap() read the result.
+    void rank(const CsrView& q, int64_t qb, int64_t qe, const CsrView& db, int64_t jb,
+              int64_t je, int64_t k) {
         const int64_t nb = qe - qb;
         const int64_t n_db = db.rows;
+        nb_ = nb;
         const int64_t kk = std::min(k, std::max<int64_t>(n_db, 1));
+        kk_ = kk;
         // Query norms (every non-zero, in column order, as search_range).
         qn_.assign(static_cast<size_t>(nb), 0.0);
         for (int64_t r = qb; r < qe; ++r) {
@@ -476,8 +556,12 @@ public:
         // posting lists, follow column order and the whole lookup structure is small
         // (cols / 8 + cols / 16 bytes + 8 bytes per used column: cache resident).
         // Otherwise: a hash map, behind a bitmap filter over the columns modulo 2^23.
-        const uint64_t fmask = static_cast<uint64_t>(
-            direct_ ? std::max<int64_t>(64, cols_) - 1 : (int64_t{1} << 23) - 1);
+        // (Direct mode: the next power of two >= cols, so that c & fmask == c.)
+        uint64_t fmask = (uint64_t{1} << 23) - 1;
+        if (direct_) {
+            fmask = 63;
+            while (fmask < static_cast<uint64_t>(cols_ - 1)) fmask = 2 * fmask + 1;
+        }
         bits_.assign(static_cast<size_t>(fmask / 64 + 1), 0);
         for (int64_t e = e0; e < e1; ++e) {
             if (q.data[e] == 0.0f) continue;
@@ -489,7 +573,7 @@ public:
             rank_.resize(bits_.size());
             for (size_t w = 0; w < bits_.size(); ++w) {
                 rank_[w] = static_cast<uint32_t>(slots);
-                slots += popcount64(bits_[w]);
+                slots += popcount_swar(bits_[w]);
             }
         } else {
             map_ = ColumnMap();
@@ -527,7 +611,7 @@ public:
         const Posting* post = post_.data();
         const int64_t* start = start_.data();
         const uint64_t* bits = bits_.data();
-        for (int64_t j = 0; j < n_db; ++j) {
+        for (int64_t j = jb; j < je; ++j) {
             // Posting lists of the row's columns first, then the accumulation, prefetching
             // the list two ahead.
             // Pass 1 (branch-free in direct mode): slots of the row's columns that the block
@@ -539,21 +623,16 @@ public:
             int64_t* cand = cand_.data();
             int64_t nc = 0;
             double dj = 0.0;  // |d_j|^2, same order as everywhere (overlaps the lookups)
-            for (int64_t e = rb; e < re; ++e) {
-                const double v = static_cast<double>(db.data[e]);
-                dj += v * v;
-                const int64_t c = db.indices[e];
-                const uint64_t f = static_cast<uint64_t>(c) & fmask;
-                const uint64_t word = bits[f >> 6];
-                const int64_t hit = static_cast<int64_t>((word >> (f & 63)) & 1u);
-                if (direct_) {
-                    const int64_t sl = static_cast<int64_t>(rank_[f >> 6]) +
-                                       popcount64(word & ((uint64_t{1} << (f & 63)) - 1));
-                    SEMCBIR_PREFETCH(start + sl * hit);  // misses all touch start[0]
-                    cand[nc] = e;  // kept only when hit (nc <= 2 (e - rb): in bounds)
-                    cand[nc + 1] = sl;
-                    nc += 2 * hit;
-                } else if (hit) {
+            if (direct_) {
+                nc = collect_direct(db.indices, db.data, rb, re, bits, rank_.data(), start,
+                                    cand, dj);
+            } else {
+                for (int64_t e = rb; e < re; ++e) {
+                    const double v = static_cast<double>(db.data[e]);
+                    dj += v * v;
+                    const int64_t c = db.indices[e];
+                    const uint64_t f = static_cast<uint64_t>(c) & fmask;
+                    if (!((bits[f >> 6] >> (f & 63)) & 1u)) continue;
                     const int64_t sl = map_.find(c);
                     if (sl < 0) continue;
                     cand[nc] = e;
@@ -601,32 +680,30 @@ public:
                 }
             }
         }
-        for (int64_t t = 0; t < nb; ++t)
-            write_row(heap_d_.data() + t * kk, heap_i_.data() + t * kk,
+    }
+
+    // The sorted top k of query qb + t of the last rank() into the output rows.
+    void write(int64_t qb, int64_t k, float* out_d, int64_t* out_i) {
+        for (int64_t t = 0; t < nb_; ++t)
+            write_row(heap_d_.data() + t * kk_, heap_i_.data() + t * kk_,
                       heaps_[static_cast<size_t>(t)].size(), k, sorted_,
                       out_d + (qb + t) * k, out_i + (qb + t) * k);
     }
 
+    // Heap of query t of the last rank(): distances, ids, size (unsorted).
+    const double* heap_d(int64_t t) const noexcept { return heap_d_.data() + t * kk_; }
+    const int64_t* heap_i(int64_t t) const noexcept { return heap_i_.data() + t * kk_; }
+    int64_t heap_size(int64_t t) const noexcept { return heaps_[static_cast<size_t>(t)].size(); }
+
 private:
     static constexpr int64_t kDirectCols = int64_t{1} << 26;
-
-    static int64_t popcount64(uint64_t x) noexcept {
-#if (defined(__GNUC__) || defined(__clang__)) && defined(__POPCNT__)
-        return __builtin_popcountll(x);
-#else
-        x = x - ((x >> 1) & 0x5555555555555555ull);
-        x = (x & 0x3333333333333333ull) + ((x >> 2) & 0x3333333333333333ull);
-        x = (x + (x >> 4)) & 0x0F0F0F0F0F0F0F0Full;
-        return static_cast<int64_t>((x * 0x0101010101010101ull) >> 56);
-#endif
-    }
 
     // Slot of a column the block uses.
     int64_t slot(int64_t c) const noexcept {
         if (!direct_) return map_.find(c);
         const uint64_t f = static_cast<uint64_t>(c);
         return static_cast<int64_t>(rank_[f >> 6]) +
-               popcount64(bits_[f >> 6] & ((uint64_t{1} << (f & 63)) - 1));
+               popcount_swar(bits_[f >> 6] & ((uint64_t{1} << (f & 63)) - 1));
     }
 
     struct Span {
@@ -637,6 +714,7 @@ private:
 
     int64_t cols_;
     bool direct_;
+    int64_t nb_ = 0, kk_ = 1;
     std::vector<uint64_t> bits_;   // used columns (direct) or filter (hash mode)
     std::vector<uint32_t> rank_;   // direct: used columns before each word of bits_
     ColumnMap map_;                // hash mode: column -> slot
@@ -719,11 +797,7 @@ SparseRows build_phrase_matrices(const KeypointSet* images, int64_t n_images,
     return out;
 }
 
-namespace {
-
-// validate_csr, optionally computing every row's squared norm (in double, in column order)
-// in the same pass.
-void validate_csr_norms(const CsrView& m, const char* name, double* sq_norms) {
+void validate_csr(const CsrView& m, const char* name) {
     const std::string who(name);
     if (m.rows < 0 || m.cols < 0) throw std::invalid_argument(who + ": negative shape");
     if (!m.indptr) throw std::invalid_argument(who + ": missing indptr");
@@ -737,14 +811,17 @@ void validate_csr_norms(const CsrView& m, const char* name, double* sq_norms) {
         throw std::invalid_argument(who + ": missing indices or data");
     for (int64_t r = 0; r < m.rows; ++r) {
         const int64_t b = m.indptr[r], e = m.indptr[r + 1];
-        if (sq_norms) {
-            double norm = 0.0;
-            for (int64_t t = b; t < e; ++t) {
-                const double v = static_cast<double>(m.data[t]);
-                norm += v * v;
-            }
-            sq_norms[r] = norm;
+        // Fast branch-free check of the row; the detailed loop below names the first error.
+        bool bad = false;
+        int64_t prev = -1;
+        for (int64_t t = b; t < e; ++t) {
+            const int64_t c = m.indices[t];
+            uint32_t bits;
+            std::memcpy(&bits, m.data + t, sizeof bits);
+            bad |= (c <= prev) | (c >= m.cols) | ((bits & 0x7F800000u) == 0x7F800000u);
+            prev = c;
         }
+        if (!bad) continue;
         for (int64_t t = b; t < e; ++t) {
             const int64_t c = m.indices[t];
             if (c < 0 || c >= m.cols)
@@ -760,10 +837,6 @@ void validate_csr_norms(const CsrView& m, const char* name, double* sq_norms) {
         }
     }
 }
-
-}  // namespace
-
-void validate_csr(const CsrView& m, const char* name) { validate_csr_norms(m, name, nullptr); }
 
 PhraseIndex::PhraseIndex(const CsrView& database, int threads) {
     if (database.rows > std::numeric_limits<int32_t>::max())
@@ -823,10 +896,44 @@ void phrase_l2_topk(const CsrView& queries, const CsrView& database, int64_t k, 
     if (database.rows > std::numeric_limits<int32_t>::max())
         throw std::invalid_argument("database must have fewer than 2^31 rows");
     validate_csr(database, "database");
+    if (workers > 1 && nq <= block && workers * nq * kk <= kTransposedHeapEntries) {
+        // Few queries and small heaps: split the database rows instead of the queries (each
+        // worker streams its rows once, not the whole database), then merge the workers'
+        // heaps. The k best of the union of per-range top-k lists are the global top k under
+        // the total order (distance, id), so the result is the same.
+        std::vector<TransposedQueries> parts;
+        parts.reserve(static_cast<size_t>(workers));
+        for (int w = 0; w < workers; ++w) parts.emplace_back(queries.cols);
+        parallel_chunks(workers, workers, [&](int, int64_t wb, int64_t we) {
+            for (int64_t w = wb; w < we; ++w)
+                parts[static_cast<size_t>(w)].rank(queries, 0, nq, database, n_db * w / workers,
+                                                   n_db * (w + 1) / workers, k);
+        });
+        parallel_chunks(nq, workers, [&](int, int64_t begin, int64_t end) {
+            std::vector<double> md;
+            std::vector<int64_t> mi;
+            std::vector<std::pair<double, int64_t>> sorted;
+            for (int64_t t = begin; t < end; ++t) {
+                md.clear();
+                mi.clear();
+                for (const TransposedQueries& part : parts) {
+                    const int64_t sz = part.heap_size(t);
+                    md.insert(md.end(), part.heap_d(t), part.heap_d(t) + sz);
+                    mi.insert(mi.end(), part.heap_i(t), part.heap_i(t) + sz);
+                }
+                write_row(md.data(), mi.data(), static_cast<int64_t>(md.size()), k, sorted,
+                          distances + t * k, ids + t * k);
+            }
+        });
+        return;
+    }
     parallel_chunks(nq, workers, [&](int, int64_t begin, int64_t end) {
         TransposedQueries tq(queries.cols);
-        for (int64_t b = begin; b < end; b += block)
-            tq.search(queries, b, std::min(end, b + block), database, k, distances, ids);
+        for (int64_t b = begin; b < end; b += block) {
+            const int64_t e = std::min(end, b + block);
+            tq.rank(queries, b, e, database, 0, n_db, k);
+            tq.write(b, k, distances, ids);
+        }
     });
 }
 

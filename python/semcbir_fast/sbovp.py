@@ -762,8 +762,10 @@ def phrase_l2_topk(
 ) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` database signatures nearest to each query in L2 (equation 3 of paper 000).
 
-    Builds the database's inverted index on every call; to search one database many times,
-    build a :class:`PhraseIndex` once.
+    A one-shot call transposes the (usually smaller) query batch and streams the database
+    once per block of queries, or builds the database's inverted index when the queries need
+    many blocks (``nq * min(k, N)`` large); both give identical results. To search one database
+    many times, build a :class:`PhraseIndex` once.
 
     Parameters
     ----------

@@ -87,7 +87,12 @@ private:
 /// distances/ids are queries.rows x k: distances = sqrt of the squared L2 distance (computed
 /// in double as |q|^2 + |d|^2 - 2 q.d, clamped at 0, rounded to float32), each row sorted by
 /// ascending squared distance, ties broken by the smaller id; missing slots (k > database.rows)
-/// hold id -1 and distance +infinity. Validates both matrices first (builds a PhraseIndex).
+/// hold id -1 and distance +infinity. Validates both matrices first. One-shot strategy: when
+/// every worker's queries fit in at most two blocks of 2^20 / min(k, N) queries, the queries
+/// are transposed (counting sort by column, a rank bitmap or hash map over the columns) and
+/// the database rows are streamed once per block (with few queries and several threads the
+/// workers split the database rows and merge their heaps); otherwise a PhraseIndex is built.
+/// All paths give bit-identical results (same summation order, same tie rule).
 void phrase_l2_topk(const CsrView& queries, const CsrView& database, int64_t k, float* distances,
                     int64_t* ids, int threads);
 

@@ -4,7 +4,8 @@
   curve, with an optional tie-aware variant;
 - :mod:`~semcbir_fast.eval.datasets`: Corel-1K, MSRC (with ground-truth label maps for
   "oracle" segmentation) and folder-per-category layouts, disjoint splits;
-- :mod:`~semcbir_fast.eval.evaluate`: :func:`evaluate_sbs` scores SBS per number of blocks;
+- :mod:`~semcbir_fast.eval.evaluate`: :func:`evaluate_sbs` scores SBS per number of blocks,
+  :func:`evaluate_signature` SBoVP and the hybrid signature;
 - :mod:`~semcbir_fast.eval.cache`: label maps computed by a model, cached on disk;
 - :mod:`~semcbir_fast.eval.paper`: the published numbers, for comparison.
 
@@ -12,7 +13,7 @@ Only NumPy is imported here; OpenCV and torch load when a function needs them.
 """
 
 from .datasets import Dataset, corel1k, find_images, folders, load_dataset, msrc, split_disjoint
-from .evaluate import EvalResult, LevelResult, evaluate_sbs
+from .evaluate import EvalResult, LevelResult, SignatureResult, evaluate_sbs, evaluate_signature
 from .metrics import (
     average_precision,
     mean_average_precision,
@@ -27,9 +28,11 @@ __all__ = [
     "Dataset",
     "EvalResult",
     "LevelResult",
+    "SignatureResult",
     "average_precision",
     "corel1k",
     "evaluate_sbs",
+    "evaluate_signature",
     "find_images",
     "folders",
     "load_dataset",
