@@ -8,6 +8,7 @@
 
 #include "semcbir/isa.hpp"
 #include "semcbir/parallel.hpp"
+#include "semcbir/topk.hpp"
 
 namespace semcbir {
 
@@ -65,78 +66,28 @@ int workers_for(int threads, int64_t bytes, int64_t parts) {
     return static_cast<int>(std::max<int64_t>(w, 1));
 }
 
-inline bool before(int32_t da, int64_t ia, int32_t db, int64_t ib) noexcept {
-    return da < db || (da == db && ia < ib);
+using Heap = TopK<int32_t>;
+
+// A pair with a distance below this may enter the heap (ids arrive ascending).
+inline int32_t threshold(const Heap& h) noexcept {
+    return h.full() ? h.worst() : kMissingDistance;
 }
 
-// Bounded max-heap of (distance, id): keeps the k smallest pairs seen.
-class TopK {
-public:
-    TopK(int32_t* d, int64_t* id, int64_t k) noexcept : d_(d), id_(id), k_(k) {}
-
-    // Threshold: a pair with distance < threshold() may enter (ids arrive ascending).
-    int32_t threshold() const noexcept { return size_ < k_ ? kMissingDistance : d_[0]; }
-    bool full() const noexcept { return size_ == k_; }
-
-    void push(int32_t d, int64_t id) noexcept {
-        if (size_ < k_) {
-            int64_t i = size_++;
-            while (i > 0) {  // sift up
-                int64_t parent = (i - 1) / 2;
-                if (!before(d_[parent], id_[parent], d, id)) break;
-                d_[i] = d_[parent];
-                id_[i] = id_[parent];
-                i = parent;
-            }
-            d_[i] = d;
-            id_[i] = id;
-            return;
-        }
-        if (!before(d, id, d_[0], id_[0])) return;
-        int64_t i = 0;
-        for (;;) {  // sift down from the root
-            int64_t l = 2 * i + 1, r = l + 1, big = i;
-            int32_t bd = d;
-            int64_t bi = id;
-            if (l < k_ && before(bd, bi, d_[l], id_[l])) { big = l; bd = d_[l]; bi = id_[l]; }
-            if (r < k_ && before(bd, bi, d_[r], id_[r])) { big = r; }
-            if (big == i) break;
-            d_[i] = d_[big];
-            id_[i] = id_[big];
-            i = big;
-        }
-        d_[i] = d;
-        id_[i] = id;
+// Sorts the heap ascending by (distance, id) into out (k_out slots), padding the rest.
+void finish(const Heap& h, int32_t* out_d, int64_t* out_id, int64_t k_out) {
+    std::vector<std::pair<int32_t, int64_t>> items(static_cast<size_t>(h.size()));
+    for (int64_t i = 0; i < h.size(); ++i) items[static_cast<size_t>(i)] = {h.distances()[i], h.ids()[i]};
+    std::sort(items.begin(), items.end());
+    for (int64_t i = 0; i < k_out; ++i) {
+        const bool have = i < h.size();
+        out_d[i] = have ? items[static_cast<size_t>(i)].first : kMissingDistance;
+        out_id[i] = have ? items[static_cast<size_t>(i)].second : -1;
     }
-
-    int64_t size() const noexcept { return size_; }
-
-    // Sorts ascending by (distance, id) into out (k_out slots), padding the rest.
-    void finish(int32_t* out_d, int64_t* out_id, int64_t k_out) const {
-        std::vector<std::pair<int32_t, int64_t>> items(static_cast<size_t>(size_));
-        for (int64_t i = 0; i < size_; ++i) items[static_cast<size_t>(i)] = {d_[i], id_[i]};
-        std::sort(items.begin(), items.end());
-        for (int64_t i = 0; i < k_out; ++i) {
-            if (i < size_) {
-                out_d[i] = items[static_cast<size_t>(i)].first;
-                out_id[i] = items[static_cast<size_t>(i)].second;
-            } else {
-                out_d[i] = kMissingDistance;
-                out_id[i] = -1;
-            }
-        }
-    }
-
-private:
-    int32_t* d_;
-    int64_t* id_;
-    int64_t k_;
-    int64_t size_ = 0;
-};
+}
 
 // Scans database rows [begin, end) for queries [q0, q1), feeding heaps[q - q0].
 void scan_range(const CodeMatrix& qs, int64_t q0, int64_t q1, const CodeMatrix& db,
-                int64_t begin, int64_t end, std::vector<TopK>& heaps) {
+                int64_t begin, int64_t end, std::vector<Heap>& heaps) {
     const HammingTileFn kernel = active_hamming_tile();
     const FindBelowFn find_below = active_find_below();
     const int64_t nq = q1 - q0;
@@ -150,13 +101,13 @@ void scan_range(const CodeMatrix& qs, int64_t q0, int64_t q1, const CodeMatrix& 
             kernel(qs.data + (q0 + b0) * qs.stride, nb, qs.stride, tile, rows, db.stride,
                    qs.width, buf.data(), rows);
             for (int64_t i = 0; i < nb; ++i) {
-                TopK& h = heaps[static_cast<size_t>(b0 + i)];
+                Heap& h = heaps[static_cast<size_t>(b0 + i)];
                 const int32_t* dist = buf.data() + i * rows;
-                int32_t thr = h.threshold();
+                int32_t thr = threshold(h);
                 for (int64_t j = find_below(dist, rows, thr); j < rows;
                      j += 1 + find_below(dist + j + 1, rows - j - 1, thr)) {
                     h.push(dist[j], r0 + j);
-                    thr = h.threshold();
+                    thr = threshold(h);
                 }
             }
         }
@@ -214,13 +165,13 @@ void hamming_topk(const CodeMatrix& queries, const CodeMatrix& database, int64_t
         parallel_chunks(nq, workers, [&](int, int64_t q0, int64_t q1) {
             std::vector<int32_t> hd(static_cast<size_t>((q1 - q0) * kk));
             std::vector<int64_t> hi(static_cast<size_t>((q1 - q0) * kk));
-            std::vector<TopK> heaps;
+            std::vector<Heap> heaps;
             heaps.reserve(static_cast<size_t>(q1 - q0));
             for (int64_t q = 0; q < q1 - q0; ++q)
                 heaps.emplace_back(hd.data() + q * kk, hi.data() + q * kk, kk);
             if (kk > 0) scan_range(queries, q0, q1, database, 0, n, heaps);
             for (int64_t q = q0; q < q1; ++q)
-                heaps[static_cast<size_t>(q - q0)].finish(distances + q * k, ids + q * k, k);
+                finish(heaps[static_cast<size_t>(q - q0)], distances + q * k, ids + q * k, k);
         });
         return;
     }
@@ -234,7 +185,7 @@ void hamming_topk(const CodeMatrix& queries, const CodeMatrix& database, int64_t
         auto& id = hi[static_cast<size_t>(w)];
         d.resize(static_cast<size_t>(nq * kk));
         id.resize(static_cast<size_t>(nq * kk));
-        std::vector<TopK> heaps;
+        std::vector<Heap> heaps;
         heaps.reserve(static_cast<size_t>(nq));
         for (int64_t q = 0; q < nq; ++q) heaps.emplace_back(d.data() + q * kk, id.data() + q * kk, kk);
         scan_range(queries, 0, nq, database, r0, r1, heaps);
@@ -245,7 +196,7 @@ void hamming_topk(const CodeMatrix& queries, const CodeMatrix& database, int64_t
     std::vector<int32_t> md(static_cast<size_t>(kk));
     std::vector<int64_t> mi(static_cast<size_t>(kk));
     for (int64_t q = 0; q < nq; ++q) {
-        TopK merged(md.data(), mi.data(), kk);
+        Heap merged(md.data(), mi.data(), kk);
         for (int w = 0; w < workers; ++w) {
             const auto& sz = sizes[static_cast<size_t>(w)];
             if (sz.empty()) continue;
@@ -253,7 +204,7 @@ void hamming_topk(const CodeMatrix& queries, const CodeMatrix& database, int64_t
                 merged.push(hd[static_cast<size_t>(w)][static_cast<size_t>(q * kk + e)],
                             hi[static_cast<size_t>(w)][static_cast<size_t>(q * kk + e)]);
         }
-        merged.finish(distances + q * k, ids + q * k, k);
+        finish(merged, distances + q * k, ids + q * k, k);
     }
 }
 

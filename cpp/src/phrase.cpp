@@ -1,6 +1,7 @@
 // SBoVP phrase building (exact k-NN inside semantic regions, pair accumulation) and exact
 // sparse L2 top-k through an inverted index over the database.
 #include "semcbir/phrase.hpp"
+#include "semcbir/topk.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -308,54 +309,7 @@ void build_inverted(const CsrView& db, int threads, PhraseIndex::Impl& inv) {
     });
 }
 
-inline bool before(double da, int64_t ia, double db, int64_t ib) noexcept {
-    return da < db || (da == db && ia < ib);
-}
-
-// Bounded max-heap of (squared distance, id) keeping the k smallest pairs.
-class TopK {
-public:
-    TopK(double* d, int64_t* id, int64_t k) noexcept : d_(d), id_(id), k_(k) {}
-
-    // Ids arrive ascending, so a pair equal to the current worst never enters.
-    void push(double d, int64_t id) noexcept {
-        if (size_ < k_) {
-            int64_t i = size_++;
-            while (i > 0) {
-                const int64_t parent = (i - 1) / 2;
-                if (!before(d_[parent], id_[parent], d, id)) break;
-                d_[i] = d_[parent];
-                id_[i] = id_[parent];
-                i = parent;
-            }
-            d_[i] = d;
-            id_[i] = id;
-            return;
-        }
-        if (!before(d, id, d_[0], id_[0])) return;
-        int64_t i = 0;
-        for (;;) {
-            const int64_t l = 2 * i + 1;
-            if (l >= k_) break;
-            int64_t c = l;
-            if (l + 1 < k_ && before(d_[c], id_[c], d_[l + 1], id_[l + 1])) c = l + 1;
-            if (!before(d, id, d_[c], id_[c])) break;
-            d_[i] = d_[c];
-            id_[i] = id_[c];
-            i = c;
-        }
-        d_[i] = d;
-        id_[i] = id;
-    }
-
-    int64_t size() const noexcept { return size_; }
-
-private:
-    double* d_;
-    int64_t* id_;
-    int64_t k_;
-    int64_t size_ = 0;
-};
+using Heap = TopK<double>;
 
 // Top-k of queries [begin, end) against the inverted database.
 void search_range(const CsrView& q, const PhraseIndex::Impl& inv, int64_t n_db, int64_t k,
@@ -398,7 +352,7 @@ void search_range(const CsrView& q, const PhraseIndex::Impl& inv, int64_t n_db, 
         }
         // Every row is scanned (and its accumulator reset): rows sharing no column with the
         // query still have distance^2 = |q|^2 + |d|^2 and may belong to the top k.
-        TopK top(heap_d.data(), heap_i.data(), static_cast<int64_t>(heap_d.size()));
+        Heap top(heap_d.data(), heap_i.data(), static_cast<int64_t>(heap_d.size()));
         for (int64_t j = 0; j < n_db; ++j) {
             const double d2 = std::max(0.0, qn + dn[j] - 2.0 * a[j]);
             a[j] = 0.0;
@@ -673,7 +627,7 @@ public:
                 for (int64_t t = t0; t < t1; ++t) {
                     const double d2 = d2s[t];
                     if (d2 < worst[t]) {
-                        TopK& h = heaps_[static_cast<size_t>(t)];
+                        Heap& h = heaps_[static_cast<size_t>(t)];
                         h.push(d2, j);
                         if (h.size() == kk) worst[t] = heap_d_[static_cast<size_t>(t * kk)];
                     }
@@ -722,7 +676,7 @@ private:
     std::vector<Posting> post_;
     std::vector<double> qn_, acc_, heap_d_, worst_, d2_;
     std::vector<int64_t> heap_i_;
-    std::vector<TopK> heaps_;
+    std::vector<Heap> heaps_;
     std::vector<std::pair<double, int64_t>> sorted_;
     std::vector<Span> spans_;
     std::vector<int64_t> cand_;  // pass 1: (non-zero position, slot) pairs

@@ -1,0 +1,66 @@
+// Bounded top-k selection shared by every search (Hamming, sparse phrase L2): keeps the k
+// smallest (distance, id) pairs, ordered by distance, then by the smaller id.
+#pragma once
+
+#include <cstdint>
+
+namespace semcbir {
+
+/// (da, ia) ranks before (db, ib): smaller distance, ties by the smaller id.
+template <class D>
+inline bool ranks_before(D da, int64_t ia, D db, int64_t ib) noexcept {
+    return da < db || (da == db && ia < ib);
+}
+
+/// Max-heap over caller-owned arrays of capacity k; the root is the current k-th pair.
+template <class D>
+class TopK {
+public:
+    TopK(D* d, int64_t* id, int64_t k) noexcept : d_(d), id_(id), k_(k) {}
+
+    int64_t size() const noexcept { return size_; }
+    bool full() const noexcept { return size_ == k_; }
+    /// The k-th smallest pair's distance so far (valid when size() > 0).
+    D worst() const noexcept { return d_[0]; }
+    const D* distances() const noexcept { return d_; }
+    const int64_t* ids() const noexcept { return id_; }
+
+    /// Offers a pair; when ids arrive in ascending order, a pair equal to the worst never enters.
+    void push(D d, int64_t id) noexcept {
+        if (size_ < k_) {
+            int64_t i = size_++;
+            while (i > 0) {  // sift up
+                const int64_t parent = (i - 1) / 2;
+                if (!ranks_before(d_[parent], id_[parent], d, id)) break;
+                d_[i] = d_[parent];
+                id_[i] = id_[parent];
+                i = parent;
+            }
+            d_[i] = d;
+            id_[i] = id;
+            return;
+        }
+        if (!ranks_before(d, id, d_[0], id_[0])) return;
+        int64_t i = 0;
+        for (;;) {  // sift the new pair down from the root
+            const int64_t l = 2 * i + 1;
+            if (l >= k_) break;
+            int64_t c = l;
+            if (l + 1 < k_ && ranks_before(d_[c], id_[c], d_[l + 1], id_[l + 1])) c = l + 1;
+            if (!ranks_before(d, id, d_[c], id_[c])) break;
+            d_[i] = d_[c];
+            id_[i] = id_[c];
+            i = c;
+        }
+        d_[i] = d;
+        id_[i] = id;
+    }
+
+private:
+    D* d_;
+    int64_t* id_;
+    int64_t k_;
+    int64_t size_ = 0;
+};
+
+}  // namespace semcbir
