@@ -838,20 +838,28 @@ def cmd_eval(args: argparse.Namespace) -> int:
         d["settings"].pop("class_names", None)
         print(json.dumps(d, indent=1, default=str))
         return 0
-    s = result.settings
+    _print_dataset_line(result.settings)
+    print(result.table())
+    _print_table7(args, result, lambda r: f"{r.blocks} blocks")
+    return 0
+
+
+def _print_dataset_line(s: dict[str, Any]) -> None:
     print(
         f"{s['dataset_label']}: {s['images']} images, {s['categories']} categories, "
         f"mode {s['mode']}{' (query excluded)' if s['exclude_query'] else ''}, "
         f"segmentation: {s['segmentation']}"
     )
-    print(result.table())
+
+
+def _print_table7(args: argparse.Namespace, result: Any, name: Any) -> None:
+    """Our top-20 precision beside paper 000 Table 7 (Corel-1K only)."""
     if args.dataset == "corel1k" and all(20 in r.p_at_k for r in result.results):
         from .eval.paper import TABLE7_TOP20
 
-        ours = ", ".join(f"{r.blocks} blocks {r.p_at_k[20]:.4f}" for r in result.results)
+        ours = ", ".join(f"{name(r)} {r.p_at_k[20]:.4f}" for r in result.results)
         others = ", ".join(f"{k} {v:.2f}" for k, v in TABLE7_TOP20.items())
         print(f"top-20 precision (paper 000 Table 7): ours {ours}; paper: {others}")
-    return 0
 
 
 def _eval_local(
@@ -950,23 +958,14 @@ def _eval_local(
             f", {'semantic' if s['semantic_words'] else 'plain'} words, "
             f"normalize {s['normalize']}, vocabulary fitted on {s['vocabulary_set']}"
         )
-    print(
-        f"{s['dataset_label']}: {s['images']} images, {s['categories']} categories, "
-        f"mode {s['mode']}{' (query excluded)' if s['exclude_query'] else ''}, "
-        f"segmentation: {s['segmentation']}"
-    )
+    _print_dataset_line(s)
     print(
         f"signature {args.signature}: {args.method}, "
         f"{s['keypoints_per_image']['mean']:.0f} keypoints per image, histogram filter "
         f"{s['filter']}{extra}"
     )
     print(result.table())
-    if args.dataset == "corel1k" and all(20 in r.p_at_k for r in result.results):
-        from .eval.paper import TABLE7_TOP20
-
-        ours = ", ".join(f"{r.label} {r.p_at_k[20]:.4f}" for r in result.results)
-        others = ", ".join(f"{k} {v:.2f}" for k, v in TABLE7_TOP20.items())
-        print(f"top-20 precision (paper 000 Table 7): ours {ours}; paper: {others}")
+    _print_table7(args, result, lambda r: r.label)
     return 0
 
 

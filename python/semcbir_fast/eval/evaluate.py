@@ -60,13 +60,9 @@ MODES = ("query-in-db", "disjoint")
 
 
 @dataclass
-class LevelResult:
-    """Scores of one SBS setting (one number of blocks)."""
+class _Scores:
+    """Retrieval scores shared by every signature's result."""
 
-    levels: int
-    blocks: int
-    nbits: int
-    nbytes: int
     map: float
     map_ties_avg: float
     p_at_r: float
@@ -80,12 +76,8 @@ class LevelResult:
     top_ids: np.ndarray = field(repr=False)  # (nq, top) database positions
     top_distances: np.ndarray = field(repr=False)
 
-    def to_dict(self) -> dict[str, Any]:
+    def _scores_dict(self) -> dict[str, Any]:
         return {
-            "levels": self.levels,
-            "blocks": self.blocks,
-            "nbits": self.nbits,
-            "nbytes": self.nbytes,
             "map": self.map,
             "map_ties_avg": self.map_ties_avg,
             "p_at_r": self.p_at_r,
@@ -98,38 +90,38 @@ class LevelResult:
 
 
 @dataclass
-class SignatureResult:
+class LevelResult(_Scores):
+    """Scores of one SBS setting (one number of blocks)."""
+
+    levels: int
+    blocks: int
+    nbits: int
+    nbytes: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "levels": self.levels,
+            "blocks": self.blocks,
+            "nbits": self.nbits,
+            "nbytes": self.nbytes,
+            **self._scores_dict(),
+        }
+
+
+@dataclass
+class SignatureResult(_Scores):
     """Scores of one SBoVP or hybrid setting (one column of :meth:`EvalResult.table`)."""
 
     signature: str
     label: str
     params: dict[str, Any]
-    map: float
-    map_ties_avg: float
-    p_at_r: float
-    p_at_k: dict[int, float]
-    per_category_ap: dict[str, float]
-    pr_recall: list[float]
-    pr_precision: list[float]
-    encode_ms_per_image: float
-    search_ms_per_query: float
-    ap: np.ndarray = field(repr=False)
-    top_ids: np.ndarray = field(repr=False)
-    top_distances: np.ndarray = field(repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "signature": self.signature,
             "label": self.label,
             **self.params,
-            "map": self.map,
-            "map_ties_avg": self.map_ties_avg,
-            "p_at_r": self.p_at_r,
-            "p_at_k": {str(k): v for k, v in self.p_at_k.items()},
-            "per_category_ap": self.per_category_ap,
-            "pr_curve": {"recall": self.pr_recall, "precision": self.pr_precision},
-            "encode_ms_per_image": self.encode_ms_per_image,
-            "search_ms_per_query": self.search_ms_per_query,
+            **self._scores_dict(),
         }
 
 
