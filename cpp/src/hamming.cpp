@@ -39,8 +39,8 @@ FindBelowFn active_find_below() noexcept {
 namespace {
 
 constexpr int64_t kTileBytes = 512 * 1024;    // database rows scanned per tile (L2-resident)
-constexpr int64_t kBufferInts = 64 * 1024;     // distances held per tile (queries x rows)
-constexpr int64_t kMaxTileRows = 4096;         // keeps one query's distances in L1
+constexpr int64_t kBufferInts = 8 * 1024;      // distances held per tile (queries x rows): L1-sized
+constexpr int64_t kMaxTileRows = 256;          // narrow codes: more queries per tile instead
 constexpr int64_t kBytesPerWorker = 4 << 20;   // below this a thread costs more than it saves
 constexpr int64_t kCachedDatabaseBytes = 8 << 20;  // databases up to this size count as cached
 constexpr int32_t kMissingDistance = std::numeric_limits<int32_t>::max();
