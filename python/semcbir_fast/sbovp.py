@@ -73,14 +73,21 @@ _SIG_FORMAT = "semcbir_fast.phrase_signatures/1"
 
 
 def _core() -> Any:
+    """The module implementing the phrase kernels: the compiled core, or the numba fallback
+    (``_numba_phrase``, identical results) with the numba backend or without the core."""
     from . import _backend
 
     core = _backend._core
-    if core is None or not hasattr(core, "build_phrase_matrices"):
+    if _backend.backend() == "cpp" and core is not None and hasattr(core, "build_phrase_matrices"):
+        return core
+    try:
+        from . import _numba_phrase
+    except ImportError as exc:
         raise RuntimeError(
-            "SBoVP needs the compiled core semcbir_fast._core (with the phrase module); "
-            "rebuild it: `cmake --build build/dev` or `pip install .` with a C++17 compiler")
-    return core
+            "SBoVP needs the compiled core semcbir_fast._core (with the phrase module) or "
+            f"numba for its fallback ({exc}); rebuild the core: `cmake --build build/dev` or "
+            "`pip install .` with a C++17 compiler, or install numba") from exc
+    return _numba_phrase
 
 
 def _index(value: Any, name: str, lo: int, hi: int | None = None) -> int:
