@@ -442,8 +442,18 @@ def _msrc_or_skip():
     return ds
 
 
+def _kaze_or_skip() -> None:
+    """The CLI's default detector; plain opencv(-python-headless) 5 builds lack it."""
+    pytest.importorskip("cv2")
+    from semcbir_fast.features import available_methods
+
+    if "kaze" not in available_methods():
+        pytest.skip("KAZE needs opencv-contrib-python-headless (the package's dependency)")
+
+
 def test_eval_sbovp_and_hybrid_msrc_oracle_cli(capsys, tmp_path, monkeypatch):
     _msrc_or_skip()
+    _kaze_or_skip()
     monkeypatch.setenv("SEMCBIR_CACHE", str(tmp_path / "cache"))
     base = ["eval", "--dataset", "msrc", "--oracle", "--limit", "24", "-k", "3"]
     rc, out, err = _run(
@@ -509,6 +519,7 @@ def test_eval_sbovp_and_hybrid_msrc_oracle_cli(capsys, tmp_path, monkeypatch):
 
 def test_eval_sbovp_cli_errors(capsys, tmp_path, monkeypatch):
     _msrc_or_skip()
+    _kaze_or_skip()
     monkeypatch.setenv("SEMCBIR_CACHE", str(tmp_path / "cache"))
     base = ["eval", "--dataset", "msrc", "--oracle", "--limit", "16", "-q"]
     rc, _, err = _run(capsys, [*base, "--signature", "sbovp", "--n", "5"])

@@ -344,8 +344,10 @@ def test_report_files(msrc_ds, msrc_maps, tmp_path):
 @pytest.fixture(scope="module")
 def msrc_small(msrc_ds, msrc_maps):
     pytest.importorskip("cv2")
-    from semcbir_fast.features import extract_features
+    from semcbir_fast.features import available_methods, extract_features
 
+    if "kaze" not in available_methods():
+        pytest.skip("KAZE needs opencv-contrib-python-headless (the package's dependency)")
     ds = msrc_ds.limit(32)
     maps = [msrc_maps[msrc_ds.images.index(p)] for p in ds.images]
     feats = extract_features([str(p) for p in ds.images], "kaze", progress=False)
