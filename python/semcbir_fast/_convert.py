@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["as_codes", "as_label_maps", "check_threads", "is_torch_tensor", "to_numpy"]
+__all__ = ["as_codes", "as_label_maps", "check_int", "check_threads", "is_torch_tensor", "to_numpy"]
 
 
 def is_torch_tensor(x: Any) -> bool:
@@ -24,16 +24,24 @@ def to_numpy(x: Any) -> Any:
     return x
 
 
-def check_threads(threads: Any) -> int:
-    if isinstance(threads, bool):
-        raise ValueError(f"threads must be an int >= 0 (0 = all cores), got {threads!r}")
+def check_int(
+    value: Any, name: str, lo: int | None = None, hi: int | None = None, *, hint: str = ""
+) -> int:
+    """``value`` as an int (bools refused) within ``[lo, hi]``, else a ValueError naming ``name``."""
+    if isinstance(value, bool):
+        raise ValueError(f"{name} must be an int{hint}, got {value!r}")
     try:
-        t = operator.index(threads)
+        v = operator.index(value)
     except TypeError:
-        raise ValueError(f"threads must be an int >= 0 (0 = all cores), got {threads!r}") from None
-    if t < 0:
-        raise ValueError(f"threads must be an int >= 0 (0 = all cores), got {t}")
-    return t
+        raise ValueError(f"{name} must be an int{hint}, got {value!r}") from None
+    if (lo is not None and v < lo) or (hi is not None and v > hi):
+        rng = f">= {lo}" if hi is None else f"<= {hi}" if lo is None else f"in [{lo}, {hi}]"
+        raise ValueError(f"{name} must be {rng}{hint}, got {v}")
+    return v
+
+
+def check_threads(threads: Any) -> int:
+    return check_int(threads, "threads", 0, hint=" (0 = all cores)")
 
 
 @functools.lru_cache(maxsize=64)

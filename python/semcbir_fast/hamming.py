@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import operator
 from typing import Any
 
 import numpy as np
 
 from . import _backend
-from ._convert import as_codes, check_threads
+from ._convert import as_codes, check_int, check_threads
 
 __all__ = ["hamming_distances", "hamming_topk"]
 
@@ -46,14 +45,7 @@ def hamming_topk(
     """
     q = as_codes(queries, "queries")
     db = as_codes(database, "database")
-    if isinstance(k, bool):
-        raise ValueError(f"k must be an int >= 1, got {k!r}")
-    try:
-        k = operator.index(k)
-    except TypeError:
-        raise ValueError(f"k must be an int >= 1, got {k!r}") from None
-    if k <= 0:
-        raise ValueError(f"k must be >= 1, got {k}")
+    k = check_int(k, "k", 1)
     _same_width(q, db, "queries", "database")
     t = check_threads(threads)
     impl = _backend.core()

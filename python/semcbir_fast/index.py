@@ -79,6 +79,7 @@ from typing import Any
 import numpy as np
 
 from ._atomic import atomic_path
+from ._convert import check_int
 from .layout import SBSLayout, sbs_layout
 
 __all__ = ["FORMAT_VERSION", "MAGIC", "IndexFormatError", "SBSIndex"]
@@ -536,14 +537,7 @@ class SBSIndex:
         from .hamming import hamming_topk
 
         q = _as_codes(queries, self._layout, "queries")
-        if isinstance(k, bool):
-            raise ValueError(f"k must be an int >= 1, got {k!r}")
-        try:
-            k = operator.index(k)
-        except TypeError:
-            raise ValueError(f"k must be an int >= 1, got {k!r}") from None
-        if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
+        k = check_int(k, "k", 1)
         codes, ids, alive, n_dead, _ = self._snapshot()
         nq = q.shape[0]
         n = codes.shape[0]
@@ -595,14 +589,7 @@ class SBSIndex:
         from .hamming import hamming_distances
 
         q = _as_codes(queries, self._layout, "queries")
-        if isinstance(radius, bool):
-            raise ValueError(f"radius must be an int >= 0, got {radius!r}")
-        try:
-            radius = operator.index(radius)
-        except TypeError:
-            raise ValueError(f"radius must be an int >= 0, got {radius!r}") from None
-        if radius < 0:
-            raise ValueError(f"radius must be >= 0, got {radius}")
+        radius = check_int(radius, "radius", 0)
         codes, ids, alive, _, _ = self._snapshot()
         nq, n = q.shape[0], codes.shape[0]
         lims = np.zeros(nq + 1, dtype=np.int64)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import functools
-import operator
 from dataclasses import dataclass
+
+from ._convert import check_int
 
 __all__ = ["MAX_LEVELS", "MAX_CLASSES", "SBSLayout", "sbs_layout"]
 
@@ -71,15 +72,6 @@ class SBSLayout:
         }
 
 
-def _as_int(value: object, name: str) -> int:
-    if isinstance(value, bool):
-        raise ValueError(f"{name} must be an int, got bool {value!r}")
-    try:
-        return operator.index(value)  # type: ignore[arg-type]
-    except TypeError:
-        raise ValueError(f"{name} must be an int, got {type(value).__name__} {value!r}") from None
-
-
 def sbs_layout(num_classes: int, levels: int, pyramid: bool = False) -> SBSLayout:
     """Layout of the SBS code for ``num_classes`` classes and ``4**levels`` blocks.
 
@@ -88,15 +80,12 @@ def sbs_layout(num_classes: int, levels: int, pyramid: bool = False) -> SBSLayou
     ValueError
         ``num_classes`` outside ``[1, 65536]`` or ``levels`` outside ``[0, 12]``.
     """
-    return _layout(_as_int(num_classes, "num_classes"), _as_int(levels, "levels"), bool(pyramid))
+    m = check_int(num_classes, "num_classes", 1, MAX_CLASSES)
+    return _layout(m, check_int(levels, "levels", 0, MAX_LEVELS), bool(pyramid))
 
 
 @functools.lru_cache(maxsize=256)
 def _layout(m: int, n: int, pyramid: bool) -> SBSLayout:
-    if not 1 <= m <= MAX_CLASSES:
-        raise ValueError(f"num_classes must be in [1, {MAX_CLASSES}], got {m}")
-    if not 0 <= n <= MAX_LEVELS:
-        raise ValueError(f"levels must be in [0, {MAX_LEVELS}], got {n}")
     encoded = range(0, n + 1) if pyramid else range(n, n + 1)
     level_blocks = tuple(4**lv for lv in encoded)
     offsets, pos = [], 0

@@ -44,7 +44,6 @@ Definitions fixed here (SPEC.md leaves them open)
 
 from __future__ import annotations
 
-import operator
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -53,6 +52,7 @@ from typing import Any
 
 import numpy as np
 
+from ._convert import check_int as _index
 from ._convert import check_threads, to_numpy
 from .features import DESCRIPTOR_METHODS, Features
 
@@ -88,19 +88,6 @@ def _core() -> Any:
             f"numba for its fallback ({exc}); rebuild the core: `cmake --build build/dev` or "
             "`pip install .` with a C++17 compiler, or install numba") from exc
     return _numba_phrase
-
-
-def _index(value: Any, name: str, lo: int, hi: int | None = None) -> int:
-    if isinstance(value, bool):
-        raise ValueError(f"{name} must be an int, got {value!r}")  # noqa: TRY004
-    try:
-        v = operator.index(value)
-    except TypeError:
-        raise ValueError(f"{name} must be an int, got {value!r}") from None
-    if v < lo or (hi is not None and v > hi):
-        rng = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
-        raise ValueError(f"{name} must be {rng}, got {v}")
-    return v
 
 
 # ---------------------------------------------------------------------------------------------

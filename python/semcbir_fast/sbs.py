@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import operator
 from typing import Any
 
 import numpy as np
 
 from . import _backend
-from ._convert import as_codes, as_label_maps, check_threads
-from .layout import SBSLayout, _as_int, sbs_layout
+from ._convert import as_codes, as_label_maps, check_int, check_threads
+from .layout import SBSLayout, sbs_layout
 
 __all__ = ["decode_sbs", "encode_sbs"]
 
@@ -53,17 +52,11 @@ def encode_sbs(
         uint8, ``(stride,)`` for one map, ``(N, stride)`` for several; see
         :func:`sbs_layout` for the bit layout. Bytes past ``nbytes`` are zero.
     """
-    m = _as_int(num_classes, "num_classes")
-    layout = sbs_layout(m, levels, pyramid)  # validates num_classes and levels
+    layout = sbs_layout(num_classes, levels, pyramid)  # validates num_classes and levels
+    m = layout.num_classes
     if ignore_index is not None:
-        if isinstance(ignore_index, bool):
-            raise ValueError(f"ignore_index must be an int or None, got {ignore_index!r}")
-        try:
-            ignore_index = operator.index(ignore_index)
-        except TypeError:
-            raise ValueError(f"ignore_index must be an int or None, got {ignore_index!r}") from None
-        if not -(2**63) <= ignore_index < 2**63:
-            raise ValueError(f"ignore_index must fit in int64, got {ignore_index}")
+        ignore_index = check_int(ignore_index, "ignore_index", -(2**63), 2**63 - 1,
+                                 hint=" (or None)")
     t = check_threads(threads)
     maps, single = as_label_maps(labels, m)
     impl = _backend.core()
