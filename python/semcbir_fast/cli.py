@@ -60,34 +60,24 @@ def _fmt_os_error(exc: OSError) -> str:
 
 
 # ----------------------------------------------------------------------------- parser
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
-    return v
+def _int_in(lo: int, hi: int | None, what: str) -> Any:
+    """argparse type: an integer in [lo, hi], described as ``what`` in the error."""
+
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if v < lo or (hi is not None and v > hi):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {v}")
+        return v
+
+    return parse
 
 
-def _level(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a level 0..12, got {text!r}") from None
-    if not 0 <= v <= 12:
-        raise argparse.ArgumentTypeError(f"expected a level 0..12 (4**level blocks), got {v}")
-    return v
-
-
-def _phrase_n(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected 2, 3 or 4, got {text!r}") from None
-    if not 2 <= v <= 4:
-        raise argparse.ArgumentTypeError(f"expected 2, 3 or 4 words per phrase, got {v}")
-    return v
+_positive_int = _int_in(1, None, "a positive integer")
+_level = _int_in(0, 12, "a level 0..12 (4**level blocks)")
+_phrase_n = _int_in(2, 4, "2, 3 or 4 words per phrase")
 
 
 def _add_model_args(p: argparse.ArgumentParser, *, model_default: str | None) -> None:
