@@ -87,19 +87,27 @@ py::array_t<uint8_t> encode(const std::vector<py::array>& maps, int64_t num_clas
     return out;
 }
 
-py::tuple topk(const Codes& queries, const Codes& database, int64_t k, int threads) {
-    const CodeMatrix q = code_matrix(queries, "queries");
-    const CodeMatrix d = code_matrix(database, "database");
+// (distances, ids) arrays of shape (nq, k), filled by `search(distances, ids)` without the GIL.
+template <class D, class Search>
+py::tuple ranked_results(int64_t nq, int64_t k, Search&& search) {
     if (k <= 0) throw py::value_error("k must be >= 1, got " + std::to_string(k));
-    py::array_t<int32_t> dist({static_cast<py::ssize_t>(q.n), static_cast<py::ssize_t>(k)});
-    py::array_t<int64_t> ids({static_cast<py::ssize_t>(q.n), static_cast<py::ssize_t>(k)});
-    int32_t* pd = dist.mutable_data();
+    py::array_t<D> dist({static_cast<py::ssize_t>(nq), static_cast<py::ssize_t>(k)});
+    py::array_t<int64_t> ids({static_cast<py::ssize_t>(nq), static_cast<py::ssize_t>(k)});
+    D* pd = dist.mutable_data();
     int64_t* pi = ids.mutable_data();
     {
         py::gil_scoped_release release;
-        hamming_topk(q, d, k, pd, pi, threads);
+        search(pd, pi);
     }
     return py::make_tuple(dist, ids);
+}
+
+py::tuple topk(const Codes& queries, const Codes& database, int64_t k, int threads) {
+    const CodeMatrix q = code_matrix(queries, "queries");
+    const CodeMatrix d = code_matrix(database, "database");
+    return ranked_results<int32_t>(q.n, k, [&](int32_t* pd, int64_t* pi) {
+        hamming_topk(q, d, k, pd, pi, threads);
+    });
 }
 
 py::array_t<int32_t> distances(const Codes& a, const Codes& b, int threads) {
@@ -184,30 +192,17 @@ py::tuple phrase_topk(const I64& q_indptr, const I64& q_indices, const F32& q_da
                       int64_t k, int threads) {
     const CsrView q = csr_view(q_indptr, q_indices, q_data, cols, "queries");
     const CsrView d = csr_view(d_indptr, d_indices, d_data, cols, "database");
-    if (k <= 0) throw py::value_error("k must be >= 1, got " + std::to_string(k));
-    py::array_t<float> dist({static_cast<py::ssize_t>(q.rows), static_cast<py::ssize_t>(k)});
-    py::array_t<int64_t> ids({static_cast<py::ssize_t>(q.rows), static_cast<py::ssize_t>(k)});
-    float* pd = dist.mutable_data();
-    int64_t* pi = ids.mutable_data();
-    {
-        py::gil_scoped_release release;
+    return ranked_results<float>(q.rows, k, [&](float* pd, int64_t* pi) {
         phrase_l2_topk(q, d, k, pd, pi, threads);
-    }
-    return py::make_tuple(dist, ids);
+    });
 }
+
 py::tuple index_search(const PhraseIndex& index, const I64& q_indptr, const I64& q_indices,
                        const F32& q_data, int64_t k, int threads) {
     const CsrView q = csr_view(q_indptr, q_indices, q_data, index.cols(), "queries");
-    if (k <= 0) throw py::value_error("k must be >= 1, got " + std::to_string(k));
-    py::array_t<float> dist({static_cast<py::ssize_t>(q.rows), static_cast<py::ssize_t>(k)});
-    py::array_t<int64_t> ids({static_cast<py::ssize_t>(q.rows), static_cast<py::ssize_t>(k)});
-    float* pd = dist.mutable_data();
-    int64_t* pi = ids.mutable_data();
-    {
-        py::gil_scoped_release release;
+    return ranked_results<float>(q.rows, k, [&](float* pd, int64_t* pi) {
         index.search(q, k, pd, pi, threads);
-    }
-    return py::make_tuple(dist, ids);
+    });
 }
 
 std::unique_ptr<PhraseIndex> make_index(const I64& indptr, const I64& indices, const F32& data,
