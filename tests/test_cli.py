@@ -517,6 +517,33 @@ def test_eval_sbovp_and_hybrid_msrc_oracle_cli(capsys, tmp_path, monkeypatch):
     assert d["results"][0]["n_words"] == 8 and 0 < d["results"][0]["map"] <= 1
 
 
+def test_eval_hybrid_report(capsys, tmp_path, monkeypatch):
+    _msrc_or_skip()
+    _kaze_or_skip()
+    monkeypatch.setenv("SEMCBIR_CACHE", str(tmp_path / "cache"))
+    rep = tmp_path / "r"
+    argv = ["eval", "--dataset", "msrc", "--oracle", "--limit", "16", "-q", "--signature",
+            "hybrid", "--report", str(rep), "--gallery-k", "4"]
+    rc, out, err = _run(capsys, argv)
+    assert rc == 0, err
+    names = {p.name for p in rep.iterdir()}
+    assert {"report.md", "report.json", "map_per_setting.png", "pr_curves.png",
+            "per_category_ap.png", "gallery.html", "gallery.png"} <= names
+    assert "map_vs_blocks.png" not in names
+    md = (rep / "report.md").read_text()
+    assert md.startswith("# Hybrid signature retrieval on MSRC v1 (oracle)")
+    assert "paper 001 Tables 3-4" in md and "Mseg KAZE + filter" in md
+    d = json.loads((rep / "report.json").read_text())
+    (res,) = d["results"]
+    # the report holds the numbers the table printed
+    row = next(ln for ln in out.splitlines() if ln.startswith("MAP MSRC v1 (oracle)"))
+    assert abs(float(row.split("|")[1]) - res["map"]) < 1e-4
+    assert d["paper"]["map"]["Mseg KAZE + filter"] == 0.81
+    html = (rep / "gallery.html").read_text()
+    assert html.count("d=<b>") == 8 * 4  # one query per category, 4 results, L2 distances
+    assert "d=<b>0</b>" in html  # the query itself first (query kept in the database)
+
+
 def test_eval_sbovp_cli_errors(capsys, tmp_path, monkeypatch):
     _msrc_or_skip()
     _kaze_or_skip()
@@ -524,9 +551,6 @@ def test_eval_sbovp_cli_errors(capsys, tmp_path, monkeypatch):
     base = ["eval", "--dataset", "msrc", "--oracle", "--limit", "16", "-q"]
     rc, _, err = _run(capsys, [*base, "--signature", "sbovp", "--n", "5"])
     assert rc == 2 and "2, 3 or 4" in err
-    rc, _, err = _run(capsys, [*base, "--signature", "hybrid", "--report", str(tmp_path / "r")])
-    assert rc == 1 and "--report supports --signature sbs only" in err
-    _one_error_line(err, "eval")
     rc, _, err = _run(capsys, [*base, "--signature", "hybrid", "--epsilon", "-1"])
     assert rc == 1 and "--epsilon" in err
     rc, _, err = _run(
@@ -536,3 +560,104 @@ def test_eval_sbovp_cli_errors(capsys, tmp_path, monkeypatch):
     rc, _, err = _run(capsys, [*base, "--signature", "sbovp", "--words", "100000000"])
     assert rc == 1 and "training descriptors" in err
     _one_error_line(err, "eval")
+
+
+# ----------------------------------------------------------------------------- sbovp / hybrid indexes
+@pytest.mark.parametrize("signature", ["sbovp", "hybrid"])
+def test_local_signature_index_search_info_gallery(env, signature, capsys, tmp_path):
+    _kaze_or_skip()
+    from semcbir_fast.local_index import LocalIndex
+
+    idx = tmp_path / f"tree.{signature}"
+    common = ["--model", env["model"], "--device", "cpu", "-q"]
+    reds = sorted(str(p) for p in (env["tree"] / "reds").glob("*.png"))
+    extra = ["--words", "4"] if signature == "sbovp" else []
+    rc, out, err = _run(capsys, ["index", str(env["tree"] / "reds"), "-o", str(idx),
+                                 "--signature", signature, *extra, *common])
+    assert rc == 0, err
+    assert f"5 images (5 added, 0 skipped) [{signature}, kaze" in out
+    # --append keeps the index's signature and settings, adds only new images
+    rc, out, err = _run(capsys, ["index", str(env["tree"]), str(env["junk"]), "-o", str(idx),
+                                 "--append", *common])
+    assert rc == 0, err
+    assert "10 images (5 added, 1 skipped)" in out and "broken.jpg" in err
+    index = LocalIndex.load(idx)
+    assert index.signature == signature and len(index) == 10
+    assert index.metadata["signature"] == signature and index.metadata["num_classes"] == 4
+    if signature == "sbovp":
+        assert index.vocabulary.n_words == 4 and index.semantic_words
+
+    # a query in the index is looked up; a copy elsewhere is segmented: same ranking
+    copy = tmp_path / "copy.png"
+    shutil.copy(reds[1], copy)
+    rc, out, err = _run(capsys, ["search", str(idx), reds[1], str(copy), "-k", "10", "--json",
+                                 *common])
+    assert rc == 0, err
+    d = json.loads(out)
+    assert d["signature"] == signature
+    a, b = d["queries"]
+    assert a["code_from"] == "index" and b["code_from"] == "segmented"
+    assert [r["id"] for r in a["results"]] == [r["id"] for r in b["results"]]
+    assert a["results"][0]["key"] == reds[1] and a["results"][0]["distance"] == 0.0
+    assert all(isinstance(r["penalised"], bool) for r in a["results"])
+    # the CLI ranking is the API's on the stored signature
+    sig, hist = index.reconstruct([index.keys().index(reds[1])])
+    want = index.search_signatures(sig, 10, histograms=hist)
+    assert [r["id"] for r in a["results"]] == want[1][0].tolist()
+
+    rc, out, err = _run(capsys, ["search", str(idx), reds[0], "-k", "3", *common])
+    assert rc == 0 and "looked up in the index" in out and "0.0000" in out
+
+    rc, out, err = _run(capsys, ["info", str(idx), "--json"])
+    assert rc == 0, err
+    info = json.loads(out)
+    assert info["signature"] == signature and info["count"] == 10
+    assert info["params"]["method"] == "kaze" and info["params"]["epsilon"] == 0.9
+    rc, out, err = _run(capsys, ["info", str(idx)])
+    assert rc == 0 and f"signature {signature}, kaze" in out
+
+    gal = tmp_path / "gal"
+    rc, out, err = _run(capsys, ["gallery", str(idx), reds[2], "-o", str(gal), "-k", "3",
+                                 "--categories", "parent", *common])
+    assert rc == 0, err
+    html = (gal / "gallery.html").read_text()
+    assert html.count("d=<b>") == 3 and "d=<b>0</b>" in html
+
+    # mistakes
+    rc, _, err = _run(capsys, ["index", str(env["tree"]), "-o", str(idx), "--append",
+                               "--signature", "sbs", *common])
+    assert rc == 1 and "differs from the index's" in err
+    _one_error_line(err, "index")
+    rc, _, err = _run(capsys, ["index", str(env["tree"]), "-o", str(tmp_path / "x"),
+                               "--signature", signature, "--levels", "2", *common])
+    assert rc == 1 and "--levels / --pyramid apply to --signature sbs only" in err
+
+
+def test_sbovp_index_with_saved_vocabulary(env, capsys, tmp_path):
+    _kaze_or_skip()
+    from semcbir_fast.features import extract_features
+    from semcbir_fast.local_index import LocalIndex
+    from semcbir_fast.sbovp import Vocabulary
+
+    paths = sorted(str(p) for p in env["tree"].rglob("*.png"))
+    vocab = Vocabulary.fit(extract_features(paths, "kaze", progress=False), 3, seed=5)
+    vfile = tmp_path / "v.npz"
+    vocab.save(vfile)
+    idx = tmp_path / "v.sbovp"
+    common = ["--model", env["model"], "--device", "cpu", "-q"]
+    rc, out, err = _run(capsys, ["index", str(env["tree"]), "-o", str(idx), "--signature",
+                                 "sbovp", "--vocab", str(vfile), "--no-filter", "--n", "3",
+                                 *common])
+    assert rc == 0, err
+    index = LocalIndex.load(idx)
+    np.testing.assert_array_equal(index.vocabulary.centroids, vocab.centroids)
+    assert index.n == 3 and index.epsilon is None
+    assert index.metadata["vocabulary_set"] == str(vfile.resolve())
+    rc, _, err = _run(capsys, ["index", str(env["tree"]), "-o", str(tmp_path / "w"),
+                               "--signature", "sbovp", "--vocab", str(tmp_path / "nope.npz"),
+                               *common])
+    assert rc == 1 and "--vocab: no such file" in err
+    rc, _, err = _run(capsys, ["index", str(env["tree"]), "-o", str(tmp_path / "w"),
+                               "--signature", "sbovp", "--vocab", str(vfile), "--method", "sift",
+                               *common])
+    assert rc == 1 and "fitted on kaze descriptors, not sift" in err

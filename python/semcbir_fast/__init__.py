@@ -15,6 +15,7 @@ from .hamming import hamming_distances, hamming_topk
 from .hybrid import HybridSignatures, histogram_filter, hybrid_signatures, hybrid_topk
 from .index import IndexFormatError, SBSIndex
 from .layout import SBSLayout, sbs_layout
+from .local_index import LocalIndex, load_index
 from .sbovp import PhraseIndex, PhraseSignatures, Vocabulary, phrase_l2_topk, sbovp_signatures
 from .sbs import decode_sbs, encode_sbs
 
@@ -24,6 +25,7 @@ __all__ = [
     "Features",
     "HybridSignatures",
     "IndexFormatError",
+    "LocalIndex",
     "PhraseIndex",
     "PhraseSignatures",
     "SBSIndex",
@@ -33,6 +35,7 @@ __all__ = [
     "histogram_filter",
     "hybrid_signatures",
     "hybrid_topk",
+    "load_index",
     "phrase_l2_topk",
     "sbovp_signatures",
     "active_isa",

@@ -3,6 +3,7 @@
 Commands (``semcbir COMMAND --help`` for every option)::
 
     semcbir index FOLDER... -o INDEX [--model ade20k-mnv2|PATH] [--levels 2] [--append]
+                  [--signature sbs|sbovp|hybrid [--method kaze] [--words 64] [--vocab FILE]]
     semcbir search INDEX IMAGE... [-k 10] [--json]
     semcbir info INDEX [--json]
     semcbir eval --dataset corel1k|msrc|folders [--root DIR] [--oracle] [--levels 0 1 2 3]
@@ -105,6 +106,85 @@ def _add_model_args(p: argparse.ArgumentParser, *, model_default: str | None) ->
     )
 
 
+def _add_local_args(p: argparse.ArgumentParser, *, several: bool) -> None:
+    """Options of the SBoVP / hybrid signatures (``several``: eval takes lists)."""
+    g = p.add_argument_group(
+        "sbovp / hybrid signatures",
+        "Local features from OpenCV. SBoVP defaults differ from SPEC.md's plain L x L form, "
+        "which ranks poorly: semantic words (every visual word tagged with its region's "
+        "class) and the semantic-histogram filter are on; --no-semantic-words --no-filter "
+        "gives the SPEC form.",
+    )
+    g.add_argument(
+        "--method",
+        default="kaze",
+        choices=["kaze", "sift", "akaze", "orb", "surf"],
+        help="keypoint detector / descriptor (kaze, paper 000's best)",
+    )
+    g.add_argument(
+        "--words",
+        type=_positive_int,
+        nargs="+" if several else None,
+        default=[64] if several else 64,
+        metavar="L",
+        help="sbovp: vocabulary size (64)"
+        + ("; several values give one column each" if several else ""),
+    )
+    g.add_argument(
+        "--n",
+        type=_phrase_n,
+        nargs="+" if several else None,
+        default=[2] if several else 2,
+        metavar="N",
+        dest="phrase_n",
+        help="sbovp: words per phrase, 2..4 (2)"
+        + ("; several values give one column each" if several else ""),
+    )
+    g.add_argument(
+        "--semantic-words",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="sbovp: tag visual words with their region's class (default on; off = SPEC.md's "
+        "plain L x L matrix)",
+    )
+    g.add_argument(
+        "--normalize",
+        choices=["l2", "l1", "none"],
+        default="l2",
+        help="sbovp: per-image normalisation of the phrase matrix (l2)",
+    )
+    g.add_argument(
+        "--filter",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="semantic-histogram filter of paper 001 in front of the ranking (default on)",
+    )
+    g.add_argument(
+        "--epsilon",
+        type=float,
+        default=0.9,
+        help="filter threshold on the L1 histogram distance (0.9, paper 001)",
+    )
+    g.add_argument(
+        "--vocab-root",
+        default=None,
+        metavar="DIR",
+        help="sbovp: fit the vocabulary on the images under DIR (recursively) instead of "
+        "the indexed / evaluated images themselves (the default; paper 000 fits on another "
+        "data set)",
+    )
+    if not several:
+        g.add_argument(
+            "--vocab",
+            default=None,
+            metavar="FILE",
+            help="sbovp: a saved vocabulary (Vocabulary.save, .npz) instead of fitting one",
+        )
+    g.add_argument(
+        "--vocab-seed", type=int, default=0, help="sbovp: k-means seed of the vocabulary (0)"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``semcbir`` (exposed for documentation tools)."""
     from . import __version__
@@ -122,8 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
         "index",
         help="segment the images of folders and build (or extend) an index",
         description="Find images under FOLDER(s) recursively, segment them, encode "
-        "SBS codes and save an index file. Unreadable images are "
-        "skipped and listed.",
+        "SBS codes (or SBoVP / hybrid signatures with --signature) and save an index "
+        "file. Unreadable images are skipped and listed.",
     )
     p.add_argument("folders", nargs="+", metavar="FOLDER", help="image folders (or image files)")
     p.add_argument("-o", "--output", required=True, metavar="INDEX", help="index file to write")
@@ -135,12 +215,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--pyramid", action="store_true", help="concatenate the codes of levels 0..n")
     p.add_argument(
+        "--signature",
+        default=None,
+        choices=["sbs", "sbovp", "hybrid"],
+        help="sbs (binary codes, default), sbovp (semantic bag of visual phrases, paper 000) "
+        "or hybrid (paper 001); with --append, the index's",
+    )
+    p.add_argument(
         "--ignore-index",
         type=int,
         default=None,
         metavar="CLASS",
         help="a class id to treat as void (not counted)",
     )
+    p.add_argument("--threads", type=int, default=0, help="feature threads (0 = all cores)")
+    _add_local_args(p, several=False)
     mode = p.add_mutually_exclusive_group()
     mode.add_argument(
         "--append",
@@ -156,7 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
         "search",
         help="rank the indexed images for query images",
         description="Print the k nearest indexed images of each query image by "
-        "Hamming distance (ties: smaller id first). A query that is "
+        "Hamming distance (SBS) or L2 distance with the histogram filter (SBoVP, hybrid; "
+        "the settings are the index's); ties: smaller id first. A query that is "
         "already in the index is looked up, not segmented again.",
     )
     p.add_argument("index", metavar="INDEX")
@@ -222,71 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="use the ground-truth label maps instead of a model (msrc)",
     )
-    g = p.add_argument_group(
-        "sbovp / hybrid signatures",
-        "Local features from OpenCV, cached on disk. SBoVP defaults differ from SPEC.md's "
-        "plain L x L form, which ranks poorly: semantic words (every visual word tagged with "
-        "its region's class) and the semantic-histogram filter are on; --no-semantic-words "
-        "--no-filter gives the SPEC form.",
-    )
-    g.add_argument(
-        "--method",
-        default="kaze",
-        choices=["kaze", "sift", "akaze", "orb", "surf"],
-        help="keypoint detector / descriptor (kaze, paper 000's best)",
-    )
-    g.add_argument(
-        "--words",
-        type=_positive_int,
-        nargs="+",
-        default=[64],
-        metavar="L",
-        help="sbovp: vocabulary size(s) (64); several values give one column each",
-    )
-    g.add_argument(
-        "--n",
-        type=_phrase_n,
-        nargs="+",
-        default=[2],
-        metavar="N",
-        dest="phrase_n",
-        help="sbovp: words per phrase, 2..4 (2); several values give one column each",
-    )
-    g.add_argument(
-        "--semantic-words",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="sbovp: tag visual words with their region's class (default on; off = SPEC.md's "
-        "plain L x L matrix)",
-    )
-    g.add_argument(
-        "--normalize",
-        choices=["l2", "l1", "none"],
-        default="l2",
-        help="sbovp: per-image normalisation of the phrase matrix (l2)",
-    )
-    g.add_argument(
-        "--filter",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="semantic-histogram filter of paper 001 in front of the ranking (default on)",
-    )
-    g.add_argument(
-        "--epsilon",
-        type=float,
-        default=0.9,
-        help="filter threshold on the L1 histogram distance (0.9, paper 001)",
-    )
-    g.add_argument(
-        "--vocab-root",
-        default=None,
-        metavar="DIR",
-        help="sbovp: fit the vocabulary on the images under DIR (recursively) instead of "
-        "the evaluated set itself (the default; paper 000 fits on another data set)",
-    )
-    g.add_argument(
-        "--vocab-seed", type=int, default=0, help="sbovp: k-means seed of the vocabulary (0)"
-    )
+    _add_local_args(p, several=True)
     p.add_argument(
         "--ignore-index",
         type=int,
@@ -469,9 +495,9 @@ def _report_failed(
 
 
 def _open_index(path: str, *, verify: bool = True) -> Any:
-    from .index import SBSIndex
+    from .local_index import load_index
 
-    return SBSIndex.load(path, verify=verify)
+    return load_index(path, verify=verify)
 
 
 def _index_model(args: argparse.Namespace, index: Any) -> str:
@@ -481,12 +507,15 @@ def _index_model(args: argparse.Namespace, index: Any) -> str:
     return str(model)
 
 
-def _query_codes(
-    args: argparse.Namespace, index: Any, images: Sequence[str], *, labels: bool = False
-) -> tuple[Any, list[str], dict[str, Any]]:
-    """Codes of the query images: looked up in the index when present, else segmented."""
+def _search(
+    args: argparse.Namespace, index: Any, images: Sequence[str], k: int, *, labels: bool = False
+) -> tuple[Any, Any, Any, list[str], dict[str, Any]]:
+    """Search ``index`` for query images: ``(distances, ids, penalised or None, source,
+    label maps)``. A query whose path is in the index is looked up (its stored code or
+    signature), the others are segmented (and their features extracted) here."""
     import numpy as np
 
+    threads = getattr(args, "threads", 0)
     for img in images:
         if not Path(img).is_file():
             raise CLIError(f"no such image file: {img}")
@@ -494,51 +523,75 @@ def _query_codes(
     known: dict[str, int] = {}
     if index.has_keys and not args.resegment and not labels:
         wanted = set(keys)
-        for i, k in zip(index.ids().tolist(), index.keys()):
-            if k in wanted:
-                known[k] = i
-    todo = [k for k in keys if k not in known]
-    codes = np.zeros((len(keys), index.layout.stride), dtype=np.uint8)
-    source = ["index"] * len(keys)
+        for i, key in zip(index.ids().tolist(), index.keys()):
+            if key in wanted:
+                known[key] = i
+    todo = list(dict.fromkeys(key for key in keys if key not in known))
+    sbs = _signature_of(index) == "sbs"
+    got: dict[str, Any] = {}
     label_maps: dict[str, Any] = {}
     if todo:
         md = index.metadata
         seg = _load_segmenter(args, _index_model(args, index))
-        if seg.num_classes != index.layout.num_classes and md.get("num_classes") is None:
+        classes = index.layout.num_classes if sbs else index.num_classes
+        if seg.num_classes != classes and md.get("num_classes") is None:
             raise CLIError(
                 f"model {seg.meta.name} has {seg.num_classes} classes but the index "
-                f"codes have {index.layout.num_classes}; pass the index's --model"
+                f"has {classes}; pass the index's --model"
             )
         res = _segment_codes(
             args,
             seg,
-            list(dict.fromkeys(todo)),
-            levels=index.layout.levels,
-            pyramid=index.layout.pyramid,
+            todo,
+            levels=index.layout.levels if sbs else 0,
+            pyramid=index.layout.pyramid if sbs else False,
             ignore_index=md.get("ignore_index"),
-            num_classes=index.layout.num_classes,
-            labels=labels,
+            num_classes=classes,
+            labels=labels or not sbs,
         )
         if res.failed:
             src, reason = res.failed[0]
             raise CLIError(f"cannot read query image {src}: {reason}")
-        got = {p: c for p, c in zip(res.paths, res.codes)}
-        if labels and res.labels is not None:
+        if res.labels is not None:
             label_maps = dict(zip(res.paths, res.labels))
-        for j, k in enumerate(keys):
-            if k in got:
-                codes[j] = got[k]
-                source[j] = "segmented"
-    for j, k in enumerate(keys):
-        if k in known:
-            codes[j] = index.reconstruct(known[k])
-    return codes, source, label_maps
+        if sbs:
+            got = dict(zip(res.paths, res.codes))
+        else:
+            from .features import extract_features
+
+            feats = extract_features(list(res.paths), index.method, threads=threads,
+                                     progress=False)
+            sig = index.encode(feats, list(res.labels), threads=threads)
+            hist = index.histograms(list(res.labels))
+            got = {p: (sig[j], hist[j:j + 1]) for j, p in enumerate(res.paths)}
+    source = ["index" if key in known else "segmented" for key in keys]
+    if sbs:
+        codes = np.zeros((len(keys), index.layout.stride), dtype=np.uint8)
+        for j, key in enumerate(keys):
+            codes[j] = index.reconstruct(known[key]) if key in known else got[key]
+        dist, ids = index.search(codes, k, threads=threads)
+        return dist, ids, None, source, label_maps
+    parts = []
+    for key in keys:
+        if key in known:
+            stored, h = index.reconstruct([known[key]])
+            parts.append((stored, h))
+        else:
+            parts.append(got[key])
+    out = [index.search_signatures(q, k, histograms=h, threads=threads,
+                                   return_penalised=True) for q, h in parts]
+    dist, ids, pen = (np.concatenate([o[i] for o in out]) for i in range(3))
+    return dist, ids, pen, source, label_maps
 
 
 # ----------------------------------------------------------------------------- commands
+def _signature_of(index: Any) -> str:
+    return str(getattr(index, "signature", "sbs"))
+
+
 def cmd_index(args: argparse.Namespace) -> int:
     from . import __version__
-    from .index import SBSIndex
+    from .local_index import load_index
 
     out = Path(args.output)
     if out.is_dir():
@@ -548,31 +601,42 @@ def cmd_index(args: argparse.Namespace) -> int:
     existing = None
     if out.exists():
         if args.append:
-            existing = SBSIndex.load(out, mmap=False)
+            existing = load_index(out, mmap=False)
         elif not args.overwrite:
             raise CLIError(
                 f"{out} exists; pass --append to add new images to it or --overwrite to replace it"
             )
+    signature = args.signature or (_signature_of(existing) if existing is not None else "sbs")
+    if existing is not None and signature != _signature_of(existing):
+        raise CLIError(
+            f"--signature {signature} differs from the index's {_signature_of(existing)}; "
+            "build a new index for another signature"
+        )
+    if signature != "sbs" and (args.levels is not None or args.pyramid):
+        raise CLIError("--levels / --pyramid apply to --signature sbs only")
     t0 = time.perf_counter()
     paths = _discover(args.folders)
     if not paths:
         raise CLIError(f"no images found under {' '.join(args.folders)}")
     if existing is not None:
         md = existing.metadata
-        if args.levels is not None and args.levels != existing.layout.levels:
-            raise CLIError(
-                f"--levels {args.levels} differs from the index's levels "
-                f"{existing.layout.levels}; build a new index for other levels"
-            )
-        if args.pyramid and not existing.layout.pyramid:
-            raise CLIError("--pyramid differs from the index (built without it)")
+        if signature == "sbs":
+            if args.levels is not None and args.levels != existing.layout.levels:
+                raise CLIError(
+                    f"--levels {args.levels} differs from the index's levels "
+                    f"{existing.layout.levels}; build a new index for other levels"
+                )
+            if args.pyramid and not existing.layout.pyramid:
+                raise CLIError("--pyramid differs from the index (built without it)")
+            levels, pyramid = existing.layout.levels, existing.layout.pyramid
+        else:
+            levels, pyramid = 0, False
         model = args.model or md.get("model") or DEFAULT_MODEL
         if args.model and md.get("model") and args.model != md.get("model"):
             raise CLIError(
                 f"--model {args.model} differs from the index's model {md.get('model')}; "
                 "codes of different models cannot be mixed"
             )
-        levels, pyramid = existing.layout.levels, existing.layout.pyramid
         ignore_index = md.get("ignore_index") if args.ignore_index is None else args.ignore_index
         if ignore_index != md.get("ignore_index"):
             raise CLIError(
@@ -589,9 +653,13 @@ def cmd_index(args: argparse.Namespace) -> int:
     else:
         model = args.model or DEFAULT_MODEL
         levels = DEFAULT_LEVELS if args.levels is None else args.levels
+        if signature != "sbs":
+            levels = 0
         pyramid, ignore_index = args.pyramid, args.ignore_index
         new_paths = paths
         _log(args, f"{len(paths)} images found")
+    if signature != "sbs" and existing is None:
+        _check_local_args(args)
     if model != DEFAULT_MODEL and Path(model).is_file():
         model = os.path.abspath(model)
     seg = _load_segmenter(args, model)
@@ -599,67 +667,211 @@ def cmd_index(args: argparse.Namespace) -> int:
         raise CLIError(
             f"--ignore-index must be a class id in [0, {seg.num_classes}), got {ignore_index}"
         )
-    if existing is not None and seg.num_classes != existing.layout.num_classes:
-        raise CLIError(
-            f"model {model} has {seg.num_classes} classes, the index {existing.layout.num_classes}"
-        )
+    if existing is not None:
+        have = existing.layout.num_classes if signature == "sbs" else existing.num_classes
+        if seg.num_classes != have:
+            raise CLIError(f"model {model} has {seg.num_classes} classes, the index {have}")
     res = _segment_codes(
-        args, seg, new_paths, levels=levels, pyramid=pyramid, ignore_index=ignore_index
+        args,
+        seg,
+        new_paths,
+        levels=levels,
+        pyramid=pyramid,
+        ignore_index=ignore_index,
+        labels=signature != "sbs",
     )
     _report_failed(res.failed)
-    if existing is None:
-        metadata = {
-            "model": model,
-            "model_name": seg.meta.name,
-            "num_classes": seg.num_classes,
-            "class_names": list(seg.class_names),
-            "levels": levels,
-            "pyramid": bool(pyramid),
-            "ignore_index": ignore_index,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "library_version": __version__,
-            "device": str(seg.device),
-        }
-        index = SBSIndex(res.layout, metadata=metadata)
-    else:
+    metadata = {
+        "model": model,
+        "model_name": seg.meta.name,
+        "num_classes": seg.num_classes,
+        "class_names": list(seg.class_names),
+        "signature": signature,
+        "ignore_index": ignore_index,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "library_version": __version__,
+        "device": str(seg.device),
+    }
+    if signature == "sbs":
+        metadata.update(levels=levels, pyramid=bool(pyramid))
+    if existing is not None:
         index = existing
         index.metadata["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         index.metadata["library_version"] = __version__
-    if existing is not None and not len(res.paths):
-        print(f"{out}: {len(index)} images (unchanged; {len(res.failed)} skipped)")
-        return 0
-    if len(res.paths):
+        if not len(res.paths):
+            print(f"{out}: {len(index)} images (unchanged; {len(res.failed)} skipped)")
+            return 0
+    elif signature == "sbs":
+        from .index import SBSIndex
+
+        index = SBSIndex(res.layout, metadata=metadata)
+    if len(res.paths) and signature == "sbs":
         index.add(res.codes, keys=list(res.paths))
-    if len(index) == 0:
+    elif len(res.paths):
+        feats = _features(args, list(res.paths), args.method if existing is None
+                          else existing.method)
+        if existing is None:
+            index = _new_local_index(args, signature, seg.num_classes, ignore_index, feats,
+                                     metadata)
+        try:
+            index.add(feats, list(res.labels), keys=list(res.paths), threads=args.threads)
+        except ValueError as exc:
+            raise CLIError(str(exc)) from None
+    if existing is None and not len(res.paths):
         raise CLIError(f"none of the {len(new_paths)} images could be read; no index written")
     index.save(out)
     dt = time.perf_counter() - t0
-    lay = index.layout
-    print(
-        f"{out}: {len(index)} images ({len(res.paths)} added, {len(res.failed)} skipped) "
-        f"[{lay.num_classes} classes, {lay.blocks} blocks, {lay.nbits} bits / {lay.stride} bytes "
-        f"per code] in {dt:.1f} s"
-    )
+    counts = f"{len(index)} images ({len(res.paths)} added, {len(res.failed)} skipped)"
+    if signature == "sbs":
+        lay = index.layout
+        what = (f"{lay.num_classes} classes, {lay.blocks} blocks, {lay.nbits} bits / "
+                f"{lay.stride} bytes per code")
+    else:
+        what = _describe_local(index)
+    print(f"{out}: {counts} [{what}] in {dt:.1f} s")
     return 0
+
+
+def _check_local_args(args: argparse.Namespace) -> None:
+    import math
+
+    if args.filter and (not math.isfinite(args.epsilon) or args.epsilon < 0):
+        raise CLIError(f"--epsilon must be a finite number >= 0, got {args.epsilon}")
+    try:
+        from .features import make_detector
+
+        make_detector(args.method)
+    except ImportError as exc:
+        raise CLIError(f"--signature {args.signature} needs OpenCV ({exc})") from None
+    if getattr(args, "vocab", None) is not None:  # read it before the slow steps
+        from .sbovp import Vocabulary
+
+        if args.vocab_root is not None:
+            raise CLIError("give --vocab or --vocab-root, not both")
+        if not Path(args.vocab).is_file():
+            raise CLIError(f"--vocab: no such file: {args.vocab}")
+        vocab = Vocabulary.load(args.vocab)
+        if vocab.method is not None and vocab.method != args.method:
+            raise CLIError(f"--vocab {args.vocab} was fitted on {vocab.method} descriptors, "
+                           f"not {args.method}; pass --method {vocab.method}")
+        args._vocab = vocab
+
+
+def _features(args: argparse.Namespace, paths: list[str], method: str) -> Any:
+    """Keypoints of ``paths``, through the feature cache shared with ``semcbir eval``."""
+    from .eval.evaluate import features_cached
+
+    return features_cached(
+        paths,
+        method,
+        threads=args.threads,
+        progress=not getattr(args, "quiet", False) and len(paths) > 1,
+        use_cache=not getattr(args, "no_cache", False),
+        log=None if getattr(args, "quiet", False) else _err,
+    )
+
+
+def _vocabulary_features(args: argparse.Namespace) -> Any:
+    """Features of the --vocab-root images (None without the option)."""
+    from .eval.datasets import find_images
+
+    if args.vocab_root is None:
+        return None
+    try:
+        vpaths = [str(p) for p in find_images(args.vocab_root)]
+    except (FileNotFoundError, NotADirectoryError):
+        raise CLIError(f"--vocab-root: no such folder: {args.vocab_root}") from None
+    if not vpaths:
+        raise CLIError(f"--vocab-root: no images under {args.vocab_root}")
+    _log(args, f"vocabulary set: {len(vpaths)} images under {args.vocab_root}")
+    return _features(args, vpaths, args.method)
+
+
+def _check_vocabulary_size(train: Any, words: int) -> None:
+    total = sum(len(f) for f in train)
+    if total < words:
+        raise CLIError(
+            f"--words {words} needs at least as many training descriptors, the vocabulary "
+            f"set has {total}; use fewer words or more images"
+        )
+
+
+def _new_local_index(args: argparse.Namespace, signature: str, num_classes: int,
+                     ignore_index: int | None, feats: Any, metadata: dict[str, Any]) -> Any:
+    from .local_index import LocalIndex
+    from .sbovp import Vocabulary
+
+    vocab = None
+    if signature == "sbovp":
+        if args.vocab is not None:
+            vocab = args._vocab
+            _log(args, f"vocabulary {args.vocab}: {vocab.n_words} words ({vocab.method})")
+        else:
+            train = _vocabulary_features(args)
+            train = feats if train is None else train
+            _check_vocabulary_size(train, args.words)
+            _log(args, f"fitting a {args.words}-word vocabulary on "
+                 f"{sum(len(f) for f in train)} descriptors ...")
+            vocab = Vocabulary.fit(train, args.words, seed=args.vocab_seed, threads=args.threads)
+        metadata["vocabulary_set"] = (
+            os.path.abspath(args.vocab) if args.vocab else
+            os.path.abspath(args.vocab_root) if args.vocab_root else "the indexed images")
+    try:
+        return LocalIndex(
+            signature,
+            num_classes=num_classes,
+            method=args.method,
+            vocabulary=vocab,
+            n=args.phrase_n,
+            normalize=None if args.normalize == "none" else args.normalize,
+            semantic_words=args.semantic_words,
+            epsilon=args.epsilon if args.filter else None,
+            ignore_index=ignore_index,
+            metadata=metadata,
+        )
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
+
+
+def _setting_text(index: Any) -> str:
+    if _signature_of(index) == "sbs":
+        return f"{index.layout.blocks} blocks"
+    return _describe_local(index)
+
+
+def _describe_local(index: Any) -> str:
+    p = index.params
+    filt = "no filter" if p["epsilon"] is None else f"filter epsilon {p['epsilon']:g}"
+    if p["signature"] == "sbovp":
+        words = "semantic" if p["semantic_words"] else "plain"
+        return (f"sbovp, {p['method']}, L={p['n_words']} {words} words, n={p['n']}, "
+                f"normalize {p['normalize']}, {p['num_classes']} classes, {filt}")
+    return (f"hybrid, {p['method']}, {p['num_classes']} classes x {p['descriptor_dim']} "
+            f"values, {filt}")
 
 
 def cmd_search(args: argparse.Namespace) -> int:
     index = _open_index(args.index)
     if len(index) == 0:
         raise CLIError(f"{args.index} is empty")
-    codes, source, _ = _query_codes(args, index, args.images)
-    dist, ids = index.search(codes, args.k, threads=args.threads)
+    dist, ids, pen, source, _ = _search(args, index, args.images, args.k)
+    sbs = pen is None
     out = []
     for j, img in enumerate(args.images):
         keys = index.keys_of(ids[j]) if index.has_keys else [None] * ids.shape[1]
-        results = [
-            {"rank": r + 1, "id": int(i), "distance": int(d), "key": key}
-            for r, (i, d, key) in enumerate(zip(ids[j], dist[j], keys))
-            if i >= 0
-        ]
+        results = []
+        for r, (i, d, key) in enumerate(zip(ids[j], dist[j], keys)):
+            if i < 0:
+                continue
+            item: dict[str, Any] = {"rank": r + 1, "id": int(i),
+                                    "distance": int(d) if sbs else float(d), "key": key}
+            if not sbs:
+                item["penalised"] = bool(pen[j, r])
+            results.append(item)
         out.append({"query": img, "code_from": source[j], "results": results})
     if args.json:
-        print(json.dumps({"index": args.index, "k": args.k, "queries": out}, indent=1))
+        print(json.dumps({"index": args.index, "signature": _signature_of(index), "k": args.k,
+                          "queries": out}, indent=1))
         return 0
     for q in out:
         print(
@@ -667,7 +879,11 @@ def cmd_search(args: argparse.Namespace) -> int:
         )
         print(f"  {'rank':>4}  {'distance':>8}  {'id':>7}  path")
         for r in q["results"]:
-            print(f"  {r['rank']:>4}  {r['distance']:>8}  {r['id']:>7}  {r['key'] or ''}")
+            d = f"{r['distance']:>8}" if sbs else f"{r['distance']:>8.4f}"
+            flag = "  (filtered)" if r.get("penalised") else ""
+            print(f"  {r['rank']:>4}  {d}  {r['id']:>7}  {r['key'] or ''}{flag}")
+    if not sbs and pen.any():
+        print("(filtered): outside the semantic-histogram filter, ranked after the others")
     return 0
 
 
@@ -675,20 +891,25 @@ def cmd_info(args: argparse.Namespace) -> int:
     from .index import FORMAT_VERSION
 
     index = _open_index(args.index, verify=not args.no_verify)
-    lay = index.layout
+    sbs = _signature_of(index) == "sbs"
     md = dict(index.metadata)
     classes = md.pop("class_names", None)
-    info = {
+    info: dict[str, Any] = {
         "file": os.path.abspath(args.index),
         "bytes": os.path.getsize(args.index),
         "format_version": FORMAT_VERSION,
         "checksum": "skipped" if args.no_verify else "ok",
+        "signature": _signature_of(index),
         "count": len(index),
         "has_keys": index.has_keys,
-        "layout": {**lay.to_dict(), "blocks": lay.blocks},
-        "metadata": md,
-        "num_class_names": len(classes) if classes else 0,
     }
+    if sbs:
+        lay = index.layout
+        info["layout"] = {**lay.to_dict(), "blocks": lay.blocks}
+    else:
+        info.update({k: v for k, v in index.info().items() if k in ("nnz", "params",
+                                                                     "vocabulary")})
+    info.update(metadata=md, num_class_names=len(classes) if classes else 0)
     if args.json:
         info["metadata"]["class_names"] = classes
         print(json.dumps(info, indent=1))
@@ -697,15 +918,21 @@ def cmd_info(args: argparse.Namespace) -> int:
         f"index     {info['file']} ({info['bytes']:,} bytes, format v{FORMAT_VERSION}, checksum {info['checksum']})"
     )
     print(f"images    {len(index)}" + (" (with paths)" if index.has_keys else ""))
-    print(
-        f"codes     {lay.num_classes} classes x {lay.blocks} blocks (levels={lay.levels}"
-        f"{', pyramid' if lay.pyramid else ''}) = {lay.nbits} bits, {lay.nbytes} bytes, "
-        f"stride {lay.stride}"
-    )
+    if sbs:
+        print(
+            f"codes     {lay.num_classes} classes x {lay.blocks} blocks (levels={lay.levels}"
+            f"{', pyramid' if lay.pyramid else ''}) = {lay.nbits} bits, {lay.nbytes} bytes, "
+            f"stride {lay.stride}"
+        )
+    else:
+        print(f"signature {_describe_local(index)}")
+        print(f"storage   {index.nnz:,} non-zeros ({index.nnz / max(len(index), 1):.1f} "
+              "per image)")
     for k in (
         "model",
         "model_name",
         "ignore_index",
+        "vocabulary_set",
         "created",
         "updated",
         "library_version",
@@ -815,14 +1042,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         keep_label_maps=args.report is not None,
     )
     result.settings["seconds"] = round(time.perf_counter() - t0, 2)
-    command = "semcbir " + shlex.join(getattr(args, "argv", []))
-    if args.report:
-        files = _write_report(args, result, command)
-        _log(
-            args,
-            f"report written to {files['markdown'].parent}/ "
-            f"({', '.join(sorted(p.name for p in files.values()))})",
-        )
+    _maybe_report(args, result)
     if args.json:
         d = result.to_dict()
         d["settings"].pop("class_names", None)
@@ -862,51 +1082,14 @@ def _eval_local(
     t0: float,
 ) -> int:
     """``semcbir eval --signature sbovp|hybrid``."""
-    import math
+    from .eval.evaluate import evaluate_signature
 
-    from .eval.datasets import find_images
-    from .eval.evaluate import evaluate_signature, features_cached
-    from .features import make_detector
-
-    if args.report:
-        raise CLIError("--report supports --signature sbs only (use --json for sbovp/hybrid)")
-    if args.filter and (not math.isfinite(args.epsilon) or args.epsilon < 0):
-        raise CLIError(f"--epsilon must be a finite number >= 0, got {args.epsilon}")
-    try:
-        make_detector(args.method)
-    except ImportError as exc:
-        raise CLIError(f"--signature {args.signature} needs OpenCV ({exc})") from None
-    log = None if args.quiet else _err
-
-    def feats_of(paths: list[str]) -> Any:
-        return features_cached(
-            paths,
-            args.method,
-            threads=args.threads,
-            progress=not args.quiet,
-            use_cache=not args.no_cache,
-            log=log,
-        )
-
-    vocab_feats = None
-    if args.signature == "sbovp" and args.vocab_root is not None:
-        try:
-            vpaths = [str(p) for p in find_images(args.vocab_root)]
-        except (FileNotFoundError, NotADirectoryError):
-            raise CLIError(f"--vocab-root: no such folder: {args.vocab_root}") from None
-        if not vpaths:
-            raise CLIError(f"--vocab-root: no images under {args.vocab_root}")
-        _log(args, f"vocabulary set: {len(vpaths)} images under {args.vocab_root}")
-        vocab_feats = feats_of(vpaths)
-    feats = feats_of([str(p) for p in ds.images])
-    if vocab_feats is not None or args.signature == "sbovp":
-        train = vocab_feats if vocab_feats is not None else feats
-        total = sum(len(f) for f in train)
-        if total < max(args.words):
-            raise CLIError(
-                f"--words {max(args.words)} needs at least as many training descriptors, "
-                f"the vocabulary set has {total}; use fewer words or more images"
-            )
+    _check_local_args(args)
+    vocab_feats = _vocabulary_features(args) if args.signature == "sbovp" else None
+    feats = _features(args, [str(p) for p in ds.images], args.method)
+    if args.signature == "sbovp":
+        _check_vocabulary_size(vocab_feats if vocab_feats is not None else feats,
+                               max(args.words))
     settings = dict(settings)
     if args.signature == "sbovp":
         settings["vocabulary_set"] = (
@@ -934,8 +1117,10 @@ def _eval_local(
         top=max(args.gallery_k, 1),
         threads=args.threads,
         settings=settings,
+        keep_label_maps=args.report is not None,
     )
     result.settings["seconds"] = round(time.perf_counter() - t0, 2)
+    _maybe_report(args, result)
     if args.json:
         d = result.to_dict()
         d["settings"].pop("class_names", None)
@@ -959,18 +1144,27 @@ def _eval_local(
     return 0
 
 
-def _write_report(args: argparse.Namespace, result: Any, command: str | None) -> dict[str, Path]:
+def _maybe_report(args: argparse.Namespace, result: Any) -> None:
+    """``--report DIR``: write the report folder and say where."""
+    if not args.report:
+        return
+    command = "semcbir " + shlex.join(getattr(args, "argv", []))
     try:
         from .report import write_report
     except ImportError as exc:  # pragma: no cover - matplotlib missing
         raise CLIError(f"--report needs matplotlib ({exc}): pip install matplotlib") from None
-    return write_report(
+    files = write_report(
         result,
         args.report,
         gallery_queries=args.gallery_queries or None,
         gallery_k=args.gallery_k,
         embed=args.embed,
         command=command,
+    )
+    _log(
+        args,
+        f"report written to {files['markdown'].parent}/ "
+        f"({', '.join(sorted(p.name for p in files.values()))})",
     )
 
 
@@ -999,8 +1193,8 @@ def cmd_gallery(args: argparse.Namespace) -> int:
     out = Path(args.output)
     if out.exists() and not out.is_dir():
         raise CLIError(f"-o must be a folder, got the file {out}")
-    codes, source, qmaps = _query_codes(args, index, args.images, labels=args.overlay)
-    dist, ids = index.search(codes, args.k)
+    dist, ids, pen, source, qmaps = _search(args, index, args.images, args.k,
+                                            labels=args.overlay)
     hit_maps: dict[str, Any] = dict(qmaps)
     if args.overlay:
         need = sorted({k for row in ids for k in index.keys_of(row) if k} - set(hit_maps))
@@ -1023,7 +1217,7 @@ def cmd_gallery(args: argparse.Namespace) -> int:
             hits.append(
                 GalleryHit(
                     path=key,
-                    distance=int(d),
+                    distance=int(d) if pen is None else float(d),
                     id=int(i),
                     category=cat,
                     relevant=None if qcat is None or cat is None else cat == qcat,
@@ -1046,7 +1240,7 @@ def cmd_gallery(args: argparse.Namespace) -> int:
         title=f"semcbir: {len(rows)} queries on {Path(args.index).name}",
         subtitle=(
             f"{len(index)} images, model {md.get('model_name', md.get('model', '?'))}, "
-            f"{index.layout.blocks} blocks, top {args.k}"
+            f"{_setting_text(index)}, top {args.k}"
         ),
         embed=args.embed,
         class_names=md.get("class_names"),

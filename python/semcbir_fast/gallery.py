@@ -3,7 +3,8 @@
 :func:`write_gallery` writes ``gallery.html`` into a folder, with JPEG thumbnails in
 ``thumbs/`` beside it (relative links, so the page works when the folder is opened or
 moved as a whole) or embedded as base64 (``embed=True``: a single self-contained file).
-Each result shows its rank, Hamming distance and category; when categories are known
+Each result shows its rank, distance (Hamming, or L2 for SBoVP / hybrid signatures) and
+category; when categories are known
 the border is green for a result of the query's category and red otherwise (the query's
 own border is blue). With label maps, a checkbox at the top overlays them in colour
 (a class legend is shown). ``gallery.png`` renders the same rows as one image, for
@@ -39,7 +40,7 @@ class GalleryHit:
     """One result shown in a gallery row."""
 
     path: str
-    distance: int | None = None
+    distance: float | None = None  # int for Hamming distances
     id: int | None = None
     category: str | None = None
     relevant: bool | None = None
@@ -55,6 +56,13 @@ class GalleryRow:
     category: str | None = None
     label_map: np.ndarray | None = field(default=None, repr=False)
     title: str | None = None
+
+
+def _fmt_distance(d: float) -> str:
+    """Hamming distances as integers, L2 distances with 4 significant digits."""
+    if isinstance(d, (int, np.integer)):
+        return str(int(d))
+    return f"{float(d):.4g}"
 
 
 def label_palette(
@@ -275,7 +283,7 @@ def write_gallery(
             cls = "" if h.relevant is None else ("ok" if h.relevant else "bad")
             bits = [f"<b>#{rank}</b>"]
             if h.distance is not None:
-                bits.append(f"d=<b>{h.distance}</b>")
+                bits.append(f"d=<b>{_fmt_distance(h.distance)}</b>")
             if h.category is not None:
                 bits.append(html.escape(h.category))
             tip = h.path + (f"  (id {h.id})" if h.id is not None else "")
@@ -333,7 +341,8 @@ def _write_png(rows: Sequence[GalleryRow], thumbs: _Thumbs, path: Path, size: in
         items: list[tuple[str, tuple[int, int, int], str]] = [(r.query, _BLUE, "query")]
         for rank, h in enumerate(r.hits, 1):
             colr = _GREY if h.relevant is None else (_GREEN if h.relevant else _RED)
-            text = f"#{rank}" + (f" d={h.distance}" if h.distance is not None else "")
+            text = f"#{rank}" + (
+                f" d={_fmt_distance(h.distance)}" if h.distance is not None else "")
             items.append((h.path, colr, text))
         y0 = gap + i * (cell_h + gap)
         for j, (p, colr, text) in enumerate(items):

@@ -31,6 +31,7 @@ import numpy as np
 from ._convert import check_threads, to_numpy
 from .sbovp import (
     _as_float,
+    _csr_rows,
     _feature_list,
     _index,
     _label_list,
@@ -39,6 +40,7 @@ from .sbovp import (
 
 __all__ = [
     "HybridSignatures",
+    "filtered_topk",
     "histogram_filter",
     "hybrid_signatures",
     "hybrid_topk",
@@ -320,32 +322,73 @@ def hybrid_topk(
         epsilon = float(epsilon)
         if not np.isfinite(epsilon) or epsilon < 0:
             raise ValueError(f"epsilon must be a finite number >= 0 or None, got {epsilon}")
-    nq, n = len(queries), len(database)
-    dist = np.full((nq, k), np.inf, dtype=np.float32)
-    ids = np.full((nq, k), -1, dtype=np.int64)
-    pen = np.zeros((nq, k), dtype=bool)
-    if n == 0 or nq == 0:
-        return (dist, ids, pen) if return_penalised else (dist, ids)
     core = _core()
     qp, qi, qd = queries._csr()
     dp, di, dd = database._csr()
     cols = queries.matrices.shape[1] * queries.matrices.shape[2]
+
+    def search(rows: np.ndarray, kk: int) -> tuple[np.ndarray, np.ndarray]:
+        bp, bi, bd = _csr_rows(qp, qi, qd, rows)
+        return core.phrase_l2_topk(bp, bi, bd, dp, di, dd, cols, kk, t)
+
+    return filtered_topk(search, queries.histograms, database.histograms, len(database), k,
+                         epsilon=epsilon, return_penalised=return_penalised)
+
+
+def filtered_topk(
+    search: Any,
+    query_histograms: np.ndarray,
+    database_histograms: np.ndarray,
+    n: int,
+    k: int,
+    *,
+    epsilon: float | None,
+    return_penalised: bool = False,
+) -> tuple[np.ndarray, ...]:
+    """Exact top-``k`` under the histogram filter, from any ranked L2 search.
+
+    ``search(rows, kk)`` must return float32 distances and int64 ids ``(len(rows), kk)`` of
+    the query ``rows`` against the ``n`` database rows, ordered by (distance, id). With a
+    filter, the ``k`` results are the first ``k`` of the ranking stably reordered so that
+    penalised candidates (L1 histogram distance ``> epsilon``) come after the others — the
+    same as filtering the full ranking — but the search only asks for as many candidates
+    as it needs: it starts at ``max(2k, 64)`` and quadruples for the queries whose list
+    holds fewer than ``k`` unpenalised candidates (exact: every candidate left out ranks
+    after the ones listed).
+    """
+    nq = int(query_histograms.shape[0])
+    dist = np.full((nq, k), np.inf, dtype=np.float32)
+    ids = np.full((nq, k), -1, dtype=np.int64)
+    pen = np.zeros((nq, k), dtype=bool)
+    out = (dist, ids, pen) if return_penalised else (dist, ids)
+    if n == 0 or nq == 0:
+        return out
     kk = min(k, n)
     if epsilon is None:
-        dk, ik = core.phrase_l2_topk(qp, qi, qd, dp, di, dd, cols, kk, t)
-        dist[:, :kk], ids[:, :kk] = dk, ik
-        return (dist, ids, pen) if return_penalised else (dist, ids)
-    # The filter reorders the full L2 ranking: done by blocks of queries to bound memory.
-    step = max(1, (4 << 20) // n)
-    for s in range(0, nq, step):
-        e = min(nq, s + step)
-        bp = qp[s:e + 1] - qp[s]
-        bi, bd = qi[qp[s]:qp[e]], qd[qp[s]:qp[e]]
-        dfull, ifull = core.phrase_l2_topk(bp, bi, bd, dp, di, dd, cols, n, t)
-        l1 = _histogram_l1(queries.histograms[s:e], database.histograms)
-        pfull = np.take_along_axis(l1, ifull, axis=1) > epsilon
-        order = np.argsort(pfull, axis=1, kind="stable")[:, :kk]  # keeps (distance, id) order
-        dist[s:e, :kk] = np.take_along_axis(dfull, order, axis=1)
-        ids[s:e, :kk] = np.take_along_axis(ifull, order, axis=1)
-        pen[s:e, :kk] = np.take_along_axis(pfull, order, axis=1)
-    return (dist, ids, pen) if return_penalised else (dist, ids)
+        step = max(1, (1 << 22) // kk)
+        for s in range(0, nq, step):
+            rows = np.arange(s, min(nq, s + step))
+            dist[rows, :kk], ids[rows, :kk] = search(rows, kk)
+        return out
+    todo = np.arange(nq)
+    want = min(n, max(2 * k, 64))
+    while todo.size:
+        # blocks that keep the (block, n) histogram distances and (block, want) lists small
+        step = max(1, min((4 << 20) // max(1, n * database_histograms.shape[1]),
+                          (1 << 22) // want))
+        again: list[np.ndarray] = []
+        for s in range(0, todo.size, step):
+            rows = todo[s:s + step]
+            d, r = search(rows, want)
+            l1 = _histogram_l1(query_histograms[rows], database_histograms)
+            p = np.take_along_axis(l1, r, axis=1) > epsilon
+            done = ((~p).sum(axis=1) >= k) | (want >= n)
+            order = np.argsort(p[done], axis=1, kind="stable")[:, :kk]  # (distance, id) kept
+            fin = rows[done]
+            dist[fin, :kk] = np.take_along_axis(d[done], order, axis=1)
+            ids[fin, :kk] = np.take_along_axis(r[done], order, axis=1)
+            pen[fin, :kk] = np.take_along_axis(p[done], order, axis=1)
+            again.append(rows[~done])
+        todo = np.concatenate(again)
+        want = min(n, 4 * want)
+    return out

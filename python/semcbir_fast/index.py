@@ -28,49 +28,24 @@ removals and reorders build new arrays).
 
 File format (version 1)
 -----------------------
-All integers little-endian. ``align64(x)`` rounds ``x`` up to a multiple of 64.
+The container of :mod:`semcbir_fast._container` (magic, JSON header, 64-byte aligned
+sections, BLAKE2b checksum, atomic writes) with header ``format`` ``"semcbir-sbs-index"``
+and the sections ``codes`` (``count x stride`` uint8, C order), ``ids`` (``count`` int64,
+strictly increasing), and when the index has keys ``key_offsets`` (``count + 1`` uint64)
+and ``key_blob`` (the UTF-8 keys concatenated; key ``i`` is
+``blob[offsets[i]:offsets[i+1]]``).
 
-====================  ===========================================================
-offset                content
-====================  ===========================================================
-0                     magic ``b"\\x89SBS\\r\\n\\x1a\\n"`` (8 bytes; PNG-style: catches text-mode
-                      and 7-bit transfers)
-8                     format version, uint32 (= 1)
-12                    header length ``H`` in bytes, uint32
-16                    total file size, uint64 (detects truncation and appended data)
-24                    reserved, 8 zero bytes
-32                    header: UTF-8 JSON object of ``H`` bytes (see below)
-32 + H                zero padding up to ``D = align64(32 + H)``
-D + sections[...]     the sections, each starting on a 64-byte boundary (zero padding
-                      between them): ``codes`` (``count x stride`` uint8, C order),
-                      ``ids`` (``count`` int64, strictly increasing), and when the index
-                      has keys ``key_offsets`` (``count + 1`` uint64) and ``key_blob``
-                      (the UTF-8 keys concatenated; key ``i`` is
-                      ``blob[offsets[i]:offsets[i+1]]``)
-size - 24             checksum: BLAKE2b with a 16-byte digest over bytes ``[0, size - 24)``
-size - 8              end magic ``b"SBSIEND\\n"``
-====================  ===========================================================
-
-Header JSON keys: ``format`` (``"semcbir-sbs-index"``), ``version``, ``layout``
-(:meth:`SBSLayout.to_dict`), ``count``, ``next_id``, ``has_keys``, ``sections``
-(``{name: {"offset": relative to D, "nbytes": ...}}``), ``metadata`` (the user's dict)
-and ``library_version`` (of the writer).
-
-Because ``D`` and every section offset are multiples of 64 and ``mmap`` maps whole pages,
-the memory-mapped code matrix is 64-byte aligned, as the SIMD kernels prefer. A write goes
-to a temporary file in the destination folder which is flushed, ``fsync``-ed and then
-renamed over the destination (:func:`os.replace`): a crash leaves the old file or the new
-one, never half of one.
+Header JSON keys: ``format``, ``version``, ``layout`` (:meth:`SBSLayout.to_dict`), ``count``,
+``next_id``, ``has_keys``, ``sections``, ``metadata`` (the user's dict) and
+``library_version`` (of the writer). The memory-mapped code matrix is 64-byte aligned, as
+the SIMD kernels prefer.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import mmap as _mmap
 import operator
 import os
-import struct
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -78,49 +53,24 @@ from typing import Any
 
 import numpy as np
 
-from ._atomic import atomic_path
+from ._container import (
+    CONTAINER_VERSION,
+    MAGIC,
+    Container,
+    IndexFormatError,
+    encode_keys,
+    library_version,
+    read_container,
+    write_container,
+)
 from ._convert import check_int
 from .layout import SBSLayout, sbs_layout
 
 __all__ = ["FORMAT_VERSION", "MAGIC", "IndexFormatError", "SBSIndex"]
 
-MAGIC = b"\x89SBS\r\n\x1a\n"
-END_MAGIC = b"SBSIEND\n"
-FORMAT_VERSION = 1
+FORMAT_VERSION = CONTAINER_VERSION
 FORMAT_NAME = "semcbir-sbs-index"
-_PREAMBLE = struct.Struct("<8sIIQ8s")  # magic, version, header_len, file_size, reserved
-_DIGEST_SIZE = 16
-_TRAILER = _DIGEST_SIZE + len(END_MAGIC)
-_ALIGN = 64
-_MAX_HEADER = 1 << 30
 _INT32_MAX = np.iinfo(np.int32).max
-
-
-class IndexFormatError(ValueError):
-    """A file is not a readable SBS index: foreign, truncated, corrupted or too new.
-
-    Attributes
-    ----------
-    path : str
-        The file that failed to load.
-    reason : str
-        What is wrong with it, without the file name.
-    """
-
-    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
-        self.path = os.fspath(path)
-        self.reason = reason
-        super().__init__(f"cannot load index {self.path}: {reason}")
-
-
-def _align(x: int) -> int:
-    return (x + _ALIGN - 1) // _ALIGN * _ALIGN
-
-
-def _library_version() -> str:
-    from . import __version__
-
-    return __version__
 
 
 def _as_codes(codes: Any, layout: SBSLayout, name: str) -> np.ndarray:
@@ -201,7 +151,7 @@ class SBSIndex:
         self._next_id = 0
         self._mmap: Any = None
         self.metadata: dict[str, Any] = dict(metadata or {})
-        self.metadata.setdefault("library_version", _library_version())
+        self.metadata.setdefault("library_version", library_version())
 
     # ------------------------------------------------------------------ properties
     @property
@@ -626,13 +576,8 @@ class SBSIndex:
         -------
         pathlib.Path
         """
-        path = Path(path)
-        if path.is_dir():
-            raise IsADirectoryError(f"path must be a file name, got the folder {path}")
-        if not path.parent.is_dir():
-            raise FileNotFoundError(f"cannot write {path}: folder {path.parent} does not exist")
         try:
-            meta_json = json.dumps(self.metadata)
+            meta = json.loads(json.dumps(self.metadata))
         except (TypeError, ValueError) as exc:
             raise ValueError(
                 f"metadata must be JSON-serialisable to save the index ({exc})"
@@ -642,73 +587,20 @@ class SBSIndex:
             codes, ids = codes[alive], ids[alive]
             if keys is not None:
                 keys = [k for k, a in zip(keys, alive.tolist()) if a]
-        count = int(ids.shape[0])
-        stride = self._layout.stride
-        sections: list[tuple[str, Any, int]] = [
-            ("codes", codes, count * stride),
-            ("ids", ids.astype("<i8", copy=False), count * 8),
-        ]
+        sections: list[tuple[str, Any]] = [("codes", codes), ("ids", ids.astype("<i8"))]
         if keys is not None:
-            enc = [k.encode("utf-8") for k in keys]
-            offs = np.zeros(count + 1, dtype="<u8")
-            if enc:
-                np.cumsum([len(b) for b in enc], out=offs[1:])
-            blob = b"".join(enc)
-            sections += [("key_offsets", offs, (count + 1) * 8), ("key_blob", blob, len(blob))]
-        table: dict[str, dict[str, int]] = {}
-        pos = 0
-        for name, _, nb in sections:
-            table[name] = {"offset": pos, "nbytes": nb}
-            pos = _align(pos + nb)
-        # The last section needs no trailing padding: the trailer follows it directly.
-        last = sections[-1]
-        data_len = table[last[0]]["offset"] + last[2]
+            sections += encode_keys(keys)
         header = {
             "format": FORMAT_NAME,
             "version": FORMAT_VERSION,
             "layout": self._layout.to_dict(),
-            "count": count,
+            "count": int(ids.shape[0]),
             "next_id": int(self._next_id),
             "has_keys": keys is not None,
-            "sections": table,
-            "metadata": json.loads(meta_json),
-            "library_version": _library_version(),
+            "metadata": meta,
+            "library_version": library_version(),
         }
-        hbytes = json.dumps(header, separators=(",", ":"), sort_keys=True).encode("utf-8")
-        dstart = _align(_PREAMBLE.size + len(hbytes))
-        size = dstart + data_len + _TRAILER
-        pre = _PREAMBLE.pack(MAGIC, FORMAT_VERSION, len(hbytes), size, b"\0" * 8)
-
-        h = hashlib.blake2b(digest_size=_DIGEST_SIZE)
-        with atomic_path(path, durable=True) as tmp, open(tmp, "wb") as f:
-
-            def put(b: Any) -> None:
-                mv = memoryview(b).cast("B") if not isinstance(b, bytes) else b
-                h.update(mv)
-                f.write(mv)
-
-            put(pre)
-            put(hbytes)
-            put(b"\0" * (dstart - _PREAMBLE.size - len(hbytes)))
-            written = 0
-            for name, arr, nb in sections:
-                off = table[name]["offset"]
-                if off > written:
-                    put(b"\0" * (off - written))
-                    written = off
-                if isinstance(arr, bytes):
-                    put(arr)
-                else:
-                    flat = np.ascontiguousarray(arr).reshape(-1).view(np.uint8)
-                    step = 1 << 24
-                    for s in range(0, flat.shape[0], step):
-                        put(flat[s : s + step])
-                written += nb
-            f.write(h.digest())
-            f.write(END_MAGIC)
-            f.flush()
-            os.fsync(f.fileno())
-        return path
+        return write_container(path, header, sections)
 
     @classmethod
     def load(
@@ -736,123 +628,27 @@ class SBSIndex:
             (a ``ValueError``) if the file is not an index, is truncated or corrupted, or
             was written by a newer format version.
         """
-        path = Path(path)
-        if not path.exists():
-            raise FileNotFoundError(
-                f"no index file {path}; build one with `semcbir index` or SBSIndex.save"
-            )
-        if path.is_dir():
-            raise IsADirectoryError(f"path must be an index file, got the folder {path}")
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            head = f.read(_PREAMBLE.size)
-            _check_preamble(path, head, size)
-            if mmap and size > 0:
-                buf: Any = _mmap.mmap(f.fileno(), 0, access=_mmap.ACCESS_READ)
-            else:
-                f.seek(0)
-                buf = f.read()
+        c = read_container(path, mmap=mmap, verify=verify)
         try:
-            return cls._from_buffer(path, buf, verify=verify, keep=buf if mmap else None)
+            return cls._from_container(c)
         except BaseException:
-            if mmap:
-                try:
-                    buf.close()
-                except BufferError:  # an array still points into it; the GC closes it later
-                    pass
+            c.close()
             raise
 
     @classmethod
-    def _from_buffer(cls, path: Path, buf: Any, *, verify: bool, keep: Any) -> SBSIndex:
-        size = len(buf)
-        mv = memoryview(buf)
-        try:
-            _, version, hlen, fsize, _ = _PREAMBLE.unpack_from(mv, 0)
-            if size < _PREAMBLE.size + hlen + _TRAILER:
-                raise IndexFormatError(
-                    path, f"truncated: {size} bytes cannot hold a {hlen}-byte header"
-                )
-            if bytes(mv[size - len(END_MAGIC) :]) != END_MAGIC:
-                raise IndexFormatError(path, "truncated or corrupted: the end marker is missing")
-            if verify:
-                h = hashlib.blake2b(digest_size=_DIGEST_SIZE)
-                body = mv[: size - _TRAILER]
-                step = 1 << 26
-                for s in range(0, len(body), step):
-                    h.update(body[s : s + step])
-                stored = bytes(mv[size - _TRAILER : size - len(END_MAGIC)])
-                if h.digest() != stored:
-                    raise IndexFormatError(
-                        path,
-                        "corrupted: checksum mismatch (the file was modified or damaged "
-                        "after it was written); rebuild it or restore a copy",
-                    )
-            try:
-                header = json.loads(
-                    bytes(mv[_PREAMBLE.size : _PREAMBLE.size + hlen]).decode("utf-8")
-                )
-            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-                raise IndexFormatError(path, f"corrupted header ({exc})") from None
-            layout, sec, count, has_keys = _check_header(path, header)
-            dstart = _align(_PREAMBLE.size + hlen)
-            end = size - _TRAILER
-
-            def section(name: str, nbytes: int) -> tuple[int, int]:
-                s = sec.get(name)
-                if not isinstance(s, dict) or not all(
-                    isinstance(s.get(k), int) and not isinstance(s.get(k), bool)
-                    for k in ("offset", "nbytes")
-                ):
-                    raise IndexFormatError(
-                        path, f"corrupted header: section {name!r} missing or malformed"
-                    )
-                off, nb = dstart + s["offset"], s["nbytes"]
-                if s["offset"] < 0 or s["offset"] % _ALIGN or nb != nbytes:
-                    raise IndexFormatError(
-                        path,
-                        f"corrupted header: section {name!r} at {s['offset']} with {nb} "
-                        f"bytes, expected a 64-aligned offset and {nbytes} bytes",
-                    )
-                if off + nb > end:
-                    raise IndexFormatError(
-                        path,
-                        f"truncated: section {name!r} needs bytes [{off}, {off + nb}) but "
-                        f"the data ends at {end}",
-                    )
-                return off, nb
-
-            stride = layout.stride
-            c_off, _ = section("codes", count * stride)
-            i_off, _ = section("ids", count * 8)
-            codes = np.frombuffer(buf, dtype=np.uint8, count=count * stride, offset=c_off)
-            codes = codes.reshape(count, stride)  # read-only: the first add() copies it
-            ids = np.frombuffer(buf, dtype="<i8", count=count, offset=i_off).astype(np.int64)
-            if count > 1 and not np.all(np.diff(ids) > 0):
-                raise IndexFormatError(path, "corrupted: ids are not strictly increasing")
-            keys: list[str] | None = None
-            if has_keys:
-                o_off, _ = section("key_offsets", (count + 1) * 8)
-                offs = np.frombuffer(buf, dtype="<u8", count=count + 1, offset=o_off).astype(
-                    np.int64
-                )
-                blob_len = int(offs[-1]) if count + 1 > 0 else 0
-                if offs[0] != 0 or np.any(np.diff(offs) < 0) or blob_len < 0:
-                    raise IndexFormatError(path, "corrupted: key offsets are not increasing from 0")
-                b_off, _ = section("key_blob", blob_len)
-                blob = bytes(mv[b_off : b_off + blob_len])
-                try:
-                    keys = [
-                        blob[a:b].decode("utf-8")
-                        for a, b in zip(offs[:-1].tolist(), offs[1:].tolist())
-                    ]
-                except UnicodeDecodeError as exc:
-                    raise IndexFormatError(path, f"corrupted key text ({exc})") from None
-            if stride and count and layout.stride > layout.nbytes:
-                pad = codes[:, layout.nbytes :]
-                if pad.any():
-                    raise IndexFormatError(path, "corrupted: code padding bytes are not zero")
-        finally:
-            mv.release()
+    def _from_container(cls, c: Container) -> SBSIndex:
+        header = c.header
+        layout, count, has_keys = _check_header(c)
+        stride = layout.stride
+        codes = c.array("codes", np.uint8, count * stride).reshape(count, stride)
+        # read-only when memory-mapped: the first add() copies it
+        ids = c.array("ids", "<i8", count).astype(np.int64)
+        if count > 1 and not np.all(np.diff(ids) > 0):
+            raise c.error("corrupted: ids are not strictly increasing")
+        keys = c.keys(count) if has_keys else None
+        if stride and count and layout.stride > layout.nbytes \
+                and codes[:, layout.nbytes :].any():
+            raise c.error("corrupted: code padding bytes are not zero")
         idx = cls(layout, metadata=header.get("metadata") or {})
         idx._codes = codes
         idx._ids = ids
@@ -862,7 +658,7 @@ class SBSIndex:
         idx._next_id = max(
             int(nid) if isinstance(nid, int) else 0, int(ids[-1]) + 1 if count else 0
         )
-        idx._mmap = keep
+        idx._mmap = c.keep
         return idx
 
     def info(self) -> dict[str, Any]:
@@ -877,40 +673,9 @@ class SBSIndex:
         }
 
 
-def _check_preamble(path: Path, head: bytes, size: int) -> None:
-    if len(head) < len(MAGIC) or head[: len(MAGIC)] != MAGIC:
-        if len(head) < len(MAGIC) and MAGIC.startswith(head):
-            raise IndexFormatError(path, f"truncated: {size} bytes, not even a full preamble")
-        raise IndexFormatError(
-            path,
-            f"not a semcbir index (starts with {head[:8]!r}, expected {MAGIC!r}); is it "
-            "an image or another program's file?",
-        )
-    if len(head) < _PREAMBLE.size:
-        raise IndexFormatError(path, f"truncated: {size} bytes, not even a full preamble")
-    _, version, hlen, fsize, reserved = _PREAMBLE.unpack(head)
-    if version != FORMAT_VERSION:
-        raise IndexFormatError(
-            path,
-            f"format version {version}, but this library (semcbir_fast "
-            f"{_library_version()}) reads version {FORMAT_VERSION}; "
-            + ("upgrade semcbir_fast" if version > FORMAT_VERSION else "the file is corrupted"),
-        )
-    if fsize != size:
-        what = "truncated" if size < fsize else "has unexpected trailing data"
-        raise IndexFormatError(
-            path, f"{what}: the preamble says {fsize} bytes, the file has {size}"
-        )
-    if hlen == 0 or hlen > _MAX_HEADER or _PREAMBLE.size + hlen + _TRAILER > size:
-        raise IndexFormatError(
-            path, f"corrupted: implausible header length {hlen} for a {size}-byte file"
-        )
-    if reserved != b"\0" * 8:
-        raise IndexFormatError(path, "corrupted: reserved preamble bytes are not zero")
-
-
-def _check_header(path: Path, header: Any) -> tuple[SBSLayout, dict[str, Any], int, bool]:
-    if not isinstance(header, dict) or header.get("format") != FORMAT_NAME:
+def _check_header(c: Container) -> tuple[SBSLayout, int, bool]:
+    path, header = c.path, c.header
+    if header.get("format") != FORMAT_NAME:
         raise IndexFormatError(path, f"header is not a {FORMAT_NAME} header")
     if header.get("version") != FORMAT_VERSION:
         raise IndexFormatError(
@@ -918,11 +683,8 @@ def _check_header(path: Path, header: Any) -> tuple[SBSLayout, dict[str, Any], i
         )
     lay = header.get("layout")
     count = header.get("count")
-    sec = header.get("sections")
     if not isinstance(count, int) or isinstance(count, bool) or count < 0:
         raise IndexFormatError(path, f"corrupted header: count {count!r}")
-    if not isinstance(sec, dict):
-        raise IndexFormatError(path, "corrupted header: no section table")
     if not isinstance(lay, dict):
         raise IndexFormatError(path, "corrupted header: no layout")
     try:
@@ -939,4 +701,4 @@ def _check_header(path: Path, header: Any) -> tuple[SBSLayout, dict[str, Any], i
             )
     if lay.get("bitorder", "big") != "big":
         raise IndexFormatError(path, f"unsupported bit order {lay.get('bitorder')!r}")
-    return layout, sec, count, bool(header.get("has_keys", False))
+    return layout, count, bool(header.get("has_keys", False))

@@ -2,11 +2,14 @@
 
 :func:`write_report` turns an :class:`~semcbir_fast.eval.evaluate.EvalResult` into::
 
-    DIR/report.md            settings, versions, paper 000 Table 3 layout with the paper's
-                             rows beside ours, P@20 beside Table 7, per-category AP
+    DIR/report.md            settings, versions, one column per setting (SBS: paper 000
+                             Table 3 layout with the paper's rows beside ours; SBoVP /
+                             hybrid: the published MAP of paper 000 Table 5 / paper 001
+                             Tables 3-4 below), P@20 beside Table 7, per-category AP
     DIR/report.json          every number and setting (machine-readable)
-    DIR/map_vs_blocks.png    MAP (and P@R, MAP with ties averaged) per number of blocks,
-                             with the paper's curves
+    DIR/map_vs_blocks.png    SBS: MAP (and P@R, MAP with ties averaged) per number of
+                             blocks, with the paper's curves
+    DIR/map_per_setting.png  SBoVP / hybrid: the same per evaluated setting
     DIR/pr_curves.png        11-point interpolated precision-recall curve per setting
     DIR/per_category_ap.png  AP of each category, one bar per setting
     DIR/gallery.html         chosen queries with their top-k (see semcbir_fast.gallery)
@@ -44,8 +47,15 @@ def _save(fig: Any, path: Path) -> None:
     fig.savefig(path)
 
 
+_TITLES = {"sbs": "SBS", "sbovp": "SBoVP", "hybrid": "Hybrid signature"}
+
+
+def _title(result: Any) -> str:
+    return _TITLES.get(result.signature, result.signature)
+
+
 def plot_map_vs_blocks(result: Any, path: Path) -> None:
-    """Line plot: MAP / P@R per number of blocks, ours and the paper's."""
+    """Line plot: MAP / P@R per setting (SBS: per number of blocks), ours and the paper's."""
     from .eval.paper import reference_for
 
     res = result.results
@@ -63,21 +73,26 @@ def plot_map_vs_blocks(result: Any, path: Path) -> None:
         label="MAP, ties averaged (ours)",
     )
     ax.plot(x, [r.p_at_r for r in res], "s-", lw=1.5, color="#2da44e", label="P@R (ours)")
-    ref = reference_for(result.settings.get("dataset", ""))
+    ref = reference_for(result.settings.get("dataset", ""), result.signature)
     styles = iter([("#cf222e", ":"), ("#8250df", ":")])
     for label, vals in ref.get("table3", {}).items():
         col, ls = next(styles, ("#777", ":"))
         ys = [vals[r.levels] if r.levels < len(vals) else np.nan for r in res]
         ax.plot(x, ys, "^" + ls, color=col, label=f"paper 000 MAP, HRNet {label}")
-    ax.set_xticks(x, [f"{r.blocks}" for r in res])
-    ax.set_xlabel("number of blocks (4^n)")
+    if result.signature == "sbs":
+        ax.set_xticks(x, [f"{r.blocks}" for r in res])
+        ax.set_xlabel("number of blocks (4^n)")
+    else:
+        ax.set_xticks(x, [r.name for r in res], rotation=15, ha="right", fontsize=8)
+        ax.set_xlabel("setting")
     ax.set_ylabel("score")
     lo = min([r.p_at_r for r in res] + [r.map for r in res] + [0.7])
     ax.set_ylim(max(0.0, lo - 0.05), 1.0)
     ax.grid(alpha=0.3)
     s = result.settings
     ax.set_title(
-        f"SBS on {s.get('dataset_label', s.get('dataset'))}: {s.get('segmentation', '')}",
+        f"{_title(result)} on {s.get('dataset_label', s.get('dataset'))}: "
+        f"{s.get('segmentation', '')}",
         fontsize=10,
     )
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
@@ -94,7 +109,7 @@ def plot_pr_curves(result: Any, path: Path) -> None:
             r.pr_precision,
             "o-",
             ms=3,
-            label=f"{r.blocks} block{'s' if r.blocks > 1 else ''} (MAP {r.map:.3f})",
+            label=f"{r.name} (MAP {r.map:.3f})",
         )
     ax.set_xlabel("recall")
     ax.set_ylabel("interpolated precision")
@@ -119,7 +134,7 @@ def plot_per_category_ap(result: Any, path: Path) -> None:
             x + (i - (len(res) - 1) / 2) * width,
             [r.per_category_ap[c] for c in cats],
             width,
-            label=f"{r.blocks} block{'s' if r.blocks > 1 else ''}",
+            label=r.name,
         )
     ax.set_xticks(x, cats, rotation=30, ha="right", fontsize=8)
     ax.set_ylabel("mean AP of the category's queries")
@@ -147,19 +162,16 @@ def gallery_rows_from_eval(
     level: int | None = None,
     overlay: bool = True,
 ) -> list[Any]:
-    """Gallery rows for query positions ``queries`` at setting ``level`` (default: best MAP)."""
+    """Gallery rows for query positions ``queries`` at setting ``level`` (default: best MAP).
+
+    ``level`` is an SBS level, or for SBoVP / hybrid results the position of the setting in
+    ``result.results``.
+    """
     from .gallery import GalleryHit, GalleryRow
 
     ds = result.dataset
-    lr = (
-        result.best()
-        if level is None
-        else next((r for r in result.results if r.levels == level), None)
-    )
-    if lr is None:
-        raise ValueError(
-            f"level {level} was not evaluated; choose one of {[r.levels for r in result.results]}"
-        )
+    lr = _setting(result, level)
+    sbs = result.signature == "sbs"
     maps = result.label_maps if overlay else None
     rows = []
     for qpos in queries:
@@ -171,7 +183,8 @@ def gallery_rows_from_eval(
             hits.append(
                 GalleryHit(
                     path=str(ds.images[di]),
-                    distance=int(lr.top_distances[qpos, j]),
+                    distance=(int(lr.top_distances[qpos, j]) if sbs
+                              else float(lr.top_distances[qpos, j])),
                     id=di,
                     category=ds.category_name(int(ds.categories[di])),
                     relevant=bool(ds.categories[di] == qc),
@@ -190,8 +203,18 @@ def gallery_rows_from_eval(
     return rows
 
 
-def _blocks(n: int) -> str:
-    return f"{n} block{'s' if n != 1 else ''}"
+def _setting(result: Any, level: int | None) -> Any:
+    if level is None:
+        return result.best()
+    if result.signature == "sbs":
+        found = next((r for r in result.results if r.levels == level), None)
+        if found is None:
+            raise ValueError(f"level {level} was not evaluated; choose one of "
+                             f"{[r.levels for r in result.results]}")
+        return found
+    if not 0 <= level < len(result.results):
+        raise ValueError(f"setting {level} does not exist; choose 0..{len(result.results) - 1}")
+    return result.results[level]
 
 
 def _md_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -224,7 +247,8 @@ def write_report(
     Parameters
     ----------
     result : EvalResult
-        From :func:`semcbir_fast.eval.evaluate_sbs`.
+        From :func:`semcbir_fast.eval.evaluate_sbs` or
+        :func:`semcbir_fast.eval.evaluate_signature`.
     out_dir : path
         Created if needed; existing report files in it are replaced.
     gallery_queries : int or sequence of int or None, default 1
@@ -233,7 +257,8 @@ def write_report(
     gallery_k : int, default 10
         Results shown per query.
     gallery_level : int, optional
-        SBS level shown in the gallery (default: the one with the best MAP).
+        Setting shown in the gallery: an SBS level, or the position of an SBoVP / hybrid
+        setting in ``result.results`` (default: the one with the best MAP).
     overlay : bool, default True
         Offer label-map overlays in the gallery (when the result kept its label maps).
     embed : bool, default False
@@ -246,7 +271,8 @@ def write_report(
     Returns
     -------
     dict
-        ``{"markdown", "json", "map_vs_blocks", "pr_curves", "per_category_ap", "gallery"?}``.
+        ``{"markdown", "json", "map_vs_blocks" (SBS) or "map_per_setting", "pr_curves",
+        "per_category_ap", "gallery"?}``.
     """
     from .eval.paper import TABLE7_TOP20, reference_for
 
@@ -255,14 +281,17 @@ def write_report(
     files: dict[str, Path] = {}
     s = result.settings
     res = result.results
-    files["map_vs_blocks"] = out / "map_vs_blocks.png"
-    plot_map_vs_blocks(result, files["map_vs_blocks"])
+    sig = result.signature
+    title = _title(result)
+    map_key = "map_vs_blocks" if sig == "sbs" else "map_per_setting"
+    files[map_key] = out / f"{map_key}.png"
+    plot_map_vs_blocks(result, files[map_key])
     files["pr_curves"] = out / "pr_curves.png"
     plot_pr_curves(result, files["pr_curves"])
     files["per_category_ap"] = out / "per_category_ap.png"
     plot_per_category_ap(result, files["per_category_ap"])
 
-    gal_level = None
+    shown = None
     if gallery_queries:
         qs = (
             default_gallery_queries(result, int(gallery_queries))
@@ -276,7 +305,9 @@ def write_report(
             level=gallery_level,
             overlay=overlay and result.label_maps is not None,
         )
-        gal_level = result.best().levels if gallery_level is None else gallery_level
+        shown = _setting(result, gallery_level)
+        where = (f"{shown.name} (levels={shown.levels})" if sig == "sbs"
+                 else f"{shown.name}, filter {s.get('filter')}")
         ds = result.dataset
         class_names = s.get("class_names") or ds.label_classes
         colors = ds.label_colors if s.get("segmentation") == "oracle" else None
@@ -285,17 +316,16 @@ def write_report(
         ).write_gallery(
             rows,
             out,
-            title=f"SBS retrieval on {s.get('dataset_label', s.get('dataset'))}",
+            title=f"{title} retrieval on {s.get('dataset_label', s.get('dataset'))}",
             subtitle=(
-                f"{s.get('segmentation')}; {4**gal_level} blocks (levels={gal_level}); "
-                f"top {gallery_k}; mode {s.get('mode')}"
+                f"{s.get('segmentation')}; {where}; top {gallery_k}; mode {s.get('mode')}"
             ),
             embed=embed,
             class_names=class_names,
             class_colors=colors,
         )
 
-    ref = reference_for(s.get("dataset", ""))
+    ref = reference_for(s.get("dataset", ""), sig)
     data = result.to_dict()
     data["command"] = command
     data["written"] = time.strftime("%Y-%m-%d %H:%M:%S %z")
@@ -307,22 +337,33 @@ def write_report(
     files["json"].write_text(json.dumps(data, indent=1, default=str))
 
     md: list[str] = []
-    title = s.get("dataset_label", s.get("dataset"))
-    md.append(f"# SBS retrieval on {title} ({s.get('segmentation')})\n")
+    dname = s.get("dataset_label", s.get("dataset"))
+    md.append(f"# {title} retrieval on {dname} ({s.get('segmentation')})\n")
     if command:
         md.append(f"Command: `{command}`\n")
+    void = "" if s.get("ignore_index") is None else f", class {s['ignore_index']} void"
+    if sig == "sbs":
+        what = (f"Hamming distance over Semantic Binary Signatures with {s['num_classes']} "
+                f"classes{void}{', pyramid' if s.get('pyramid') else ''}. Ties in distance are "
+                "ranked by the smaller database id (as `hamming_topk` does)")
+    else:
+        what = (f"L2 distance over {title} signatures ({s.get('method')} keypoints, "
+                f"{s['num_classes']} classes{void}), semantic-histogram filter "
+                f"{s.get('filter')}. Results are ranked by (penalised, distance, smaller "
+                "database id)")
     md.append(
         f"{s['images']} images in {s['categories']} categories; mode **{s['mode']}** "
         f"({s['queries']} queries, database of {s['database']}"
         f"{', the query excluded from its own ranking' if s['exclude_query'] else ', each query stays in the database'}); "
-        f"Hamming distance over Semantic Binary Signatures with {s['num_classes']} classes"
-        f"{'' if s.get('ignore_index') is None else ', class ' + str(s['ignore_index']) + ' void'}"
-        f"{', pyramid' if s.get('pyramid') else ''}. Ties in distance are ranked by the smaller "
-        "database id (as `hamming_topk` does); *MAP, ties averaged* scores every tie group by "
-        "its expected value over all orders instead.\n"
+        f"{what}; *MAP, ties averaged* scores every tie group by its expected value over all "
+        "orders instead.\n"
     )
-    md.append("## MAP per number of blocks (paper 000, Table 3 layout)\n")
-    header = ["", *[f"4^{r.levels} = {r.blocks}" for r in res]]
+    if sig == "sbs":
+        md.append("## MAP per number of blocks (paper 000, Table 3 layout)\n")
+        header = ["", *[f"4^{r.levels} = {r.blocks}" for r in res]]
+    else:
+        md.append("## MAP per setting\n")
+        header = ["", *[r.name for r in res]]
     rows_md: list[list[Any]] = [
         ["**MAP (ours)**", *[r.map for r in res]],
         ["MAP, ties averaged", *[r.map_ties_avg for r in res]],
@@ -337,32 +378,41 @@ def write_report(
                 *[vals[r.levels] if r.levels < len(vals) else None for r in res],
             ]
         )
-    rows_md.append(["code size (bits)", *[r.nbits for r in res]])
+    if sig == "sbs":
+        rows_md.append(["code size (bits)", *[r.nbits for r in res]])
+    elif res and "nnz_per_image" in res[0].params:
+        rows_md.append(["non-zeros / image", *[round(r.params["nnz_per_image"], 1)
+                                               for r in res]])
     rows_md.append(["encode ms / image", *[round(r.encode_ms_per_image, 4) for r in res]])
     rows_md.append(["search ms / query", *[round(r.search_ms_per_query, 4) for r in res]])
     md.append(_md_table(header, rows_md) + "\n")
-    md.append("![MAP per number of blocks](map_vs_blocks.png)\n")
+    if "map" in ref:
+        pub = dict(ref["map"])
+        source = pub.pop("source")
+        md.append(f"Published MAP ({source}; segmentation and descriptor as named):\n")
+        md.append(_md_table(["setting", "MAP"], [[k, v] for k, v in pub.items()]) + "\n")
+    md.append(f"![MAP per setting]({files[map_key].name})\n")
     if s.get("dataset") == "corel1k" and res and all(20 in r.p_at_k for r in res):
         md.append("## Top-20 precision (paper 000 Table 7, paper 001 Table 5)\n")
         t7: list[list[Any]] = [[name, v] for name, v in TABLE7_TOP20.items()]
-        t7 += [[f"**SBS, ours ({_blocks(r.blocks)})**", r.p_at_k[20]] for r in res]
+        t7 += [[f"**{title}, ours ({r.name})**", r.p_at_k[20]] for r in res]
         md.append(_md_table(["method", "top 20"], t7) + "\n")
-        md.append("The paper's 0.94 is its SBoVP signature (visual phrases), not SBS.\n")
+        md.append("The paper's 0.94 is its SBoVP signature (visual phrases).\n")
     md.append("## Per-category AP\n")
     cats = list(res[0].per_category_ap) if res else []
     md.append(
         _md_table(
-            ["category", *[_blocks(r.blocks) for r in res]],
+            ["category", *[r.name for r in res]],
             [[c, *[r.per_category_ap[c] for r in res]] for c in cats],
         )
         + "\n"
     )
     md.append("![per-category AP](per_category_ap.png)\n")
     md.append("## Precision-recall\n\n![precision-recall curves](pr_curves.png)\n")
-    if "gallery" in files:
+    if "gallery" in files and shown is not None:
         md.append(
             f"## Gallery\n\n[gallery.html](gallery.html): one query per category and its top "
-            f"{gallery_k} at {4 ** (gal_level or 0)} blocks (green: same category, red: "
+            f"{gallery_k} at {shown.name} (green: same category, red: "
             "other).\n\n![gallery](gallery.png)\n"
         )
     md.append("## Settings and versions\n")

@@ -407,6 +407,19 @@ def keypoint_classes(
 # ---------------------------------------------------------------------------------------------
 
 
+def _csr_rows(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray,
+             rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The CSR arrays of a subset of rows (in the order given)."""
+    rows = np.asarray(rows, dtype=np.int64)
+    starts, ends = indptr[rows], indptr[rows + 1]
+    counts = ends - starts
+    out = np.zeros(rows.size + 1, dtype=np.int64)
+    np.cumsum(counts, out=out[1:])
+    take = np.repeat(starts - out[:-1], counts) + np.arange(out[-1], dtype=np.int64)
+    return out, indices[take], data[take]
+
+
+
 @dataclass
 class PhraseSignatures:
     """SBoVP signatures of a batch of images: a CSR matrix, one row per image.
@@ -463,16 +476,10 @@ class PhraseSignatures:
 
     def __getitem__(self, rows: Any) -> PhraseSignatures:
         """The signatures of ``rows`` (an int, a slice or an index array), as a new batch."""
-        idx = np.arange(len(self))[rows]
-        idx = np.atleast_1d(idx).astype(np.int64)
-        starts, ends = self.indptr[idx], self.indptr[idx + 1]
-        counts = ends - starts
-        indptr = np.zeros(idx.size + 1, dtype=np.int64)
-        np.cumsum(counts, out=indptr[1:])
-        take = (np.repeat(starts - indptr[:-1], counts) + np.arange(indptr[-1])
-                if indptr[-1] else np.zeros(0, np.int64))
-        return PhraseSignatures(indptr, self.indices[take], self.data[take], self.n_words,
-                                self.n, self.normalize, self.num_classes)
+        idx = np.atleast_1d(np.arange(len(self))[rows])
+        indptr, indices, data = _csr_rows(self.indptr, self.indices, self.data, idx)
+        return PhraseSignatures(indptr, indices, data, self.n_words, self.n, self.normalize,
+                                self.num_classes)
 
     def to_scipy(self) -> Any:
         """A ``scipy.sparse.csr_matrix`` of shape ``(N, L * L)`` (needs SciPy)."""

@@ -98,6 +98,11 @@ class LevelResult(_Scores):
     nbits: int
     nbytes: int
 
+    @property
+    def name(self) -> str:
+        """Short column label: ``"16 blocks"``."""
+        return f"{self.blocks} block{'s' if self.blocks != 1 else ''}"
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "levels": self.levels,
@@ -115,6 +120,11 @@ class SignatureResult(_Scores):
     signature: str
     label: str
     params: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        """Short column label: the setting's label (e.g. ``"kaze L=64 n=2"``)."""
+        return self.label
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -145,10 +155,15 @@ class EvalResult:
             "settings": self.settings,
             "versions": self.versions,
             "results": [r.to_dict() for r in self.results],
-            "paper": reference_for(self.settings.get("dataset", "")),
+            "paper": reference_for(self.settings.get("dataset", ""), self.signature),
         }
 
-    def best(self) -> LevelResult:
+    @property
+    def signature(self) -> str:
+        """``"sbs"``, ``"sbovp"`` or ``"hybrid"``."""
+        return str(self.settings.get("signature", "sbs"))
+
+    def best(self) -> LevelResult | SignatureResult:
         """The setting with the highest MAP (the first on ties)."""
         return max(self.results, key=lambda r: r.map)
 

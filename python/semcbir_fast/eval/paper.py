@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["TABLE3_SBS_MAP", "TABLE7_TOP20", "reference_for"]
+__all__ = ["HYBRID_MAP", "TABLE3_SBS_MAP", "TABLE5_SBOVP_MAP", "TABLE7_TOP20", "reference_for"]
 
 TABLE3_SBS_MAP: dict[str, dict[str, list[float]]] = {
     "msrc": {"Mseg": [0.79, 0.83, 0.81, 0.89], "Coco-stuff": [0.75, 0.81, 0.79, 0.83]},
@@ -35,11 +35,45 @@ TABLE7_TOP20: dict[str, float] = {
 }
 
 
-def reference_for(dataset: str) -> dict[str, Any]:
-    """The published numbers for a data set name used by :mod:`semcbir_fast.eval`."""
+#: Paper 000 Table 5: SBoVP MAP with HRNet-W48 (segmentation training set, descriptor).
+TABLE5_SBOVP_MAP: dict[str, dict[str, float]] = {
+    "msrc": {"Mseg SURF": 0.90, "Mseg KAZE": 0.91, "Coco-stuff SURF": 0.89,
+             "Coco-stuff KAZE": 0.88},
+    "msrc_v2": {"Mseg SURF": 0.71, "Mseg KAZE": 0.73, "Coco-stuff SURF": 0.74,
+                "Coco-stuff KAZE": 0.75},
+    "linnaeus": {"Mseg SURF": 0.79, "Mseg KAZE": 0.80, "Coco-stuff SURF": 0.77,
+                 "Coco-stuff KAZE": 0.78},
+    "corel1k": {"Mseg SURF": 0.89, "Mseg KAZE": 0.88, "Coco-stuff SURF": 0.87,
+                "Coco-stuff KAZE": 0.85},
+}
+
+#: Paper 001 Tables 3 (Mseg) and 4 (Coco-stuff): hybrid signature MAP without / with the
+#: semantic filter, per descriptor.
+HYBRID_MAP: dict[str, dict[str, float]] = {
+    "msrc": {"Mseg KAZE": 0.79, "Mseg SURF": 0.84, "Mseg HOG": 0.85,
+             "Mseg KAZE + filter": 0.81, "Mseg SURF + filter": 0.86, "Mseg HOG + filter": 0.87,
+             "Coco-stuff KAZE": 0.77, "Coco-stuff SURF": 0.82, "Coco-stuff HOG": 0.84,
+             "Coco-stuff KAZE + filter": 0.80, "Coco-stuff SURF + filter": 0.85,
+             "Coco-stuff HOG + filter": 0.86},
+    "corel1k": {"Mseg KAZE": 0.73, "Mseg SURF": 0.74, "Mseg HOG": 0.71,
+                "Mseg KAZE + filter": 0.84, "Mseg SURF + filter": 0.84,
+                "Mseg HOG + filter": 0.83,
+                "Coco-stuff KAZE": 0.71, "Coco-stuff SURF": 0.72, "Coco-stuff HOG": 0.69,
+                "Coco-stuff KAZE + filter": 0.82, "Coco-stuff SURF + filter": 0.83,
+                "Coco-stuff HOG + filter": 0.80},
+}
+
+
+def reference_for(dataset: str, signature: str = "sbs") -> dict[str, Any]:
+    """The published numbers for a data set name used by :mod:`semcbir_fast.eval`
+    (``table3``: SBS per level; ``map``: SBoVP / hybrid MAP per setting; ``table7_top20``)."""
     out: dict[str, Any] = {}
-    if dataset in TABLE3_SBS_MAP:
+    if signature == "sbs" and dataset in TABLE3_SBS_MAP:
         out["table3"] = TABLE3_SBS_MAP[dataset]
+    if signature == "sbovp" and dataset in TABLE5_SBOVP_MAP:
+        out["map"] = {"source": "paper 000 Table 5 (HRNet-W48)", **TABLE5_SBOVP_MAP[dataset]}
+    if signature == "hybrid" and dataset in HYBRID_MAP:
+        out["map"] = {"source": "paper 001 Tables 3-4 (HRNet-W48)", **HYBRID_MAP[dataset]}
     if dataset == "corel1k":
         out["table7_top20"] = TABLE7_TOP20
     return out
