@@ -660,6 +660,8 @@ def cmd_index(args: argparse.Namespace) -> int:
         _log(args, f"{len(paths)} images found")
     if signature != "sbs" and existing is None:
         _check_local_args(args)
+    elif signature != "sbs":
+        _check_detector(existing.method, signature)
     if model != DEFAULT_MODEL and Path(model).is_file():
         model = os.path.abspath(model)
     seg = _load_segmenter(args, model)
@@ -732,17 +734,21 @@ def cmd_index(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_detector(method: str, signature: str) -> None:
+    from .features import make_detector
+
+    try:
+        make_detector(method)
+    except ImportError as exc:
+        raise CLIError(f"--signature {signature} needs OpenCV ({exc})") from None
+
+
 def _check_local_args(args: argparse.Namespace) -> None:
     import math
 
     if args.filter and (not math.isfinite(args.epsilon) or args.epsilon < 0):
         raise CLIError(f"--epsilon must be a finite number >= 0, got {args.epsilon}")
-    try:
-        from .features import make_detector
-
-        make_detector(args.method)
-    except ImportError as exc:
-        raise CLIError(f"--signature {args.signature} needs OpenCV ({exc})") from None
+    _check_detector(args.method, args.signature)
     if getattr(args, "vocab", None) is not None:  # read it before the slow steps
         from .sbovp import Vocabulary
 
