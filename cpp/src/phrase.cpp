@@ -12,7 +12,18 @@
 #include <stdexcept>
 #include <string>
 
+#include "semcbir/isa.hpp"
 #include "semcbir/parallel.hpp"
+
+// SIMD kernels of the search, compiled with target attributes and picked at run time by
+// active_isa() (the levels the build has: SEMCBIR_HAVE_AVX2 / SEMCBIR_HAVE_AVX512).
+#if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__)) && \
+    defined(SEMCBIR_HAVE_AVX2) && defined(SEMCBIR_HAVE_AVX512)
+#define SEMCBIR_PHRASE_SIMD 1
+#include <immintrin.h>
+#else
+#define SEMCBIR_PHRASE_SIMD 0
+#endif
 
 #if defined(__GNUC__) || defined(__clang__)
 #define SEMCBIR_PREFETCH(p) __builtin_prefetch(p)
@@ -26,6 +37,69 @@
 namespace semcbir {
 
 namespace {
+
+// ---------------------------------------------------------------------------------------------
+// CSR validation (validate_csr, or row by row while the one-shot search streams the database)
+// ---------------------------------------------------------------------------------------------
+
+// Shape, indptr (all of it: it bounds every read of the rows) and the array pointers.
+void check_csr_shape(const CsrView& m, const std::string& who) {
+    if (m.rows < 0 || m.cols < 0) throw std::invalid_argument(who + ": negative shape");
+    if (!m.indptr) throw std::invalid_argument(who + ": missing indptr");
+    if (m.indptr[0] != 0)
+        throw std::invalid_argument(who + ": indptr[0] must be 0, got " + std::to_string(m.indptr[0]));
+    for (int64_t r = 0; r < m.rows; ++r)
+        if (m.indptr[r + 1] < m.indptr[r])
+            throw std::invalid_argument(who + ": indptr must be non-decreasing (row " +
+                                        std::to_string(r) + ")");
+    if (m.indptr[m.rows] > 0 && (!m.indices || !m.data))
+        throw std::invalid_argument(who + ": missing indices or data");
+}
+
+// Fast branch-free check of row r (after check_csr_shape) with 64- and 32-bit adds, shifts and
+// ors only, a loop the compiler vectorises. Sign bit of `bad`: a column outside [0, cols)
+// (c < 0, or c - cols does not wrap) or not above its predecessor (the difference is exact
+// when both are in range; otherwise the range test already failed); bit 31 of `bad_exp`: an
+// all-ones float exponent (inf or NaN).
+inline bool csr_row_ok(const CsrView& m, int64_t r) noexcept {
+    const int64_t b = m.indptr[r], e = m.indptr[r + 1];
+    if (b == e) return true;
+    const uint64_t cols = static_cast<uint64_t>(m.cols);
+    const int64_t* idx = m.indices;
+    const float* data = m.data;
+    const uint64_t c0 = static_cast<uint64_t>(idx[b]);
+    uint64_t bad = c0 | ~(c0 - cols);
+    uint32_t bad_exp = 0;
+    for (int64_t t = b + 1; t < e; ++t) {
+        const uint64_t c = static_cast<uint64_t>(idx[t]);
+        bad |= c | ~(c - cols) | (c - static_cast<uint64_t>(idx[t - 1]) - 1u);
+    }
+    for (int64_t t = b; t < e; ++t) {
+        uint32_t bits;
+        std::memcpy(&bits, data + t, sizeof bits);
+        bad_exp |= (bits & 0x7F800000u) + 0x00800000u;
+    }
+    return !(bad >> 63) && !(bad_exp >> 31);
+}
+
+// The first error of a row that failed csr_row_ok.
+[[noreturn]] void throw_row_error(const CsrView& m, int64_t r, const std::string& who) {
+    const int64_t b = m.indptr[r], e = m.indptr[r + 1];
+    for (int64_t t = b; t < e; ++t) {
+        const int64_t c = m.indices[t];
+        if (c < 0 || c >= m.cols)
+            throw std::invalid_argument(who + ": column index " + std::to_string(c) + " in row " +
+                                        std::to_string(r) + " is outside [0, " +
+                                        std::to_string(m.cols) + ")");
+        if (t > b && c <= m.indices[t - 1])
+            throw std::invalid_argument(
+                who + ": column indices must be strictly increasing within each row (row " +
+                std::to_string(r) + "); sort them and sum duplicates first");
+        if (!std::isfinite(m.data[t]))
+            throw std::invalid_argument(who + ": non-finite value in row " + std::to_string(r));
+    }
+    throw std::logic_error(who + ": row " + std::to_string(r) + " failed the fast check only");
+}
 
 // ---------------------------------------------------------------------------------------------
 // Phrase building
@@ -479,6 +553,124 @@ inline int64_t collect_direct(const int64_t* indices, const float* data, int64_t
 }
 #endif
 
+// Distances of one database row to the n queries of a block, and the queries whose heap
+// takes the row: d2s[t] = max(0, (qn[t] + dj) - 2 a[t]) (the double operations of
+// search_range, so the same value), a[t] reset to 0, and every t with d2s[t] < worst[t]
+// appended to `enter` in ascending order (d2s is only written for those). Returns how many.
+using RowDistancesFn = int64_t (*)(const double* qn, double dj, double* a, const double* worst,
+                                   double* d2s, int32_t* enter, int64_t n);
+
+int64_t row_distances_scalar(const double* qn, double dj, double* a, const double* worst,
+                             double* d2s, int32_t* enter, int64_t n) {
+    int64_t m = 0;
+    for (int64_t t0 = 0; t0 < n; t0 += 16) {
+        const int64_t t1 = std::min(n, t0 + 16);
+        bool any = false;
+        for (int64_t t = t0; t < t1; ++t) {
+            const double d2 = std::max(0.0, qn[t] + dj - 2.0 * a[t]);
+            d2s[t] = d2;
+            a[t] = 0.0;
+            any |= d2 < worst[t];
+        }
+        if (!any) continue;
+        for (int64_t t = t0; t < t1; ++t)
+            if (d2s[t] < worst[t]) enter[m++] = static_cast<int32_t>(t);
+    }
+    return m;
+}
+
+#if SEMCBIR_PHRASE_SIMD
+// The tail (n % width queries) of the SIMD kernels.
+inline int64_t row_distances_tail(const double* qn, double dj, double* a, const double* worst,
+                                  double* d2s, int32_t* enter, int64_t t, int64_t n, int64_t m) {
+    for (; t < n; ++t) {
+        const double d2 = std::max(0.0, qn[t] + dj - 2.0 * a[t]);
+        a[t] = 0.0;
+        if (d2 < worst[t]) {
+            d2s[t] = d2;
+            enter[m++] = static_cast<int32_t>(t);
+        }
+    }
+    return m;
+}
+
+// max(x, +0) is std::max(0.0, x): x > 0 ? x : +0, also for x = -0 (maskz_max: the plain
+// AVX-512 intrinsic trips a GCC 12 header warning).
+__attribute__((target("avx2"))) int64_t row_distances_avx2(const double* qn, double dj,
+                                                          double* a, const double* worst,
+                                                          double* d2s, int32_t* enter,
+                                                          int64_t n) {
+    const __m256d djv = _mm256_set1_pd(dj);
+    const __m256d zero = _mm256_setzero_pd();
+    int64_t m = 0, t = 0;
+    for (; t + 8 <= n; t += 8) {
+        const __m256d a0 = _mm256_loadu_pd(a + t), a1 = _mm256_loadu_pd(a + t + 4);
+        const __m256d d0 = _mm256_max_pd(
+            _mm256_sub_pd(_mm256_add_pd(_mm256_loadu_pd(qn + t), djv), _mm256_add_pd(a0, a0)),
+            zero);
+        const __m256d d1 = _mm256_max_pd(
+            _mm256_sub_pd(_mm256_add_pd(_mm256_loadu_pd(qn + t + 4), djv), _mm256_add_pd(a1, a1)),
+            zero);
+        _mm256_storeu_pd(a + t, zero);
+        _mm256_storeu_pd(a + t + 4, zero);
+        unsigned mask = static_cast<unsigned>(
+            _mm256_movemask_pd(_mm256_cmp_pd(d0, _mm256_loadu_pd(worst + t), _CMP_LT_OQ)) |
+            (_mm256_movemask_pd(_mm256_cmp_pd(d1, _mm256_loadu_pd(worst + t + 4), _CMP_LT_OQ))
+             << 4));
+        if (mask) {
+            _mm256_storeu_pd(d2s + t, d0);
+            _mm256_storeu_pd(d2s + t + 4, d1);
+            for (; mask; mask &= mask - 1)
+                enter[m++] = static_cast<int32_t>(t + __builtin_ctz(mask));
+        }
+    }
+    return row_distances_tail(qn, dj, a, worst, d2s, enter, t, n, m);
+}
+
+__attribute__((target("avx512f"))) int64_t row_distances_avx512(const double* qn, double dj,
+                                                               double* a, const double* worst,
+                                                               double* d2s, int32_t* enter,
+                                                               int64_t n) {
+    const __m512d djv = _mm512_set1_pd(dj);
+    const __m512d zero = _mm512_setzero_pd();
+    int64_t m = 0, t = 0;
+    for (; t + 16 <= n; t += 16) {
+        const __m512d a0 = _mm512_loadu_pd(a + t), a1 = _mm512_loadu_pd(a + t + 8);
+        const __m512d d0 = _mm512_maskz_max_pd(0xFF,
+            _mm512_sub_pd(_mm512_add_pd(_mm512_loadu_pd(qn + t), djv), _mm512_add_pd(a0, a0)),
+            zero);
+        const __m512d d1 = _mm512_maskz_max_pd(0xFF,
+            _mm512_sub_pd(_mm512_add_pd(_mm512_loadu_pd(qn + t + 8), djv), _mm512_add_pd(a1, a1)),
+            zero);
+        _mm512_storeu_pd(a + t, zero);
+        _mm512_storeu_pd(a + t + 8, zero);
+        unsigned mask =
+            static_cast<unsigned>(_mm512_cmp_pd_mask(d0, _mm512_loadu_pd(worst + t), _CMP_LT_OQ)) |
+            (static_cast<unsigned>(_mm512_cmp_pd_mask(d1, _mm512_loadu_pd(worst + t + 8),
+                                                      _CMP_LT_OQ))
+             << 8);
+        if (mask) {
+            _mm512_storeu_pd(d2s + t, d0);
+            _mm512_storeu_pd(d2s + t + 8, d1);
+            for (; mask; mask &= mask - 1)
+                enter[m++] = static_cast<int32_t>(t + __builtin_ctz(mask));
+        }
+    }
+    return row_distances_tail(qn, dj, a, worst, d2s, enter, t, n, m);
+}
+#endif
+
+RowDistancesFn active_row_distances() noexcept {
+#if SEMCBIR_PHRASE_SIMD
+    switch (active_isa()) {
+        case Isa::avx512: return row_distances_avx512;
+        case Isa::avx2: return row_distances_avx2;
+        default: break;
+    }
+#endif
+    return row_distances_scalar;
+}
+
 class TransposedQueries {
 public:
     explicit TransposedQueries(int64_t cols)
@@ -486,8 +678,12 @@ public:
 
     // Ranks database rows [jb, je) for queries [qb, qe): fills one top-k heap per query
     // (capacity min(k, N), N = all database rows). write() or heap() read the result.
+    // With `check`, each database row is validated (csr_row_ok; check_csr_shape done) just
+    // before it is used, while it is in the cache: at the first bad row rank() stops and
+    // bad() turns true (validate_csr then names the error).
     void rank(const CsrView& q, int64_t qb, int64_t qe, const CsrView& db, int64_t jb,
-              int64_t je, int64_t k) {
+              int64_t je, int64_t k, bool check) {
+        bad_ = false;
         const int64_t nb = qe - qb;
         const int64_t n_db = db.rows;
         nb_ = nb;
@@ -561,6 +757,7 @@ public:
             heaps_.emplace_back(heap_d_.data() + t * kk, heap_i_.data() + t * kk, kk);
         worst_.assign(static_cast<size_t>(nb), std::numeric_limits<double>::infinity());
         d2_.resize(static_cast<size_t>(nb));
+        enter_.resize(static_cast<size_t>(nb));
         double* a = acc_.data();
         const Posting* post = post_.data();
         const int64_t* start = start_.data();
@@ -572,6 +769,10 @@ public:
             // uses, with a prefetch of their list bounds. Pass 2: the spans. The loads of
             // pass 2 then hit the cache instead of waiting one by one.
             const int64_t rb = db.indptr[j], re = db.indptr[j + 1];
+            if (check && !csr_row_ok(db, j)) {
+                bad_ = true;
+                return;
+            }
             if (cand_.size() < static_cast<size_t>(2 * (re - rb)))
                 cand_.resize(static_cast<size_t>(2 * (re - rb)));
             int64_t* cand = cand_.data();
@@ -594,44 +795,35 @@ public:
                     nc += 2;
                 }
             }
-            spans_.clear();
-            for (int64_t t = 0; t < nc; t += 2) {
-                const int64_t sl = cand[t + 1];
-                spans_.push_back(Span{post + start[sl], post + start[sl + 1],
-                                      static_cast<double>(db.data[cand[t]])});
+            // Pass 2: the spans, prefetching the start of every list (the accumulation then
+            // finds them in the cache).
+            if (spans_.size() < static_cast<size_t>(nc / 2))
+                spans_.resize(static_cast<size_t>(nc / 2));
+            Span* spans = spans_.data();
+            const int64_t n_spans = nc / 2;
+            for (int64_t t = 0; t < n_spans; ++t) {
+                const int64_t sl = cand[2 * t + 1];
+                const Posting* begin = post + start[sl];
+                SEMCBIR_PREFETCH(begin);
+                spans[t] = Span{begin, post + start[sl + 1],
+                                static_cast<double>(db.data[cand[2 * t]])};
             }
-            const size_t n_spans = spans_.size();
-            for (size_t t = 0; t < n_spans; ++t) {
-                if (t + 2 < n_spans) SEMCBIR_PREFETCH(spans_[t + 2].begin);
-                const double w = spans_[t].value;
-                for (const Posting* p = spans_[t].begin; p != spans_[t].end; ++p)
+            for (int64_t t = 0; t < n_spans; ++t) {
+                const double w = spans[t].value;
+                for (const Posting* p = spans[t].begin; p != spans[t].end; ++p)
                     a[p->row] += static_cast<double>(p->value) * w;
             }
             // worst[t]: the k-th smallest distance of query t so far (+inf until its heap is
             // full). Ids arrive ascending, so d2 >= worst[t] can never enter: the common
-            // rejection is one compare. Distances first (a loop the compiler vectorises),
-            // then the rare heap updates.
-            const double* qn = qn_.data();
-            double* worst = worst_.data();
-            double* d2s = d2_.data();
-            for (int64_t t0 = 0; t0 < nb; t0 += 16) {
-                const int64_t t1 = std::min(nb, t0 + 16);
-                bool any = false;
-                for (int64_t t = t0; t < t1; ++t) {
-                    const double d2 = std::max(0.0, qn[t] + dj - 2.0 * a[t]);
-                    d2s[t] = d2;
-                    a[t] = 0.0;
-                    any |= d2 < worst[t];
-                }
-                if (!any) continue;
-                for (int64_t t = t0; t < t1; ++t) {
-                    const double d2 = d2s[t];
-                    if (d2 < worst[t]) {
-                        Heap& h = heaps_[static_cast<size_t>(t)];
-                        h.push(d2, j);
-                        if (h.size() == kk) worst[t] = heap_d_[static_cast<size_t>(t * kk)];
-                    }
-                }
+            // rejection is one compare, in a SIMD kernel that also resets the accumulators
+            // and lists the few queries whose heap takes the row.
+            const int64_t n_in =
+                row_distances_(qn_.data(), dj, a, worst_.data(), d2_.data(), enter_.data(), nb);
+            for (int64_t i = 0; i < n_in; ++i) {
+                const int64_t t = enter_[static_cast<size_t>(i)];
+                Heap& h = heaps_[static_cast<size_t>(t)];
+                h.push(d2_[static_cast<size_t>(t)], j);
+                if (h.size() == kk) worst_[static_cast<size_t>(t)] = heap_d_[static_cast<size_t>(t * kk)];
             }
         }
     }
@@ -643,6 +835,9 @@ public:
                       heaps_[static_cast<size_t>(t)].size(), k, sorted_,
                       out_d + (qb + t) * k, out_i + (qb + t) * k);
     }
+
+    // True when the last rank() stopped at an invalid database row.
+    bool bad() const noexcept { return bad_; }
 
     // Heap of query t of the last rank(): distances, ids, size (unsorted).
     const double* heap_d(int64_t t) const noexcept { return heap_d_.data() + t * kk_; }
@@ -669,6 +864,7 @@ private:
     int64_t cols_;
     bool direct_;
     int64_t nb_ = 0, kk_ = 1;
+    bool bad_ = false;
     std::vector<uint64_t> bits_;   // used columns (direct) or filter (hash mode)
     std::vector<uint32_t> rank_;   // direct: used columns before each word of bits_
     ColumnMap map_;                // hash mode: column -> slot
@@ -680,6 +876,8 @@ private:
     std::vector<std::pair<double, int64_t>> sorted_;
     std::vector<Span> spans_;
     std::vector<int64_t> cand_;  // pass 1: (non-zero position, slot) pairs
+    std::vector<int32_t> enter_;  // queries whose heap takes the current row
+    RowDistancesFn row_distances_ = active_row_distances();
 };
 
 // Queries per block of the transposed search: bounds the heaps (block x k entries).
@@ -753,43 +951,9 @@ SparseRows build_phrase_matrices(const KeypointSet* images, int64_t n_images,
 
 void validate_csr(const CsrView& m, const char* name) {
     const std::string who(name);
-    if (m.rows < 0 || m.cols < 0) throw std::invalid_argument(who + ": negative shape");
-    if (!m.indptr) throw std::invalid_argument(who + ": missing indptr");
-    if (m.indptr[0] != 0)
-        throw std::invalid_argument(who + ": indptr[0] must be 0, got " + std::to_string(m.indptr[0]));
-    for (int64_t r = 0; r < m.rows; ++r)  // all of indptr first: it bounds every read below
-        if (m.indptr[r + 1] < m.indptr[r])
-            throw std::invalid_argument(who + ": indptr must be non-decreasing (row " +
-                                        std::to_string(r) + ")");
-    if (m.indptr[m.rows] > 0 && (!m.indices || !m.data))
-        throw std::invalid_argument(who + ": missing indices or data");
-    for (int64_t r = 0; r < m.rows; ++r) {
-        const int64_t b = m.indptr[r], e = m.indptr[r + 1];
-        // Fast branch-free check of the row; the detailed loop below names the first error.
-        bool bad = false;
-        int64_t prev = -1;
-        for (int64_t t = b; t < e; ++t) {
-            const int64_t c = m.indices[t];
-            uint32_t bits;
-            std::memcpy(&bits, m.data + t, sizeof bits);
-            bad |= (c <= prev) | (c >= m.cols) | ((bits & 0x7F800000u) == 0x7F800000u);
-            prev = c;
-        }
-        if (!bad) continue;
-        for (int64_t t = b; t < e; ++t) {
-            const int64_t c = m.indices[t];
-            if (c < 0 || c >= m.cols)
-                throw std::invalid_argument(who + ": column index " + std::to_string(c) +
-                                            " in row " + std::to_string(r) + " is outside [0, " +
-                                            std::to_string(m.cols) + ")");
-            if (t > b && c <= m.indices[t - 1])
-                throw std::invalid_argument(
-                    who + ": column indices must be strictly increasing within each row (row " +
-                    std::to_string(r) + "); sort them and sum duplicates first");
-            if (!std::isfinite(m.data[t]))
-                throw std::invalid_argument(who + ": non-finite value in row " + std::to_string(r));
-        }
-    }
+    check_csr_shape(m, who);
+    for (int64_t r = 0; r < m.rows; ++r)
+        if (!csr_row_ok(m, r)) throw_row_error(m, r, who);
 }
 
 PhraseIndex::PhraseIndex(const CsrView& database, int threads) {
@@ -849,7 +1013,15 @@ void phrase_l2_topk(const CsrView& queries, const CsrView& database, int64_t k, 
     }
     if (database.rows > std::numeric_limits<int32_t>::max())
         throw std::invalid_argument("database must have fewer than 2^31 rows");
-    validate_csr(database, "database");
+    // The rows are checked as the search streams them (one pass over the database instead of
+    // two); at a bad one the workers stop and validate_csr names the first error.
+    check_csr_shape(database, "database");
+    std::vector<char> bad(static_cast<size_t>(workers), 0);
+    auto check_bad = [&] {
+        if (std::find(bad.begin(), bad.end(), 1) == bad.end()) return;
+        validate_csr(database, "database");
+        throw std::logic_error("database: a row failed the streaming check only");
+    };
     if (workers > 1 && nq <= block && workers * nq * kk <= kTransposedHeapEntries) {
         // Few queries and small heaps: split the database rows instead of the queries (each
         // worker streams its rows once, not the whole database), then merge the workers'
@@ -859,10 +1031,14 @@ void phrase_l2_topk(const CsrView& queries, const CsrView& database, int64_t k, 
         parts.reserve(static_cast<size_t>(workers));
         for (int w = 0; w < workers; ++w) parts.emplace_back(queries.cols);
         parallel_chunks(workers, workers, [&](int, int64_t wb, int64_t we) {
-            for (int64_t w = wb; w < we; ++w)
-                parts[static_cast<size_t>(w)].rank(queries, 0, nq, database, n_db * w / workers,
-                                                   n_db * (w + 1) / workers, k);
+            for (int64_t w = wb; w < we; ++w) {
+                TransposedQueries& part = parts[static_cast<size_t>(w)];
+                part.rank(queries, 0, nq, database, n_db * w / workers,
+                          n_db * (w + 1) / workers, k, true);
+                bad[static_cast<size_t>(w)] = part.bad();
+            }
         });
+        check_bad();
         parallel_chunks(nq, workers, [&](int, int64_t begin, int64_t end) {
             std::vector<double> md;
             std::vector<int64_t> mi;
@@ -881,14 +1057,19 @@ void phrase_l2_topk(const CsrView& queries, const CsrView& database, int64_t k, 
         });
         return;
     }
-    parallel_chunks(nq, workers, [&](int, int64_t begin, int64_t end) {
+    parallel_chunks(nq, workers, [&](int w, int64_t begin, int64_t end) {
         TransposedQueries tq(queries.cols);
         for (int64_t b = begin; b < end; b += block) {
             const int64_t e = std::min(end, b + block);
-            tq.rank(queries, b, e, database, 0, n_db, k);
+            tq.rank(queries, b, e, database, 0, n_db, k, b == begin);
+            if (tq.bad()) {
+                bad[static_cast<size_t>(w)] = 1;
+                return;
+            }
             tq.write(b, k, distances, ids);
         }
     });
+    check_bad();
 }
 
 }  // namespace semcbir
