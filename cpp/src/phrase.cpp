@@ -33,6 +33,11 @@
 #else
 #define SEMCBIR_PREFETCH(p) ((void)0)
 #endif
+#if defined(__GNUC__) || defined(__clang__)
+#define SEMCBIR_PREFETCH_L2(p) __builtin_prefetch(p, 0, 2)
+#else
+#define SEMCBIR_PREFETCH_L2(p) SEMCBIR_PREFETCH(p)
+#endif
 
 namespace semcbir {
 
@@ -671,6 +676,13 @@ RowDistancesFn active_row_distances() noexcept {
     return row_distances_scalar;
 }
 
+// Every cache line of [begin, end) into L2.
+inline void prefetch_l2(const void* begin, const void* end) noexcept {
+    const uintptr_t b = reinterpret_cast<uintptr_t>(begin) & ~uintptr_t{63};
+    for (uintptr_t p = b; p < reinterpret_cast<uintptr_t>(end); p += 64)
+        SEMCBIR_PREFETCH_L2(reinterpret_cast<const void*>(p));
+}
+
 class TransposedQueries {
 public:
     explicit TransposedQueries(int64_t cols)
@@ -769,6 +781,11 @@ public:
             // uses, with a prefetch of their list bounds. Pass 2: the spans. The loads of
             // pass 2 then hit the cache instead of waiting one by one.
             const int64_t rb = db.indptr[j], re = db.indptr[j + 1];
+            if (j + 2 < je) {  // the database stream, two rows ahead, into L2
+                const int64_t pb = db.indptr[j + 2], pe = db.indptr[j + 3];
+                prefetch_l2(db.indices + pb, db.indices + pe);
+                prefetch_l2(db.data + pb, db.data + pe);
+            }
             if (check && !csr_row_ok(db, j)) {
                 bad_ = true;
                 return;
