@@ -8,6 +8,8 @@
 #include <cstdlib>
 #include <limits>
 #include <random>
+#include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "semcbir/hamming.hpp"
@@ -199,7 +201,7 @@ static void check_phrases(std::mt19937_64& rng) {
     }
 }
 
-static void check_phrase_topk(std::mt19937_64& rng, int64_t cols_scale) {
+static void check_phrase_topk(std::mt19937_64& rng, int64_t cols_scale, int threads) {
     const int64_t nq = 7, nd = 40, dim = 30, k = 45;
     auto random_rows = [&](int64_t rows, std::vector<int64_t>& ip, std::vector<int64_t>& ix,
                            std::vector<float>& d, std::vector<double>& dense) {
@@ -225,7 +227,7 @@ static void check_phrase_topk(std::mt19937_64& rng, int64_t cols_scale) {
     const CsrView db{di.data(), dx.data(), dd.data(), nd, dim * cols_scale};
     std::vector<float> dist(static_cast<size_t>(nq * k));
     std::vector<int64_t> ids(static_cast<size_t>(nq * k));
-    phrase_l2_topk(q, db, k, dist.data(), ids.data(), 2);
+    phrase_l2_topk(q, db, k, dist.data(), ids.data(), threads);
     for (int64_t i = 0; i < nq; ++i) {
         std::vector<std::pair<double, int64_t>> want;
         for (int64_t j = 0; j < nd; ++j) {
@@ -248,6 +250,63 @@ static void check_phrase_topk(std::mt19937_64& rng, int64_t cols_scale) {
         }
     }
 }
+// The one-shot search checks the database rows while it streams them: a bad row anywhere
+// must still raise validate_csr's message (the first error), at any thread count.
+static void check_phrase_bad_database() {
+    const int64_t nd = 64, cols = 100;
+    std::vector<int64_t> ip(1, 0), ix;
+    std::vector<float> d;
+    for (int64_t r = 0; r < nd; ++r) {
+        for (int64_t c = r % 7; c < cols; c += 9) {
+            ix.push_back(c);
+            d.push_back(1.0f + static_cast<float>(c % 3));
+        }
+        ip.push_back(static_cast<int64_t>(ix.size()));
+    }
+    // Enough queries that 2 or 3 threads split the database rows between workers.
+    const int64_t nq = 1100;
+    std::vector<int64_t> qi(1, 0), qx;
+    std::vector<float> qd;
+    for (int64_t r = 0; r < nq; ++r) {
+        for (int64_t c = r % 11; c < cols; c += 13) {
+            qx.push_back(c);
+            qd.push_back(1.0f);
+        }
+        qi.push_back(static_cast<int64_t>(qx.size()));
+    }
+    const CsrView q{qi.data(), qx.data(), qd.data(), nq, cols};
+    std::vector<float> dist(static_cast<size_t>(nq * 3));
+    std::vector<int64_t> ids(static_cast<size_t>(nq * 3));
+    auto message = [&](const CsrView& db, int threads, bool one_shot) -> std::string {
+        try {
+            if (one_shot)
+                phrase_l2_topk(q, db, 3, dist.data(), ids.data(), threads);
+            else
+                validate_csr(db, "database");
+        } catch (const std::invalid_argument& e) {
+            return e.what();
+        }
+        return "";
+    };
+    for (int kind = 0; kind < 4; ++kind)
+        for (int64_t row : {int64_t{0}, int64_t{1}, int64_t{37}, nd - 1}) {
+            std::vector<int64_t> bx = ix;
+            std::vector<float> bd = d;
+            const size_t at = static_cast<size_t>(ip[static_cast<size_t>(row)] + 2);
+            if (kind == 0) bx[at] = cols;                        // outside [0, cols)
+            if (kind == 1) bx[at] = -1;                          // negative
+            if (kind == 2) bx[at] = bx[at - 1];                  // not increasing
+            if (kind == 3) bd[at] = std::numeric_limits<float>::quiet_NaN();
+            if (kind == 3 && row == 37) bd[at + 1] = std::numeric_limits<float>::infinity();
+            if (row == 37) bx[static_cast<size_t>(ip[50]) + 1] = cols + 5;  // a later error too
+            const CsrView db{ip.data(), bx.data(), bd.data(), nd, cols};
+            const std::string want = message(db, 1, false);
+            CHECK(!want.empty(), "validate_csr kind=%d row=%lld", kind, (long long)row);
+            for (int threads : {1, 2, 3})
+                CHECK(message(db, threads, true) == want, "streamed check kind=%d row=%lld t=%d",
+                      kind, (long long)row, threads);
+        }
+}
 // ---- end phrase (SBoVP) ----
 
 int main() {
@@ -265,8 +324,14 @@ int main() {
     check_encoder<int64_t>(rng, LabelType::i64);
     for (int round = 0; round < 5; ++round) check_hamming(rng);
     check_phrases(rng);                        // ---- phrase (SBoVP)
-    check_phrase_topk(rng, 1);                 // direct column table
-    check_phrase_topk(rng, int64_t{1} << 34);  // hashed column space
+    for (Isa isa : supported_isas()) {  // per-ISA row-distance kernels
+        set_active_isa(isa);
+        for (int threads : {1, 2}) {
+            check_phrase_topk(rng, 1, threads);                 // direct column table
+            check_phrase_topk(rng, int64_t{1} << 34, threads);  // hashed column space
+        }
+    }
+    check_phrase_bad_database();
     std::printf("semcbir core tests: %d failure(s); ISA levels checked:", failures);
     for (Isa isa : supported_isas()) std::printf(" %s", isa_name(isa));
     std::printf("\n");
