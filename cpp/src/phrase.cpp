@@ -15,15 +15,7 @@
 #include "semcbir/isa.hpp"
 #include "semcbir/parallel.hpp"
 
-// SIMD kernels of the search, compiled with target attributes and picked at run time by
-// active_isa() (the levels the build has: SEMCBIR_HAVE_AVX2 / SEMCBIR_HAVE_AVX512).
-#if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__)) && \
-    defined(SEMCBIR_HAVE_AVX2) && defined(SEMCBIR_HAVE_AVX512)
-#define SEMCBIR_PHRASE_SIMD 1
-#include <immintrin.h>
-#else
-#define SEMCBIR_PHRASE_SIMD 0
-#endif
+#include "phrase_kernels.hpp"
 
 #if defined(__GNUC__) || defined(__clang__)
 #define SEMCBIR_PREFETCH(p) __builtin_prefetch(p)
@@ -558,12 +550,7 @@ inline int64_t collect_direct(const int64_t* indices, const float* data, int64_t
 }
 #endif
 
-// Distances of one database row to the n queries of a block, and the queries whose heap
-// takes the row: d2s[t] = max(0, (qn[t] + dj) - 2 a[t]) (the double operations of
-// search_range, so the same value), a[t] reset to 0, and every t with d2s[t] < worst[t]
-// appended to `enter` in ascending order (d2s is only written for those). Returns how many.
-using RowDistancesFn = int64_t (*)(const double* qn, double dj, double* a, const double* worst,
-                                   double* d2s, int32_t* enter, int64_t n);
+using detail::RowDistancesFn;
 
 int64_t row_distances_scalar(const double* qn, double dj, double* a, const double* worst,
                              double* d2s, int32_t* enter, int64_t n) {
@@ -584,95 +571,16 @@ int64_t row_distances_scalar(const double* qn, double dj, double* a, const doubl
     return m;
 }
 
-#if SEMCBIR_PHRASE_SIMD
-// The tail (n % width queries) of the SIMD kernels.
-inline int64_t row_distances_tail(const double* qn, double dj, double* a, const double* worst,
-                                  double* d2s, int32_t* enter, int64_t t, int64_t n, int64_t m) {
-    for (; t < n; ++t) {
-        const double d2 = std::max(0.0, qn[t] + dj - 2.0 * a[t]);
-        a[t] = 0.0;
-        if (d2 < worst[t]) {
-            d2s[t] = d2;
-            enter[m++] = static_cast<int32_t>(t);
-        }
-    }
-    return m;
-}
-
-// max(x, +0) is std::max(0.0, x): x > 0 ? x : +0, also for x = -0 (maskz_max: the plain
-// AVX-512 intrinsic trips a GCC 12 header warning).
-__attribute__((target("avx2"))) int64_t row_distances_avx2(const double* qn, double dj,
-                                                          double* a, const double* worst,
-                                                          double* d2s, int32_t* enter,
-                                                          int64_t n) {
-    const __m256d djv = _mm256_set1_pd(dj);
-    const __m256d zero = _mm256_setzero_pd();
-    int64_t m = 0, t = 0;
-    for (; t + 8 <= n; t += 8) {
-        const __m256d a0 = _mm256_loadu_pd(a + t), a1 = _mm256_loadu_pd(a + t + 4);
-        const __m256d d0 = _mm256_max_pd(
-            _mm256_sub_pd(_mm256_add_pd(_mm256_loadu_pd(qn + t), djv), _mm256_add_pd(a0, a0)),
-            zero);
-        const __m256d d1 = _mm256_max_pd(
-            _mm256_sub_pd(_mm256_add_pd(_mm256_loadu_pd(qn + t + 4), djv), _mm256_add_pd(a1, a1)),
-            zero);
-        _mm256_storeu_pd(a + t, zero);
-        _mm256_storeu_pd(a + t + 4, zero);
-        unsigned mask = static_cast<unsigned>(
-            _mm256_movemask_pd(_mm256_cmp_pd(d0, _mm256_loadu_pd(worst + t), _CMP_LT_OQ)) |
-            (_mm256_movemask_pd(_mm256_cmp_pd(d1, _mm256_loadu_pd(worst + t + 4), _CMP_LT_OQ))
-             << 4));
-        if (mask) {
-            _mm256_storeu_pd(d2s + t, d0);
-            _mm256_storeu_pd(d2s + t + 4, d1);
-            for (; mask; mask &= mask - 1)
-                enter[m++] = static_cast<int32_t>(t + __builtin_ctz(mask));
-        }
-    }
-    return row_distances_tail(qn, dj, a, worst, d2s, enter, t, n, m);
-}
-
-__attribute__((target("avx512f"))) int64_t row_distances_avx512(const double* qn, double dj,
-                                                               double* a, const double* worst,
-                                                               double* d2s, int32_t* enter,
-                                                               int64_t n) {
-    const __m512d djv = _mm512_set1_pd(dj);
-    const __m512d zero = _mm512_setzero_pd();
-    int64_t m = 0, t = 0;
-    for (; t + 16 <= n; t += 16) {
-        const __m512d a0 = _mm512_loadu_pd(a + t), a1 = _mm512_loadu_pd(a + t + 8);
-        const __m512d d0 = _mm512_maskz_max_pd(0xFF,
-            _mm512_sub_pd(_mm512_add_pd(_mm512_loadu_pd(qn + t), djv), _mm512_add_pd(a0, a0)),
-            zero);
-        const __m512d d1 = _mm512_maskz_max_pd(0xFF,
-            _mm512_sub_pd(_mm512_add_pd(_mm512_loadu_pd(qn + t + 8), djv), _mm512_add_pd(a1, a1)),
-            zero);
-        _mm512_storeu_pd(a + t, zero);
-        _mm512_storeu_pd(a + t + 8, zero);
-        unsigned mask =
-            static_cast<unsigned>(_mm512_cmp_pd_mask(d0, _mm512_loadu_pd(worst + t), _CMP_LT_OQ)) |
-            (static_cast<unsigned>(_mm512_cmp_pd_mask(d1, _mm512_loadu_pd(worst + t + 8),
-                                                      _CMP_LT_OQ))
-             << 8);
-        if (mask) {
-            _mm512_storeu_pd(d2s + t, d0);
-            _mm512_storeu_pd(d2s + t + 8, d1);
-            for (; mask; mask &= mask - 1)
-                enter[m++] = static_cast<int32_t>(t + __builtin_ctz(mask));
-        }
-    }
-    return row_distances_tail(qn, dj, a, worst, d2s, enter, t, n, m);
-}
-#endif
-
 RowDistancesFn active_row_distances() noexcept {
-#if SEMCBIR_PHRASE_SIMD
     switch (active_isa()) {
-        case Isa::avx512: return row_distances_avx512;
-        case Isa::avx2: return row_distances_avx2;
+#if defined(SEMCBIR_HAVE_AVX512)
+        case Isa::avx512: return detail::row_distances_avx512;
+#endif
+#if defined(SEMCBIR_HAVE_AVX2)
+        case Isa::avx2: return detail::row_distances_avx2;
+#endif
         default: break;
     }
-#endif
     return row_distances_scalar;
 }
 
