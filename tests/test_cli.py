@@ -462,7 +462,7 @@ def test_eval_sbovp_and_hybrid_msrc_oracle_cli(capsys, tmp_path, monkeypatch):
     assert rc == 0, err
     assert "MSRC v1: 24 images, 8 categories" in out
     assert "semantic words" in out and "vocabulary fitted on the evaluated set" in out
-    assert "eps 0.9" in out
+    assert "normalize hellinger, histogram weight 1" in out and "filter off" in out
     head = next(ln for ln in out.splitlines() if ln.startswith("Setting"))
     assert [c.strip() for c in head.split("|")[1:]] == [
         "kaze L=8 n=2",
@@ -501,6 +501,10 @@ def test_eval_sbovp_and_hybrid_msrc_oracle_cli(capsys, tmp_path, monkeypatch):
             "sbovp",
             "--no-semantic-words",
             "--no-filter",
+            "--histogram-weight",
+            "0",
+            "--normalize",
+            "l2",
             "--words",
             "8",
             "--vocab-root",
@@ -512,6 +516,7 @@ def test_eval_sbovp_and_hybrid_msrc_oracle_cli(capsys, tmp_path, monkeypatch):
     assert rc == 0, err
     d = json.loads(out)
     assert d["settings"]["semantic_words"] is False and d["settings"]["filter"] == "off"
+    assert d["settings"]["histogram_weight"] == 0.0 and d["settings"]["normalize"] == "l2"
     assert d["settings"]["vocabulary_set"] == str(vroot.resolve())
     assert d["settings"]["vocab_train_images"] == 3
     assert d["results"][0]["n_words"] == 8 and 0 < d["results"][0]["map"] <= 1
@@ -612,7 +617,12 @@ def test_local_signature_index_search_info_gallery(env, signature, capsys, tmp_p
     assert rc == 0, err
     info = json.loads(out)
     assert info["signature"] == signature and info["count"] == 10
-    assert info["params"]["method"] == "kaze" and info["params"]["epsilon"] == 0.9
+    assert info["params"]["method"] == "kaze"
+    # the filter is on by default for hybrid, off for sbovp (it carries the histogram)
+    assert info["params"]["epsilon"] == (0.9 if signature == "hybrid" else None)
+    if signature == "sbovp":
+        assert info["params"]["histogram_weight"] == 1.0
+        assert info["params"]["normalize"] == "hellinger"
     rc, out, err = _run(capsys, ["info", str(idx)])
     assert rc == 0 and f"signature {signature}, kaze" in out
 

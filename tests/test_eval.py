@@ -370,8 +370,13 @@ def test_evaluate_signature_sbovp_and_hybrid(msrc_small):
     for r in res.results:
         assert isinstance(r, SignatureResult) and 0.6 < r.map <= 1 and 0 < r.p_at_r <= r.map
         assert r.top_ids.shape == (32, 5) and r.top_distances.dtype == np.float32
-        assert r.params["semantic_words"] and r.params["epsilon"] == 0.9
+        # defaults: semantic words, Hellinger, histogram appended, so no filter ("auto")
+        assert r.params["semantic_words"] and r.params["epsilon"] is None
+        assert r.params["normalize"] == "hellinger" and r.params["histogram_weight"] == 1.0
     assert res.settings["signature"] == "sbovp" and res.settings["vocabulary"] == "evaluated set"
+    plain = evaluate_signature(ds, maps, signature="sbovp", n_words=8, histogram_weight=0,
+                               normalize="l2", **kw)
+    assert plain.results[0].params["epsilon"] == 0.9  # "auto": the filter without histogram
     assert "kaze L=16 n=4" in res.table() and "P@20" in res.table()
     json.dumps(res.to_dict())
 

@@ -70,12 +70,13 @@ def _reference(index: LocalIndex, q, qh, db, dbh, k: int, epsilon):
     return out_d, out_i
 
 
-@pytest.mark.parametrize("sig", ["sbovp", "hybrid"])
+@pytest.mark.parametrize(("sig", "hw"), [("sbovp", 1.0), ("sbovp", 0.0), ("hybrid", 0.0)])
 @pytest.mark.parametrize("epsilon", [0.9, 0.3, None])
 @pytest.mark.parametrize("k", [1, 4, 69, 80])
-def test_search_matches_filtered_full_ranking(data, sig, epsilon, k):
+def test_search_matches_filtered_full_ranking(data, sig, hw, epsilon, k):
     feats, maps, _ = data
-    index = _make(sig, data, epsilon=epsilon)
+    index = _make(sig, data, epsilon=epsilon, histogram_weight=hw,
+                  normalize="hellinger" if hw else "l2")
     index.add(feats[:60], maps[:60])
     q = index.encode(feats[55:], maps[55:])
     qh = index.histograms(maps[55:])
@@ -160,6 +161,17 @@ def test_reconstruct_gives_the_encoded_signatures(data, sig):
     np.testing.assert_array_equal(hist, semantic_histograms(maps[10:14], M))
     with pytest.raises(KeyError, match="not in the index"):
         index.reconstruct([70])
+
+
+def test_epsilon_auto(data):
+    assert _make("hybrid", data).epsilon == 0.9
+    assert _make("sbovp", data).epsilon is None  # the signature carries the histogram
+    assert _make("sbovp", data, histogram_weight=0).epsilon == 0.9
+    assert _make("sbovp", data, epsilon=0.5).epsilon == 0.5
+    with pytest.raises(ValueError, match="'auto'"):
+        _make("hybrid", data, epsilon="on")
+    with pytest.raises(ValueError, match="histogram_weight must be"):
+        _make("sbovp", data, normalize="l1")
 
 
 def test_threads_do_not_change_results(data):

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from semcbir_fast.features import Features
 from semcbir_fast.sbovp import (
     PhraseSignatures,
+    append_histograms,
     Vocabulary,
     build_phrase_signatures,
     keypoint_classes,
@@ -666,3 +667,84 @@ def test_one_shot_paths_identical_to_phrase_index():
         d, i = phrase_l2_topk(many, small, 3, threads=2)
         np.testing.assert_array_equal(i, wi)
         np.testing.assert_array_equal(d, wd)
+
+
+# ---------------------------------------------------------------------------------------------
+# Hellinger normalisation and the appended semantic histogram (our extension)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_hellinger_and_appended_histogram_against_numpy(tmp_path):
+    rng = np.random.default_rng(11)
+    imgs = [random_image(rng, 30, 6, 3) for _ in range(6)]
+    imgs[2] = (np.zeros((0, 2), np.float32), np.zeros(0, np.int32), np.zeros(0, np.int32))
+    raw = build_phrase_signatures([a for a, _, _ in imgs], [b for _, b, _ in imgs],
+                                  [c for _, _, c in imgs], 6)
+    counts = raw.to_scipy().toarray().astype(np.float64)
+    hel = normalize_signatures(raw, "hellinger")
+    root = np.sqrt(counts)
+    norms = np.linalg.norm(root, axis=1, keepdims=True)
+    want = np.divide(root, norms, out=np.zeros_like(root), where=norms > 0)
+    np.testing.assert_allclose(hel.to_scipy().toarray(), want, rtol=1e-6, atol=1e-7)
+
+    hist = rng.dirichlet(np.ones(4), 6)
+    hist[4] = 0  # a label map without valid pixels
+    for w in (0.5, 1.0, 2.0):
+        sig = append_histograms(hel, hist, w)
+        assert sig.shape == (6, 36 + 4) and sig.histogram_classes == 4
+        full = np.hstack([want, w * np.sqrt(hist)])
+        n = np.linalg.norm(full, axis=1, keepdims=True)
+        ref = np.divide(full, n, out=np.zeros_like(full), where=n > 0)
+        got = sig.to_scipy().toarray()
+        np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-7)
+        # squared L2 = 2 - 2 (cos + w^2 BC) / (1 + w^2) between images with phrases and pixels
+        a, b = 0, 5
+        bc = np.sqrt(hist[a] * hist[b]).sum()
+        cos = want[a] @ want[b]
+        d, i = phrase_l2_topk(sig[[a]], sig, 6)
+        d_ab = d[0, list(i[0]).index(b)]
+        assert abs(d_ab**2 - (2 - 2 * (cos + w * w * bc) / (1 + w * w))) < 1e-5
+        np.testing.assert_array_equal(sig.to_dense(0).reshape(-1), got[0, :36])  # phrases only
+    sig.save(tmp_path / "s.npz")
+    back = PhraseSignatures.load(tmp_path / "s.npz")
+    assert (back.histogram_classes, back.histogram_weight) == (4, 2.0)
+    np.testing.assert_array_equal(back.indices, sig.indices)
+    with pytest.raises(ValueError, match="histogram of 4 classes with weight 2"):
+        phrase_l2_topk(sig, append_histograms(hel, hist, 1.0), 2)
+    with pytest.raises(ValueError, match="l2- or hellinger-normalised"):
+        append_histograms(raw, hist)
+    with pytest.raises(ValueError, match="without a histogram"):
+        append_histograms(sig, hist)
+    with pytest.raises(ValueError, match="already"):
+        normalize_signatures(sig, "l2")
+    with pytest.raises(ValueError, match="histograms must be"):
+        append_histograms(hel, hist[:3])
+    with pytest.raises(ValueError, match="weight must be"):
+        append_histograms(hel, hist, 0)
+
+
+def test_sbovp_signatures_with_histogram_matches_the_steps():
+    from semcbir_fast.hybrid import semantic_histograms
+
+    rng = np.random.default_rng(12)
+    feats = [Features(rng.uniform(0, 32, (25, 2)), rng.normal(size=(25, 8)).astype(np.float32),
+                      (32, 32), "kaze") for _ in range(5)]
+    maps = [np.kron(rng.integers(0, 3, (2, 2)), np.ones((16, 16), np.int64)) for _ in range(5)]
+    vocab = Vocabulary.fit(feats, 4, seed=0)
+    full = sbovp_signatures(feats, maps, vocab, normalize="hellinger", num_classes=3,
+                            semantic_words=True, histogram_weight=1.5)
+    steps = append_histograms(
+        sbovp_signatures(feats, maps, vocab, normalize="hellinger", num_classes=3,
+                         semantic_words=True),
+        semantic_histograms(maps, 3), 1.5)
+    np.testing.assert_array_equal(full.indptr, steps.indptr)
+    np.testing.assert_array_equal(full.indices, steps.indices)
+    np.testing.assert_array_equal(full.data, steps.data)
+    assert full.shape == (5, 12 * 12 + 3)
+    with pytest.raises(ValueError, match="histogram_weight > 0 needs num_classes"):
+        sbovp_signatures(feats, maps, vocab, histogram_weight=1.0)
+    with pytest.raises(ValueError, match="histogram_weight > 0 needs"):
+        sbovp_signatures(feats, maps, vocab, num_classes=3, normalize="l1",
+                         histogram_weight=1.0)
+    with pytest.raises(ValueError, match="histogram_weight must be"):
+        sbovp_signatures(feats, maps, vocab, num_classes=3, histogram_weight=-1)

@@ -112,7 +112,8 @@ def _add_local_args(p: argparse.ArgumentParser, *, several: bool) -> None:
         "sbovp / hybrid signatures",
         "Local features from OpenCV. SBoVP defaults differ from SPEC.md's plain L x L form, "
         "which ranks poorly: semantic words (every visual word tagged with its region's "
-        "class) and the semantic-histogram filter are on; --no-semantic-words --no-filter "
+        "class), Hellinger normalisation and the semantic histogram appended to the "
+        "signature; --no-semantic-words --normalize l2 --histogram-weight 0 --no-filter "
         "gives the SPEC form.",
     )
     g.add_argument(
@@ -125,9 +126,9 @@ def _add_local_args(p: argparse.ArgumentParser, *, several: bool) -> None:
         "--words",
         type=_positive_int,
         nargs="+" if several else None,
-        default=[64] if several else 64,
+        default=[16] if several else 16,
         metavar="L",
-        help="sbovp: vocabulary size (64)"
+        help="sbovp: vocabulary size (16)"
         + ("; several values give one column each" if several else ""),
     )
     g.add_argument(
@@ -149,21 +150,33 @@ def _add_local_args(p: argparse.ArgumentParser, *, several: bool) -> None:
     )
     g.add_argument(
         "--normalize",
-        choices=["l2", "l1", "none"],
-        default="l2",
-        help="sbovp: per-image normalisation of the phrase matrix (l2)",
+        choices=["hellinger", "l2", "l1", "none"],
+        default="hellinger",
+        help="sbovp: per-image normalisation of the phrase matrix (hellinger: square roots, "
+        "then l2)",
+    )
+    g.add_argument(
+        "--histogram-weight",
+        type=float,
+        default=1.0,
+        metavar="W",
+        help="sbovp: append the semantic histogram (sqrt of the class proportions) with this "
+        "weight to each signature (1; 0 = SPEC.md's phrases only)",
     )
     g.add_argument(
         "--filter",
         action=argparse.BooleanOptionalAction,
-        default=True,
-        help="semantic-histogram filter of paper 001 in front of the ranking (default on)",
+        default=None,
+        help="semantic-histogram filter of paper 001 in front of the ranking (default: on "
+        "for hybrid and for sbovp with --histogram-weight 0, off for sbovp with the "
+        "histogram, where it only lowers MAP)",
     )
     g.add_argument(
         "--epsilon",
         type=float,
-        default=0.9,
-        help="filter threshold on the L1 histogram distance (0.9, paper 001)",
+        default=None,
+        help="filter threshold on the L1 histogram distance (0.9, paper 001); giving it "
+        "turns the filter on",
     )
     g.add_argument(
         "--vocab-root",
@@ -743,11 +756,23 @@ def _check_detector(method: str, signature: str) -> None:
         raise CLIError(f"--signature {signature} needs OpenCV ({exc})") from None
 
 
+def _epsilon(args: argparse.Namespace) -> float | str | None:
+    """--filter / --no-filter / --epsilon -> a threshold, None (off) or "auto"."""
+    if args.filter is False:
+        return None
+    if args.epsilon is not None:
+        return args.epsilon
+    return 0.9 if args.filter else "auto"
+
+
 def _check_local_args(args: argparse.Namespace) -> None:
     import math
 
-    if args.filter and (not math.isfinite(args.epsilon) or args.epsilon < 0):
+    if args.epsilon is not None and (not math.isfinite(args.epsilon) or args.epsilon < 0):
         raise CLIError(f"--epsilon must be a finite number >= 0, got {args.epsilon}")
+    if not math.isfinite(args.histogram_weight) or args.histogram_weight < 0:
+        raise CLIError(f"--histogram-weight must be a finite number >= 0, got "
+                       f"{args.histogram_weight}")
     _check_detector(args.method, args.signature)
     if getattr(args, "vocab", None) is not None:  # read it before the slow steps
         from .sbovp import Vocabulary
@@ -831,7 +856,8 @@ def _new_local_index(args: argparse.Namespace, signature: str, num_classes: int,
             n=args.phrase_n,
             normalize=None if args.normalize == "none" else args.normalize,
             semantic_words=args.semantic_words,
-            epsilon=args.epsilon if args.filter else None,
+            histogram_weight=args.histogram_weight,
+            epsilon=_epsilon(args),
             ignore_index=ignore_index,
             metadata=metadata,
         )
@@ -850,8 +876,10 @@ def _describe_local(index: Any) -> str:
     filt = "no filter" if p["epsilon"] is None else f"filter epsilon {p['epsilon']:g}"
     if p["signature"] == "sbovp":
         words = "semantic" if p["semantic_words"] else "plain"
+        hist = (f"histogram weight {p['histogram_weight']:g}" if p["histogram_weight"]
+                else "no histogram")
         return (f"sbovp, {p['method']}, L={p['n_words']} {words} words, n={p['n']}, "
-                f"normalize {p['normalize']}, {p['num_classes']} classes, {filt}")
+                f"normalize {p['normalize']}, {hist}, {p['num_classes']} classes, {filt}")
     return (f"hybrid, {p['method']}, {p['num_classes']} classes x {p['descriptor_dim']} "
             f"values, {filt}")
 
@@ -1113,7 +1141,8 @@ def _eval_local(
         n=args.phrase_n,
         semantic_words=args.semantic_words,
         normalize=None if args.normalize == "none" else args.normalize,
-        epsilon=args.epsilon if args.filter else None,
+        histogram_weight=args.histogram_weight,
+        epsilon=_epsilon(args),
         seed=args.vocab_seed,
         ignore_index=ignore,
         mode=args.mode,
@@ -1137,7 +1166,8 @@ def _eval_local(
     if args.signature == "sbovp":
         extra = (
             f", {'semantic' if s['semantic_words'] else 'plain'} words, "
-            f"normalize {s['normalize']}, vocabulary fitted on {s['vocabulary_set']}"
+            f"normalize {s['normalize']}, histogram weight {s['histogram_weight']:g}, "
+            f"vocabulary fitted on {s['vocabulary_set']}"
         )
     _print_dataset_line(s)
     print(

@@ -44,11 +44,30 @@ __all__ = [
     "histogram_filter",
     "hybrid_signatures",
     "hybrid_topk",
+    "resolve_epsilon",
     "semantic_histograms",
 ]
 
 #: Paper 001's filter threshold.
 DEFAULT_EPSILON = 0.9
+
+
+def resolve_epsilon(epsilon: float | str | None, signature: str,
+                    histogram_weight: float = 0.0) -> float | None:
+    """The filter threshold to use: ``"auto"`` is paper 001's 0.9 for the hybrid signature
+    and for SBoVP without the appended histogram, and no filter for SBoVP signatures that
+    carry the histogram themselves (``histogram_weight > 0``; measured: the filter then only
+    lowers MAP, README). A number must be finite and >= 0; None = no filter."""
+    if isinstance(epsilon, str):
+        if epsilon != "auto":
+            raise ValueError(f"epsilon must be a number, None or 'auto', got {epsilon!r}")
+        return None if signature == "sbovp" and histogram_weight > 0 else DEFAULT_EPSILON
+    if epsilon is None:
+        return None
+    eps = float(epsilon)
+    if not np.isfinite(eps) or eps < 0:
+        raise ValueError(f"epsilon must be a finite number >= 0 or None, got {epsilon}")
+    return eps
 
 
 @dataclass

@@ -48,10 +48,10 @@ from ._container import (
 from ._convert import check_int, check_threads
 from .features import DESCRIPTOR_METHODS
 from .hybrid import (
-    DEFAULT_EPSILON,
     HybridSignatures,
     filtered_topk,
     hybrid_signatures,
+    resolve_epsilon,
     semantic_histograms,
 )
 from .sbovp import (
@@ -89,13 +89,18 @@ class LocalIndex:
         SBoVP: the visual vocabulary (required; its method must match). Hybrid: must be None.
     n : int
         SBoVP phrase length (2..4, default 2).
-    normalize : {"l2", "l1", None}
-        SBoVP normalisation (default "l2").
+    normalize : {"hellinger", "l2", "l1", None}
+        SBoVP normalisation (default "hellinger", as the CLI).
     semantic_words : bool
         SBoVP: tag words with their region's class (default True, the CLI default; see
         :func:`semcbir_fast.sbovp.sbovp_signatures`).
-    epsilon : float or None
-        Histogram filter threshold (default 0.9, paper 001); None = plain L2 ranking.
+    histogram_weight : float
+        SBoVP: weight of the semantic histogram appended to the signature (default 1, as
+        the CLI; 0 = none; :func:`semcbir_fast.sbovp.append_histograms`).
+    epsilon : float, None or "auto"
+        Histogram filter threshold; "auto" (default) = 0.9 (paper 001) except for SBoVP with
+        the appended histogram, where it is off (:func:`semcbir_fast.hybrid.resolve_epsilon`);
+        None = plain L2 ranking.
     ignore_index : int, optional
         A label value treated as void.
     metadata : dict, optional
@@ -116,9 +121,10 @@ class LocalIndex:
         method: str = "kaze",
         vocabulary: Vocabulary | None = None,
         n: int = 2,
-        normalize: str | None = "l2",
+        normalize: str | None = "hellinger",
         semantic_words: bool = True,
-        epsilon: float | None = DEFAULT_EPSILON,
+        histogram_weight: float = 1.0,
+        epsilon: float | str | None = "auto",
         ignore_index: int | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> None:
@@ -132,11 +138,6 @@ class LocalIndex:
         if ignore_index is not None:
             ignore_index = check_int(ignore_index, "ignore_index")
         self.ignore_index = ignore_index
-        if epsilon is not None:
-            epsilon = float(epsilon)
-            if not np.isfinite(epsilon) or epsilon < 0:
-                raise ValueError(f"epsilon must be a finite number >= 0 or None, got {epsilon}")
-        self.epsilon = epsilon
         if signature == "sbovp":
             if not isinstance(vocabulary, Vocabulary):
                 raise ValueError("signature 'sbovp' needs vocabulary=Vocabulary (fit one with "
@@ -149,13 +150,20 @@ class LocalIndex:
             self.n = check_int(n, "n", 2, 4)
             self.normalize = normalize
             self.semantic_words = bool(semantic_words)
+            w = float(histogram_weight)
+            if not np.isfinite(w) or w < 0 or (w and normalize not in ("l2", "hellinger")):
+                raise ValueError(f"histogram_weight must be a finite number >= 0 (> 0 needs "
+                                 f"normalize 'l2' or 'hellinger'), got {histogram_weight}")
+            self.histogram_weight = w
             words = vocabulary.n_words * (self.num_classes if self.semantic_words else 1)
-            self._cols = words * words
+            self._cols = words * words + (self.num_classes if w else 0)
         else:
             if vocabulary is not None:
                 raise ValueError("signature 'hybrid' takes no vocabulary")
             self.n, self.normalize, self.semantic_words = 0, None, False
+            self.histogram_weight = 0.0
             self._cols = -1  # M * D, fixed by the first add
+        self.epsilon = resolve_epsilon(epsilon, signature, self.histogram_weight)
         self.vocabulary = vocabulary
         self.metadata: dict[str, Any] = dict(metadata or {})
         self.metadata.setdefault("library_version", library_version())
@@ -202,7 +210,7 @@ class LocalIndex:
         if self.signature == "sbovp":
             assert self.vocabulary is not None
             p.update(n=self.n, normalize=self.normalize, semantic_words=self.semantic_words,
-                     n_words=self.vocabulary.n_words)
+                     n_words=self.vocabulary.n_words, histogram_weight=self.histogram_weight)
         else:
             p["descriptor_dim"] = self.descriptor_dim
         return p
@@ -263,7 +271,8 @@ class LocalIndex:
         return sbovp_signatures(feats, maps, self.vocabulary, n=self.n,
                                 normalize=self.normalize, ignore_index=self.ignore_index,
                                 num_classes=self.num_classes,
-                                semantic_words=self.semantic_words, threads=threads)
+                                semantic_words=self.semantic_words,
+                                histogram_weight=self.histogram_weight, threads=threads)
 
     def _rows(self, signatures: Any, histograms: Any,
               name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
@@ -292,12 +301,14 @@ class LocalIndex:
                 f"{type(signatures).__name__}")
         assert self.vocabulary is not None
         want = (self.vocabulary.n_words * (self.num_classes if self.semantic_words else 1),
-                self.n, self.normalize, self.num_classes if self.semantic_words else 0)
-        got = (signatures.n_words, signatures.n, signatures.normalize, signatures.num_classes)
+                self.n, self.normalize, self.num_classes if self.semantic_words else 0,
+                self.histogram_weight)
+        got = (signatures.n_words, signatures.n, signatures.normalize, signatures.num_classes,
+               signatures.histogram_weight)
         if got != want:
             raise ValueError(
-                f"{name} were built with (words, n, normalize, semantic classes) = {got}, the "
-                f"index uses {want}; encode them with LocalIndex.encode")
+                f"{name} were built with (words, n, normalize, semantic classes, histogram "
+                f"weight) = {got}, the index uses {want}; encode them with LocalIndex.encode")
         if histograms is None:
             raise ValueError(f"{name}: an sbovp index needs the semantic histograms "
                              "(semcbir_fast.hybrid.semantic_histograms of the label maps)")
@@ -393,7 +404,9 @@ class LocalIndex:
         assert self.vocabulary is not None
         words = self.vocabulary.n_words * (self.num_classes if self.semantic_words else 1)
         return PhraseSignatures(p, i, d, words, self.n, self.normalize,
-                                self.num_classes if self.semantic_words else 0), h
+                                self.num_classes if self.semantic_words else 0,
+                                self.num_classes if self.histogram_weight else 0,
+                                self.histogram_weight), h
 
     def search(self, features: Any, label_maps: Any, k: int, *, threads: int = 0,
                return_penalised: bool = False) -> tuple[np.ndarray, ...]:
@@ -533,7 +546,8 @@ class LocalIndex:
                                    dict(vh.get("info") or {}))
             idx = cls(h.get("signature"), num_classes=p["num_classes"], method=p["method"],
                       vocabulary=vocab, n=p.get("n", 2), normalize=p.get("normalize"),
-                      semantic_words=p.get("semantic_words", False), epsilon=p["epsilon"],
+                      semantic_words=p.get("semantic_words", False),
+                      histogram_weight=p.get("histogram_weight", 0.0), epsilon=p["epsilon"],
                       ignore_index=p.get("ignore_index"), metadata=h.get("metadata") or {})
         except IndexFormatError:
             raise

@@ -588,11 +588,12 @@ def evaluate_signature(
     features: Sequence[Any] | None = None,
     method: str = "kaze",
     vocab_features: Sequence[Any] | None = None,
-    n_words: Sequence[int] | int = (64,),
+    n_words: Sequence[int] | int = (16,),
     n: Sequence[int] | int = (2,),
     semantic_words: bool = True,
-    normalize: str | None = "l2",
-    epsilon: float | None = 0.9,
+    normalize: str | None = "hellinger",
+    histogram_weight: float = 1.0,
+    epsilon: float | str | None = "auto",
     seed: int = 0,
     ignore_index: int | None = None,
     mode: str = "query-in-db",
@@ -627,19 +628,24 @@ def evaluate_signature(
         (paper 000 fits on another data set, Pascal VOC; pass another set's features for
         that protocol).
     n_words : int or sequence of int
-        SBoVP vocabulary size(s) ``L`` (default 64).
+        SBoVP vocabulary size(s) ``L`` (default 16: the best of 16-128 with semantic words
+        and the histogram, README).
     n : int or sequence of int
         SBoVP phrase length(s), 2..4 (default 2).
     semantic_words : bool
         SBoVP: words tagged with their region's class (default **True** here: SPEC.md's
         plain ``L x L`` form ranks far worse; see :func:`semcbir_fast.sbovp.sbovp_signatures`).
-    normalize : {"l2", "l1", None}
-        SBoVP per-image normalisation (default l2).
-    epsilon : float or None
-        Semantic-histogram filter of paper 001 (default 0.9; None = off), applied to the
-        full ranking of both signatures: results at L1 histogram distance ``> epsilon``
-        from the query go after the others. ``map_ties_avg`` then treats equal distances
-        inside each part as ties.
+    normalize : {"hellinger", "l2", "l1", None}
+        SBoVP per-image normalisation (default hellinger: square roots, then L2).
+    histogram_weight : float
+        SBoVP: weight of the semantic histogram appended to each signature (default 1;
+        0 = none; :func:`semcbir_fast.sbovp.append_histograms`).
+    epsilon : float, None or "auto"
+        Semantic-histogram filter of paper 001, applied to the full ranking: results at L1
+        histogram distance ``> epsilon`` from the query go after the others;
+        ``map_ties_avg`` then treats equal distances inside each part as ties. "auto"
+        (default): 0.9 for the hybrid signature and for SBoVP without the histogram, off
+        for SBoVP with it (:func:`semcbir_fast.hybrid.resolve_epsilon`); None = off.
     seed : int
         k-means seed of the vocabulary.
     ignore_index, mode, exclude_query, queries_per_category, ks, top, threads, settings,
@@ -649,7 +655,12 @@ def evaluate_signature(
         Progress bar of the feature extraction.
     """
     from semcbir_fast.features import extract_features
-    from semcbir_fast.hybrid import histogram_filter, hybrid_signatures, hybrid_topk
+    from semcbir_fast.hybrid import (
+        histogram_filter,
+        hybrid_signatures,
+        hybrid_topk,
+        resolve_epsilon,
+    )
     from semcbir_fast.sbovp import PhraseIndex, Vocabulary, sbovp_signatures
 
     if signature not in ("sbovp", "hybrid"):
@@ -664,10 +675,8 @@ def evaluate_signature(
     n_list = [int(v) for v in np.atleast_1d(n).tolist()]
     if signature == "sbovp" and (not words_list or not n_list):
         raise ValueError("n_words and n must name at least one value")
-    if epsilon is not None:
-        epsilon = float(epsilon)
-        if not np.isfinite(epsilon) or epsilon < 0:
-            raise ValueError(f"epsilon must be a finite number >= 0 or None, got {epsilon}")
+    epsilon = resolve_epsilon(epsilon, signature,
+                              histogram_weight if signature == "sbovp" else 0.0)
     size = len(dataset)
     split = _Split.make(dataset, mode, exclude_query, queries_per_category)
     q_idx, db_idx, ndb = split.q_idx, split.db_idx, split.ndb
@@ -746,6 +755,7 @@ def evaluate_signature(
                     ignore_index=ignore_index,
                     num_classes=num_classes,
                     semantic_words=semantic_words,
+                    histogram_weight=histogram_weight,
                     threads=threads,
                 )
                 t_sig = time.perf_counter() - t0
@@ -771,6 +781,7 @@ def evaluate_signature(
                             "n": nn,
                             "semantic_words": bool(semantic_words),
                             "normalize": normalize,
+                            "histogram_weight": float(histogram_weight),
                             "epsilon": epsilon,
                             "nnz_per_image": sig.nnz / max(size, 1),
                         },
@@ -809,6 +820,7 @@ def evaluate_signature(
             n=n_list,
             semantic_words=bool(semantic_words),
             normalize=normalize,
+            histogram_weight=float(histogram_weight),
             vocab_seed=int(seed),
             vocabulary="evaluated set" if vocab_features is None else "given set",
             **info,
