@@ -93,6 +93,14 @@ def encode_keys(keys: Sequence[str]) -> list[Section]:
     return [("key_offsets", offs), ("key_blob", b"".join(enc))]
 
 
+def json_metadata(metadata: dict[str, Any]) -> Any:
+    """A JSON round-trip copy of a user's metadata dict (clear error if it is not JSON)."""
+    try:
+        return json.loads(json.dumps(metadata))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"metadata must be JSON-serialisable to save the index ({exc})") from None
+
+
 def write_container(path: str | os.PathLike[str], header: dict[str, Any],
                     sections: Sequence[Section]) -> Path:
     """Write ``header`` (JSON-serialisable; ``sections`` is added) and the sections atomically.
@@ -327,6 +335,17 @@ def read_container(path: str | os.PathLike[str], *, mmap: bool = True,
                 pass
         raise
     return Container(path, buf, header, dstart, end, buf if mmap else None)
+
+
+def load_with(path: str | os.PathLike[str], build: Any, *, mmap: bool = True,
+              verify: bool = True) -> Any:
+    """``build(read_container(path))``; the memory map is closed if ``build`` fails."""
+    c = read_container(path, mmap=mmap, verify=verify)
+    try:
+        return build(c)
+    except BaseException:
+        c.close()
+        raise
 
 
 def read_format(path: str | os.PathLike[str]) -> str:

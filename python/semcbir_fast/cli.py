@@ -1075,17 +1075,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         settings=settings,
         keep_label_maps=args.report is not None,
     )
-    result.settings["seconds"] = round(time.perf_counter() - t0, 2)
-    _maybe_report(args, result)
-    if args.json:
-        d = result.to_dict()
-        d["settings"].pop("class_names", None)
-        print(json.dumps(d, indent=1, default=str))
-        return 0
-    _print_dataset_line(result.settings)
-    print(result.table())
-    _print_table7(args, result, lambda r: f"{r.blocks} blocks")
-    return 0
+    return _finish_eval(args, result, t0)
 
 
 def _print_dataset_line(s: dict[str, Any]) -> None:
@@ -1094,16 +1084,6 @@ def _print_dataset_line(s: dict[str, Any]) -> None:
         f"mode {s['mode']}{' (query excluded)' if s['exclude_query'] else ''}, "
         f"segmentation: {s['segmentation']}"
     )
-
-
-def _print_table7(args: argparse.Namespace, result: Any, name: Any) -> None:
-    """Our top-20 precision beside paper 000 Table 7 (Corel-1K only)."""
-    if args.dataset == "corel1k" and all(20 in r.p_at_k for r in result.results):
-        from .eval.paper import TABLE7_TOP20
-
-        ours = ", ".join(f"{name(r)} {r.p_at_k[20]:.4f}" for r in result.results)
-        others = ", ".join(f"{k} {v:.2f}" for k, v in TABLE7_TOP20.items())
-        print(f"top-20 precision (paper 000 Table 7): ours {ours}; paper: {others}")
 
 
 def _eval_local(
@@ -1154,13 +1134,6 @@ def _eval_local(
         settings=settings,
         keep_label_maps=args.report is not None,
     )
-    result.settings["seconds"] = round(time.perf_counter() - t0, 2)
-    _maybe_report(args, result)
-    if args.json:
-        d = result.to_dict()
-        d["settings"].pop("class_names", None)
-        print(json.dumps(d, indent=1, default=str))
-        return 0
     s = result.settings
     extra = ""
     if args.signature == "sbovp":
@@ -1169,14 +1142,36 @@ def _eval_local(
             f"normalize {s['normalize']}, histogram weight {s['histogram_weight']:g}, "
             f"vocabulary fitted on {s['vocabulary_set']}"
         )
-    _print_dataset_line(s)
-    print(
+    return _finish_eval(
+        args,
+        result,
+        t0,
         f"signature {args.signature}: {args.method}, "
         f"{s['keypoints_per_image']['mean']:.0f} keypoints per image, histogram filter "
-        f"{s['filter']}{extra}"
+        f"{s['filter']}{extra}",
     )
+
+
+def _finish_eval(args: argparse.Namespace, result: Any, t0: float,
+                 about: str | None = None) -> int:
+    """Time, --report, then --json or the table (with ``about`` under the data set line)."""
+    result.settings["seconds"] = round(time.perf_counter() - t0, 2)
+    _maybe_report(args, result)
+    if args.json:
+        d = result.to_dict()
+        d["settings"].pop("class_names", None)
+        print(json.dumps(d, indent=1, default=str))
+        return 0
+    _print_dataset_line(result.settings)
+    if about:
+        print(about)
     print(result.table())
-    _print_table7(args, result, lambda r: r.label)
+    if args.dataset == "corel1k" and all(20 in r.p_at_k for r in result.results):
+        from .eval.paper import TABLE7_TOP20
+
+        ours = ", ".join(f"{r.name} {r.p_at_k[20]:.4f}" for r in result.results)
+        others = ", ".join(f"{k} {v:.2f}" for k, v in TABLE7_TOP20.items())
+        print(f"top-20 precision (paper 000 Table 7): ours {ours}; paper: {others}")
     return 0
 
 

@@ -43,7 +43,6 @@ the SIMD kernels prefer.
 
 from __future__ import annotations
 
-import json
 import operator
 import os
 import threading
@@ -59,8 +58,9 @@ from ._container import (
     Container,
     IndexFormatError,
     encode_keys,
+    json_metadata,
     library_version,
-    read_container,
+    load_with,
     write_container,
 )
 from ._convert import check_int
@@ -576,12 +576,7 @@ class SBSIndex:
         -------
         pathlib.Path
         """
-        try:
-            meta = json.loads(json.dumps(self.metadata))
-        except (TypeError, ValueError) as exc:
-            raise ValueError(
-                f"metadata must be JSON-serialisable to save the index ({exc})"
-            ) from None
+        meta = json_metadata(self.metadata)
         codes, ids, alive, _, keys = self._snapshot()
         if alive is not None:
             codes, ids = codes[alive], ids[alive]
@@ -628,12 +623,7 @@ class SBSIndex:
             (a ``ValueError``) if the file is not an index, is truncated or corrupted, or
             was written by a newer format version.
         """
-        c = read_container(path, mmap=mmap, verify=verify)
-        try:
-            return cls._from_container(c)
-        except BaseException:
-            c.close()
-            raise
+        return load_with(path, cls._from_container, mmap=mmap, verify=verify)
 
     @classmethod
     def _from_container(cls, c: Container) -> SBSIndex:

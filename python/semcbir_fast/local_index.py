@@ -27,7 +27,6 @@ lock, and a search works on the arrays it started with.
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 from collections.abc import Sequence
@@ -41,8 +40,9 @@ from ._container import (
     Container,
     IndexFormatError,
     encode_keys,
+    json_metadata,
     library_version,
-    read_container,
+    load_with,
     write_container,
 )
 from ._convert import check_int, check_threads
@@ -463,11 +463,7 @@ class LocalIndex:
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the index to one file atomically (see the module docstring)."""
-        try:
-            meta = json.loads(json.dumps(self.metadata))
-        except (TypeError, ValueError) as exc:
-            raise ValueError(
-                f"metadata must be JSON-serialisable to save the index ({exc})") from None
+        meta = json_metadata(self.metadata)
         with self._lock:
             ip, ix, dt, hist, keys = (self._indptr, self._indices, self._data, self._hist,
                                       self._keys)
@@ -515,12 +511,7 @@ class LocalIndex:
         IndexFormatError
             If the file is not a local-signature index, or is truncated, corrupted or newer.
         """
-        c = read_container(path, mmap=mmap, verify=verify)
-        try:
-            return cls._from_container(c)
-        except BaseException:
-            c.close()
-            raise
+        return load_with(path, cls._from_container, mmap=mmap, verify=verify)
 
     @classmethod
     def _from_container(cls, c: Container) -> LocalIndex:
