@@ -176,6 +176,17 @@ if pytest is not None:
                                     step="assign+label+phrases+l2", threads=1)
         benchmark(sbovp_signatures, b["feats"], [b["lab"]] * 100, b["vocab"], n=n, threads=1)
 
+    def test_build_cli_default(benchmark, build_inputs):
+        """The CLI's SBoVP: L = 16 semantic words of 151 classes, Hellinger, histogram w = 1."""
+        b = build_inputs
+        vocab16 = Vocabulary(b["vocab"].centroids[:16].copy(), "kaze", 64, False, {})
+        benchmark.group = "sbovp_build"
+        benchmark.extra_info.update(images=100, keypoints=500, L=16, n=2, threads=1,
+                                    step="assign+label+phrases+hellinger+histogram")
+        benchmark(sbovp_signatures, b["feats"], [b["lab"]] * 100, vocab16, n=2,
+                  normalize="hellinger", num_classes=151, semantic_words=True,
+                  histogram_weight=1.0, threads=1)
+
     @pytest.mark.parametrize("n", [2, 3, 4])
     def test_build_phrases_only(benchmark, build_inputs, n):
         b = build_inputs
