@@ -286,6 +286,31 @@ def test_cpu_determinism_and_batch_invariance(models, corel) -> None:
         assert (x == z).mean() > 0.999
 
 
+def test_padded_short_batches_give_the_same_labels(models, corel, bad_files) -> None:
+    """The CUDA padding of short batches (no new shape for cuDNN), forced on the CPU."""
+    seg = load_segmenter(models["conv"], device="cpu")
+    assert not seg.pad_batches and seg.default_batch_size == 16
+    imgs = [*corel[:5], bad_files["corrupt"], corel[5]]  # batches of 4: 4, then 2 kept
+    plain = seg.segment(imgs, batch_size=4, progress=False)
+    seg.pad_batches = True
+    shapes: list[int] = []
+    forward = seg._forward
+
+    def spy(x):
+        shapes.append(int(x.shape[0]))
+        return forward(x)
+
+    seg._forward = spy
+    padded = seg.segment(imgs, batch_size=4, progress=False)
+    assert shapes == [4, 4]  # the short second batch (2 images) was padded
+    assert len(padded.failed) == len(plain.failed) == 1
+    for a, b in zip(plain, padded):
+        if a is None:
+            assert b is None
+        else:
+            np.testing.assert_array_equal(a, b)
+
+
 def test_optimize_gives_same_labels(models, corel) -> None:
     plain = load_segmenter(models["conv"], device="cpu").segment(corel[:3], progress=False)
     fast = load_segmenter(models["conv"], device="cpu", optimize=True)

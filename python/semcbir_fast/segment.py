@@ -262,6 +262,9 @@ def load_segmenter(model: str | os.PathLike[str] = "ade20k-mnv2", *, device: Any
         if cudnn_benchmark is None:
             cudnn_benchmark = meta.input_size is not None
         torch.backends.cudnn.benchmark = bool(cudnn_benchmark)
+    # With autotuned kernels and a fixed input size, a short (last) batch would be a new
+    # shape and autotune again (seconds): pad it to the batch size instead.
+    pad = dev.type == "cuda" and bool(cudnn_benchmark) and meta.input_size is not None
     if optimize:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
@@ -272,6 +275,7 @@ def load_segmenter(model: str | os.PathLike[str] = "ade20k-mnv2", *, device: Any
                 # freezes (measured on an H100).
                 module = torch.jit.optimize_for_inference(module)
     seg = Segmenter(module, meta, device=dev, dtype=amp, path=path)
+    seg.pad_batches = pad
     if check:
         seg._self_check()
     return seg
@@ -632,6 +636,10 @@ class Segmenter:
         self.logits_impl = "auto"
         self._geo_cache: dict[Any, Any] = {}
         self._checked = False
+        #: pad short batches to the batch size (set by load_segmenter: CUDA, cuDNN
+        #: autotuning and a fixed input size); results do not change, only the shapes seen
+        #: by the model do.
+        self.pad_batches = False
 
     # ---- properties -------------------------------------------------------------------
     @property
@@ -804,7 +812,7 @@ class Segmenter:
     # ---- batch driver -------------------------------------------------------------------
     def _launch(self, imgs: list[Any], *, resize: str, as_torch: bool,
                 device_fn: Callable[[list[Any]], Any] | None,
-                timings: _Timings) -> tuple[list[Any], Any, Any, Any]:
+                timings: _Timings, pad_to: int | None = None) -> tuple[list[Any], Any, Any, Any]:
         """Queue one batch on the device.
 
         Returns (device labels per image, pending host copies of the labels or None, result
@@ -821,7 +829,15 @@ class Segmenter:
                 groups = self._upload(imgs)
             with timings.stage("segment"):
                 x, model_in, resized = self._prepare(groups)
-                logits = self._forward(x)
+                m = int(x.shape[0])
+                if pad_to is not None and m < pad_to:
+                    fmt = (torch.channels_last if x.dim() == 4
+                           and x.is_contiguous(memory_format=torch.channels_last)
+                           else torch.contiguous_format)
+                    zeros = x.new_zeros((pad_to - m, *x.shape[1:])).contiguous(
+                        memory_format=fmt)
+                    x = torch.cat([x, zeros])
+                logits = self._forward(x)[:m]
                 del x
                 labels: list[Any] = [None] * n
                 lab_groups = []
@@ -877,7 +893,17 @@ class Segmenter:
                     labels[p] = np.array(arr[j]) if launched.event is not None else arr[j]
         return SegmentBatch(launched.indices, labels, launched.failed, extra)
 
-    def iter_batches(self, images: Iterable[Any], *, batch_size: int = 16,
+    @property
+    def default_batch_size(self) -> int:
+        """Images per model call when none is given: 64 on CUDA, 16 on the CPU."""
+        return 64 if self.device.type == "cuda" else 16
+
+    def _batch_size(self, batch_size: int | None) -> int:
+        if batch_size is None:
+            return self.default_batch_size
+        return _check_positive("batch_size", batch_size)
+
+    def iter_batches(self, images: Iterable[Any], *, batch_size: int | None = None,
                      num_workers: int | None = None, on_error: str = "skip",
                      as_torch: bool = False, resize: str = "logits", progress: bool = False,
                      timings: dict[str, float] | None = None,
@@ -902,7 +928,8 @@ class Segmenter:
         from tqdm import tqdm
 
         sources, _ = _split_inputs(images)
-        bs = _check_positive("batch_size", batch_size)
+        bs = self._batch_size(batch_size)
+        pad_to = bs if self.pad_batches else None
         if on_error not in ("skip", "raise"):
             raise ValueError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
         if resize not in ("logits", "labels"):
@@ -950,7 +977,8 @@ class Segmenter:
                 submit_upto(stop + window)
                 if imgs:
                     launched = _Launched(idx, failed, *self._launch(
-                        imgs, resize=resize, as_torch=as_torch, device_fn=device_fn, timings=tm))
+                        imgs, resize=resize, as_torch=as_torch, device_fn=device_fn, timings=tm,
+                        pad_to=pad_to))
                 else:
                     launched = _Launched([], failed, [])
                 if pending is not None:
@@ -966,7 +994,7 @@ class Segmenter:
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
 
-    def segment(self, images: Any, *, batch_size: int = 16, progress: bool = True,
+    def segment(self, images: Any, *, batch_size: int | None = None, progress: bool = True,
                 on_error: str = "skip", num_workers: int | None = None,
                 as_torch: bool = False, resize: str = "logits",
                 timings: dict[str, float] | None = None) -> Any:
@@ -979,8 +1007,10 @@ class Segmenter:
             files, ``(H, W, 3)`` uint8 RGB arrays (or one ``(N, H, W, 3)`` array), uint8
             tensors ``(H, W, 3)`` / ``(3, H, W)`` (or ``(N, ...)``), on any device. Sizes may
             differ.
-        batch_size : int, default 16
-            Images per model call.
+        batch_size : int, optional
+            Images per model call (default :attr:`default_batch_size`: 64 on CUDA, 16 on the
+            CPU). On CUDA with a fixed-size model, a shorter last batch is padded with
+            zeros to this size, so that cuDNN does not autotune again for its shape.
         progress : bool, default True
             Show a tqdm progress bar (on stderr) while segmenting more than one batch.
         on_error : {"skip", "raise"}, default "skip"
@@ -1011,6 +1041,7 @@ class Segmenter:
             :class:`SegmentationResult` with one entry per input (``None`` for failures).
         """
         sources, single = _split_inputs(images)
+        batch_size = self._batch_size(batch_size)
         if single:
             on_error = "raise"
         labels: list[Any] = [None] * len(sources)
@@ -1083,7 +1114,7 @@ def _choose_encoder(encoder: str, device: torch.device) -> str:
 
 def index_images(paths: Iterable[Any], *, segmenter: Segmenter, levels: int,
                  num_classes: int | None = None, pyramid: bool = False,
-                 ignore_index: int | None = None, batch_size: int = 16,
+                 ignore_index: int | None = None, batch_size: int | None = None,
                  return_labels: bool = False, encoder: str = "auto", progress: bool = True,
                  on_error: str = "skip", num_workers: int | None = None,
                  resize: str = "logits", timings: dict[str, float] | None = None,
@@ -1104,7 +1135,9 @@ def index_images(paths: Iterable[Any], *, segmenter: Segmenter, levels: int,
         Concatenate the codes of grids ``0..levels`` (SPEC extension).
     ignore_index : int, optional
         A class to treat as void (e.g. 0 for a model whose class 0 means "other").
-    batch_size : int, default 16
+    batch_size : int, optional
+        Images per model call (default ``segmenter.default_batch_size``: 64 on CUDA, 16 on
+        the CPU).
         Images per model call (and per encoder call).
     return_labels : bool, default False
         Also return the host label maps of the kept images (memory: ``H*W`` bytes each).
