@@ -102,10 +102,7 @@ def _add_model_args(p: argparse.ArgumentParser, *, model_default: str | None) ->
         help="model compute type (default float32; float16 needs CUDA)",
     )
     g.add_argument(
-        "--batch-size",
-        type=_positive_int,
-        default=None,
-        help="images per model call (default 64 on CUDA, 16 on the CPU)",
+        "--batch-size", type=_positive_int, default=16, help="images per model call (16)"
     )
 
 
@@ -496,8 +493,7 @@ def _segment_codes(
             ignore_index=ignore_index,
             batch_size=args.batch_size,
             return_labels=labels,
-            progress=not getattr(args, "quiet", False)
-            and len(paths) > (args.batch_size or seg.default_batch_size),
+            progress=not getattr(args, "quiet", False) and len(paths) > args.batch_size,
             on_error="skip",
         )
 

@@ -118,7 +118,7 @@ def segment_cached(
     model: str = "ade20k-mnv2",
     device: Any = None,
     dtype: Any = None,
-    batch_size: int | None = None,
+    batch_size: int = 16,
     progress: bool = True,
     use_cache: bool = True,
     cache_root: str | os.PathLike[str] | None = None,
