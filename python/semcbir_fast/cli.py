@@ -574,8 +574,8 @@ def _search(
 
             feats = extract_features(list(res.paths), index.method, threads=threads,
                                      progress=False)
-            sig = index.encode(feats, list(res.labels), threads=threads)
-            hist = index.histograms(list(res.labels))
+            sig, hist = index.encode(feats, list(res.labels), threads=threads,
+                                     return_histograms=True)
             got = {p: (sig[j], hist[j:j + 1]) for j, p in enumerate(res.paths)}
     source = ["index" if key in known else "segmented" for key in keys]
     if sbs:
@@ -665,9 +665,8 @@ def cmd_index(args: argparse.Namespace) -> int:
             return 0
     else:
         model = args.model or DEFAULT_MODEL
-        levels = DEFAULT_LEVELS if args.levels is None else args.levels
-        if signature != "sbs":
-            levels = 0
+        levels = 0 if signature != "sbs" else (
+            DEFAULT_LEVELS if args.levels is None else args.levels)
         pyramid, ignore_index = args.pyramid, args.ignore_index
         new_paths = paths
         _log(args, f"{len(paths)} images found")
@@ -696,19 +695,6 @@ def cmd_index(args: argparse.Namespace) -> int:
         labels=signature != "sbs",
     )
     _report_failed(res.failed)
-    metadata = {
-        "model": model,
-        "model_name": seg.meta.name,
-        "num_classes": seg.num_classes,
-        "class_names": list(seg.class_names),
-        "signature": signature,
-        "ignore_index": ignore_index,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "library_version": __version__,
-        "device": str(seg.device),
-    }
-    if signature == "sbs":
-        metadata.update(levels=levels, pyramid=bool(pyramid))
     if existing is not None:
         index = existing
         index.metadata["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
@@ -716,10 +702,23 @@ def cmd_index(args: argparse.Namespace) -> int:
         if not len(res.paths):
             print(f"{out}: {len(index)} images (unchanged; {len(res.failed)} skipped)")
             return 0
-    elif signature == "sbs":
-        from .index import SBSIndex
+    else:
+        metadata = {
+            "model": model,
+            "model_name": seg.meta.name,
+            "num_classes": seg.num_classes,
+            "class_names": list(seg.class_names),
+            "signature": signature,
+            "ignore_index": ignore_index,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "library_version": __version__,
+            "device": str(seg.device),
+        }
+        if signature == "sbs":
+            from .index import SBSIndex
 
-        index = SBSIndex(res.layout, metadata=metadata)
+            metadata.update(levels=levels, pyramid=bool(pyramid))
+            index = SBSIndex(res.layout, metadata=metadata)
     if len(res.paths) and signature == "sbs":
         index.add(res.codes, keys=list(res.paths))
     elif len(res.paths):

@@ -241,7 +241,8 @@ class LocalIndex:
                 for i in np.asarray(ids).reshape(-1).tolist()]
 
     # ------------------------------------------------------------------ encoding
-    def encode(self, features: Any, label_maps: Any, *, threads: int = 0) -> Signatures:
+    def encode(self, features: Any, label_maps: Any, *, threads: int = 0,
+               return_histograms: bool = False) -> Any:
         """Signatures of images with this index's settings.
 
         Parameters
@@ -253,10 +254,13 @@ class LocalIndex:
             One per image, from the same segmentation model as the index.
         threads : int
             0 = all cores.
+        return_histograms : bool
+            Also return the semantic histograms (what :meth:`add_signatures` and
+            :meth:`search_signatures` take), computed once for both.
 
         Returns
         -------
-        PhraseSignatures (SBoVP) or HybridSignatures
+        PhraseSignatures (SBoVP) or HybridSignatures[, histograms]
         """
         feats = _feature_list(features)
         maps = _label_list(label_maps, len(feats))
@@ -264,15 +268,21 @@ class LocalIndex:
             if f.method != self.method:
                 raise ValueError(f"features[{i}] are {f.method} features, this index holds "
                                  f"{self.method} ones; extract {self.method} features")
+        sig: Signatures
         if self.signature == "hybrid":
-            return hybrid_signatures(feats, maps, self.num_classes,
-                                     ignore_index=self.ignore_index)
-        assert self.vocabulary is not None
-        return sbovp_signatures(feats, maps, self.vocabulary, n=self.n,
-                                normalize=self.normalize, ignore_index=self.ignore_index,
-                                num_classes=self.num_classes,
-                                semantic_words=self.semantic_words,
-                                histogram_weight=self.histogram_weight, threads=threads)
+            sig = hybrid_signatures(feats, maps, self.num_classes,
+                                    ignore_index=self.ignore_index)
+            hist = sig.histograms
+        else:
+            assert self.vocabulary is not None
+            hist = self.histograms(maps)
+            sig = sbovp_signatures(feats, maps, self.vocabulary, n=self.n,
+                                   normalize=self.normalize, ignore_index=self.ignore_index,
+                                   num_classes=self.num_classes,
+                                   semantic_words=self.semantic_words,
+                                   histogram_weight=self.histogram_weight, histograms=hist,
+                                   threads=threads)
+        return (sig, hist) if return_histograms else sig
 
     def _rows(self, signatures: Any, histograms: Any,
               name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
@@ -326,10 +336,7 @@ class LocalIndex:
     def add(self, features: Any, label_maps: Any, *, keys: Sequence[str] | None = None,
             threads: int = 0) -> np.ndarray:
         """Encode images (:meth:`encode`) and append them; returns their ids."""
-        feats = _feature_list(features)
-        maps = _label_list(label_maps, len(feats))
-        sig = self.encode(feats, maps, threads=threads)
-        hist = None if self.signature == "hybrid" else self.histograms(maps)
+        sig, hist = self.encode(features, label_maps, threads=threads, return_histograms=True)
         return self.add_signatures(sig, hist, keys=keys)
 
     def add_signatures(self, signatures: Signatures, histograms: Any = None, *,
@@ -411,10 +418,7 @@ class LocalIndex:
     def search(self, features: Any, label_maps: Any, k: int, *, threads: int = 0,
                return_penalised: bool = False) -> tuple[np.ndarray, ...]:
         """Encode query images (:meth:`encode`) and search (:meth:`search_signatures`)."""
-        feats = _feature_list(features)
-        maps = _label_list(label_maps, len(feats))
-        sig = self.encode(feats, maps, threads=threads)
-        hist = None if self.signature == "hybrid" else self.histograms(maps)
+        sig, hist = self.encode(features, label_maps, threads=threads, return_histograms=True)
         return self.search_signatures(sig, k, histograms=hist, threads=threads,
                                       return_penalised=return_penalised)
 

@@ -60,9 +60,9 @@ __all__ = [
     "PhraseIndex",
     "PhraseSignatures",
     "Vocabulary",
+    "append_histograms",
     "build_phrase_signatures",
     "keypoint_classes",
-    "append_histograms",
     "normalize_signatures",
     "phrase_l2_topk",
     "sbovp_signatures",
@@ -722,6 +722,7 @@ def sbovp_signatures(
     num_classes: int | None = None,
     semantic_words: bool = False,
     histogram_weight: float = 0.0,
+    histograms: Any = None,
     threads: int = 0,
 ) -> PhraseSignatures:
     """SBoVP signatures of a batch of images (SPEC.md section 3, steps 3-5).
@@ -754,6 +755,10 @@ def sbovp_signatures(
         Extension, off by default (0): when > 0, append the semantic histogram of the label
         map with this weight (:func:`append_histograms`; needs ``num_classes`` and
         ``normalize`` "l2" or "hellinger"). The CLI uses 1.
+    histograms : array-like, optional
+        The label maps' semantic histograms when the caller has them already
+        (:func:`semcbir_fast.hybrid.semantic_histograms` with the same ``num_classes`` and
+        ``ignore_index``); computed here otherwise.
     threads : int
         0 = all cores; results never depend on it.
 
@@ -798,11 +803,12 @@ def sbovp_signatures(
     sig.num_classes = tag
     sig = normalize_signatures(sig, normalize)
     if histogram_weight:
-        from .hybrid import semantic_histograms
+        if histograms is None:
+            from .hybrid import semantic_histograms
 
-        assert num_classes is not None
-        hist = semantic_histograms(maps, num_classes, ignore_index=ignore_index)
-        sig = append_histograms(sig, hist, histogram_weight)
+            assert num_classes is not None
+            histograms = semantic_histograms(maps, num_classes, ignore_index=ignore_index)
+        sig = append_histograms(sig, histograms, histogram_weight)
     return sig
 
 

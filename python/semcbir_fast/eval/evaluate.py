@@ -756,6 +756,7 @@ def evaluate_signature(
                     num_classes=num_classes,
                     semantic_words=semantic_words,
                     histogram_weight=histogram_weight,
+                    histograms=hyb.histograms,
                     threads=threads,
                 )
                 t_sig = time.perf_counter() - t0
