@@ -382,6 +382,23 @@ void build_inverted(const CsrView& db, int threads, PhraseIndex::Impl& inv) {
 
 using Heap = TopK<double>;
 
+// Sorted top-k rows of a heap into the output row (missing slots: id -1, distance +inf).
+void write_row(const double* hd, const int64_t* hi, int64_t size, int64_t k,
+               std::vector<std::pair<double, int64_t>>& sorted, float* drow, int64_t* irow) {
+    sorted.clear();
+    for (int64_t t = 0; t < size; ++t) sorted.emplace_back(hd[t], hi[t]);
+    std::sort(sorted.begin(), sorted.end());
+    for (int64_t t = 0; t < k; ++t) {
+        if (t < static_cast<int64_t>(sorted.size())) {
+            drow[t] = static_cast<float>(std::sqrt(sorted[static_cast<size_t>(t)].first));
+            irow[t] = sorted[static_cast<size_t>(t)].second;
+        } else {
+            drow[t] = kMissing;
+            irow[t] = -1;
+        }
+    }
+}
+
 // Top-k of queries [begin, end) against the inverted database.
 void search_range(const CsrView& q, const PhraseIndex::Impl& inv, int64_t n_db, int64_t k,
                   int64_t begin, int64_t end, float* out_d, int64_t* out_i) {
@@ -429,40 +446,11 @@ void search_range(const CsrView& q, const PhraseIndex::Impl& inv, int64_t n_db, 
             a[j] = 0.0;
             top.push(d2, j);
         }
-        sorted.clear();
-        for (int64_t t = 0; t < top.size(); ++t)
-            sorted.emplace_back(heap_d[static_cast<size_t>(t)], heap_i[static_cast<size_t>(t)]);
-        std::sort(sorted.begin(), sorted.end());
-        float* drow = out_d + r * k;
-        int64_t* irow = out_i + r * k;
-        for (int64_t t = 0; t < k; ++t) {
-            if (t < static_cast<int64_t>(sorted.size())) {
-                drow[t] = static_cast<float>(std::sqrt(sorted[static_cast<size_t>(t)].first));
-                irow[t] = sorted[static_cast<size_t>(t)].second;
-            } else {
-                drow[t] = kMissing;
-                irow[t] = -1;
-            }
-        }
+        write_row(heap_d.data(), heap_i.data(), top.size(), k, sorted, out_d + r * k,
+                  out_i + r * k);
     }
 }
 
-// Sorted top-k rows of a heap into the output row (missing slots: id -1, distance +inf).
-void write_row(const double* hd, const int64_t* hi, int64_t size, int64_t k,
-               std::vector<std::pair<double, int64_t>>& sorted, float* drow, int64_t* irow) {
-    sorted.clear();
-    for (int64_t t = 0; t < size; ++t) sorted.emplace_back(hd[t], hi[t]);
-    std::sort(sorted.begin(), sorted.end());
-    for (int64_t t = 0; t < k; ++t) {
-        if (t < static_cast<int64_t>(sorted.size())) {
-            drow[t] = static_cast<float>(std::sqrt(sorted[static_cast<size_t>(t)].first));
-            irow[t] = sorted[static_cast<size_t>(t)].second;
-        } else {
-            drow[t] = kMissing;
-            irow[t] = -1;
-        }
-    }
-}
 
 // One-shot search with the *queries* transposed (phrase_l2_topk without a PhraseIndex).
 //
