@@ -5,14 +5,14 @@ Speed (run from the repository root)::
     PYTHONPATH=python .venv/bin/python -m pytest bench/bench_sbovp.py --benchmark-only \
         --benchmark-group-by=group --benchmark-columns=min,median,rounds
 
-- group ``phrase_l2_topk``: exact sparse L2 top-k (k = 10) of 1,000 queries against a
-  database of 10,000 synthetic SBoVP signatures: ``semcbir_fast.phrase_l2_topk`` (one-shot:
+- group ``sparse_l2_topk``: exact sparse L2 top-k (k = 10) of 1,000 queries against a
+  database of 10,000 synthetic SBoVP signatures: ``semcbir_fast.sparse_l2_topk`` (one-shot:
   transposes the queries and streams the database, or builds the inverted index when the
-  queries need many blocks), ``PhraseIndex.search`` (index built once) and
-  ``PhraseIndex`` construction alone, at threads 1 and 2, vs the SciPy peer (``A @ B.T`` +
+  queries need many blocks), ``SparseL2Index.search`` (index built once) and
+  ``SparseL2Index`` construction alone, at threads 1 and 2, vs the SciPy peer (``A @ B.T`` +
   precomputed norms + ``argpartition``; SciPy is single-threaded). The synthetic
   signatures mimic real ones (see :func:`synthetic_signatures`); results are checked
-  against the SciPy ranking / ``phrase_l2_topk`` outside the timer.
+  against the SciPy ranking / ``sparse_l2_topk`` outside the timer.
 - group ``sbovp_build``: signature construction per image, excluding keypoint detection
   and segmentation (paper 000 Fig. 11 counts it so): word assignment + keypoint labels +
   phrases + L2 normalisation, and the C++ phrase step alone, on 100 synthetic images of
@@ -48,13 +48,13 @@ except ImportError:  # pragma: no cover - the quality runner needs no pytest
     pytest = None
 
 from semcbir_fast.sbovp import (
-    PhraseIndex,
+    SparseL2Index,
     PhraseSignatures,
     Vocabulary,
     build_phrase_signatures,
     keypoint_classes,
     normalize_signatures,
-    phrase_l2_topk,
+    sparse_l2_topk,
     sbovp_signatures,
 )
 
@@ -120,33 +120,33 @@ if pytest is not None:
         return q, db, q.to_scipy().astype(np.float64), db.to_scipy().astype(np.float64)
 
     @pytest.mark.parametrize("threads", [1, 2])
-    def test_phrase_l2_topk(benchmark, sparse_data, threads):
+    def test_sparse_l2_topk(benchmark, sparse_data, threads):
         q, db, _, _ = sparse_data
-        benchmark.group = "phrase_l2_topk"
+        benchmark.group = "sparse_l2_topk"
         benchmark.extra_info.update(nq=N_Q, n=N_DB, k=K, threads=threads, L=L_WORDS,
                                     nnz_per_row=db.nnz / len(db))
-        _, i = benchmark(phrase_l2_topk, q, db, K, threads=threads)
+        _, i = benchmark(sparse_l2_topk, q, db, K, threads=threads)
         _, wi = scipy_topk(sparse_data[2], sparse_data[3], K)
         assert (i == wi).mean() > 0.999  # float64 rounding may swap exact near-ties
 
     @pytest.mark.parametrize("threads", [1, 2])
     def test_phrase_index_search(benchmark, sparse_data, threads):
         q, db, _, _ = sparse_data
-        benchmark.group = "phrase_l2_topk"
-        index = PhraseIndex(db, threads=threads)
+        benchmark.group = "sparse_l2_topk"
+        index = SparseL2Index(db, threads=threads)
         benchmark.extra_info.update(nq=N_Q, n=N_DB, k=K, threads=threads, L=L_WORDS,
                                     step="search, index prebuilt")
         d, i = benchmark(index.search, q, K, threads=threads)
-        wd, wi = phrase_l2_topk(q, db, K, threads=1)
+        wd, wi = sparse_l2_topk(q, db, K, threads=1)
         assert np.array_equal(i, wi) and np.array_equal(d, wd)
 
     def test_phrase_index_build(benchmark, sparse_data):
-        benchmark.group = "phrase_l2_topk"
-        benchmark.extra_info.update(n=N_DB, threads=1, step="PhraseIndex build")
-        benchmark(PhraseIndex, sparse_data[1], threads=1)
+        benchmark.group = "sparse_l2_topk"
+        benchmark.extra_info.update(n=N_DB, threads=1, step="SparseL2Index build")
+        benchmark(SparseL2Index, sparse_data[1], threads=1)
 
     def test_scipy_peer(benchmark, sparse_data):
-        benchmark.group = "phrase_l2_topk"
+        benchmark.group = "sparse_l2_topk"
         benchmark.extra_info.update(nq=N_Q, n=N_DB, k=K, threads=1, peer="scipy")
         benchmark.pedantic(scipy_topk, args=(sparse_data[2], sparse_data[3], K), rounds=3,
                            iterations=1)
@@ -304,7 +304,7 @@ def quality(args: argparse.Namespace) -> None:
                     kind = "semantic words" if tag else "plain"
                     for norm in args.norms:
                         sig = normalize_signatures(raw, norm)
-                        d, i = phrase_l2_topk(sig, sig, n)
+                        d, i = sparse_l2_topk(sig, sig, n)
                         cfg = f"{method} L={L} n={nn} {kind} norm={norm}"
                         add("SBoVP", cfg, score(i, cats, d))
                         d, i = histogram_filter(d, i, hist, hist)

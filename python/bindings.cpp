@@ -9,11 +9,13 @@
 #include <string>
 #include <vector>
 
+#include "semcbir/csr.hpp"
 #include "semcbir/hamming.hpp"
 #include "semcbir/isa.hpp"
 #include "semcbir/parallel.hpp"
-#include "semcbir/phrase.hpp"  // phrase (SBoVP)
+#include "semcbir/phrase.hpp"
 #include "semcbir/sbs.hpp"
+#include "semcbir/sparse_l2.hpp"
 
 namespace py = pybind11;
 using namespace semcbir;
@@ -122,7 +124,7 @@ py::array_t<int32_t> distances(const Codes& a, const Codes& b, int threads) {
     return out;
 }
 
-// ---- phrase (SBoVP) ----
+// ---- phrase building and sparse L2 (SBoVP) ----
 using F32 = py::array_t<float, py::array::c_style>;
 using I32 = py::array_t<int32_t, py::array::c_style>;
 using I64 = py::array_t<int64_t, py::array::c_style>;
@@ -187,17 +189,17 @@ CsrView csr_view(const I64& indptr, const I64& indices, const F32& data, int64_t
     return v;
 }
 
-py::tuple phrase_topk(const I64& q_indptr, const I64& q_indices, const F32& q_data,
+py::tuple sparse_topk(const I64& q_indptr, const I64& q_indices, const F32& q_data,
                       const I64& d_indptr, const I64& d_indices, const F32& d_data, int64_t cols,
                       int64_t k, int threads) {
     const CsrView q = csr_view(q_indptr, q_indices, q_data, cols, "queries");
     const CsrView d = csr_view(d_indptr, d_indices, d_data, cols, "database");
     return ranked_results<float>(q.rows, k, [&](float* pd, int64_t* pi) {
-        phrase_l2_topk(q, d, k, pd, pi, threads);
+        sparse_l2_topk(q, d, k, pd, pi, threads);
     });
 }
 
-py::tuple index_search(const PhraseIndex& index, const I64& q_indptr, const I64& q_indices,
+py::tuple index_search(const SparseL2Index& index, const I64& q_indptr, const I64& q_indices,
                        const F32& q_data, int64_t k, int threads) {
     const CsrView q = csr_view(q_indptr, q_indices, q_data, index.cols(), "queries");
     return ranked_results<float>(q.rows, k, [&](float* pd, int64_t* pi) {
@@ -205,13 +207,12 @@ py::tuple index_search(const PhraseIndex& index, const I64& q_indptr, const I64&
     });
 }
 
-std::unique_ptr<PhraseIndex> make_index(const I64& indptr, const I64& indices, const F32& data,
+std::unique_ptr<SparseL2Index> make_index(const I64& indptr, const I64& indices, const F32& data,
                                         int64_t cols, int threads) {
     const CsrView v = csr_view(indptr, indices, data, cols, "database");
     py::gil_scoped_release release;
-    return std::make_unique<PhraseIndex>(v, threads);
+    return std::make_unique<SparseL2Index>(v, threads);
 }
-// ---- end phrase (SBoVP) ----
 
 }  // namespace
 
@@ -231,19 +232,17 @@ PYBIND11_MODULE(_core, m) {
     m.def("set_isa", [](const std::string& name) { set_active_isa(parse_isa(name)); },
           py::arg("name"));
     m.def("hardware_threads", [] { return resolve_threads(0); });
-    // ---- phrase (SBoVP) ----
     m.def("build_phrase_matrices", &build_phrases, py::arg("xy"), py::arg("words"),
           py::arg("classes"), py::arg("vocab_size"), py::arg("phrase_len"), py::arg("threads"));
-    m.def("phrase_l2_topk", &phrase_topk, py::arg("q_indptr"), py::arg("q_indices"),
+    m.def("sparse_l2_topk", &sparse_topk, py::arg("q_indptr"), py::arg("q_indices"),
           py::arg("q_data"), py::arg("d_indptr"), py::arg("d_indices"), py::arg("d_data"),
           py::arg("cols"), py::arg("k"), py::arg("threads"));
-    py::class_<PhraseIndex>(m, "PhraseIndex")
+    py::class_<SparseL2Index>(m, "SparseL2Index")
         .def(py::init(&make_index), py::arg("indptr"), py::arg("indices"), py::arg("data"),
              py::arg("cols"), py::arg("threads"))
-        .def_property_readonly("rows", &PhraseIndex::rows)
-        .def_property_readonly("cols", &PhraseIndex::cols)
-        .def_property_readonly("nnz", &PhraseIndex::nnz)
+        .def_property_readonly("rows", &SparseL2Index::rows)
+        .def_property_readonly("cols", &SparseL2Index::cols)
+        .def_property_readonly("nnz", &SparseL2Index::nnz)
         .def("search", &index_search, py::arg("q_indptr"), py::arg("q_indices"),
              py::arg("q_data"), py::arg("k"), py::arg("threads"));
-    // ---- end phrase (SBoVP) ----
 }

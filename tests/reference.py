@@ -1,4 +1,5 @@
-"""NumPy reference implementations ("oracles") written from SPEC.md sections 1-2 only.
+"""NumPy reference implementations ("oracles") written from SPEC.md sections 1-3 only, and the
+random test data the SBoVP tests share.
 
 Every backend of the library (C++ at each SIMD level, numba, ...) is checked against the
 functions here, so they favour clarity over speed; they are vectorised just enough that a
@@ -22,7 +23,12 @@ __all__ = [
     "ref_hamming_matrix",
     "ref_layout_sizes",
     "ref_level_bits",
+    "ref_phrase_matrix",
+    "ref_sparse_l2_topk",
     "ref_topk",
+    "csr_parts",
+    "random_csr",
+    "random_image",
 ]
 
 INT32_MAX = 2**31 - 1
@@ -213,3 +219,89 @@ def ref_topk(queries, database, k: int):
     ids[:, :kk] = order
     dist[:, :kk] = np.take_along_axis(d, order, axis=1)
     return dist, ids
+
+
+# --------------------------------------------------------------------------------------
+# SBoVP: phrase building and sparse L2 top-k (SPEC section 3)
+# --------------------------------------------------------------------------------------
+def ref_phrase_matrix(xy, words, classes, L, n):
+    """Dense (L, L) phrase matrix straight from SPEC.md section 3.4-3.5 (brute force)."""
+    xy = np.asarray(xy, dtype=np.float32).astype(np.float64)
+    words = np.asarray(words)
+    classes = np.asarray(classes)
+    H = np.zeros((L, L), dtype=np.int64)
+    for c in np.unique(classes):
+        if c < 0:
+            continue
+        members = np.flatnonzero(classes == c)
+        m = members.size
+        if m < 2:
+            continue
+        kk = min(n - 1, m - 1)
+        pts = xy[members]
+        d2 = ((pts[:, None, :] - pts[None, :, :]) ** 2).sum(axis=2)
+        for a in range(m):
+            cand = [(d2[a, b], members[b]) for b in range(m) if b != a]
+            cand.sort()
+            phrase = [words[members[a]]] + [words[idx] for _, idx in cand[:kk]]
+            for u in range(len(phrase)):
+                for v in range(u + 1, len(phrase)):
+                    i, j = sorted((phrase[u], phrase[v]))
+                    H[i, j] += 1
+    return H
+
+
+def ref_sparse_l2_topk(A, B, k):
+    """Oracle of the sparse L2 top-k between the rows of two scipy.sparse matrices: exact
+    squared L2 via A @ B.T with norms in float64, clamped at 0, stable sort by (d2, id),
+    float32 sqrt; (distances (nq, k), ids (nq, k)) padded with +inf / -1."""
+    A = A.astype(np.float64)
+    B = B.astype(np.float64)
+    an = np.asarray(A.multiply(A).sum(axis=1)).reshape(-1, 1)
+    bn = np.asarray(B.multiply(B).sum(axis=1)).reshape(1, -1)
+    d2 = np.maximum(an + bn - 2.0 * (A @ B.T).toarray(), 0.0)
+    order = np.argsort(d2, axis=1, kind="stable")[:, :k]
+    d = np.take_along_axis(d2, order, axis=1)
+    nq, n = d2.shape
+    dist = np.full((nq, k), np.inf, np.float32)
+    ids = np.full((nq, k), -1, np.int64)
+    dist[:, : min(k, n)] = np.sqrt(d).astype(np.float32)
+    ids[:, : min(k, n)] = order
+    return dist, ids
+
+
+def random_image(rng, n_kp, L, n_classes, grid=None):
+    """(xy float32 (n, 2), words int32, classes int32 in [-1, n_classes)) of one image; on an
+    integer ``grid`` there are many exact distance ties."""
+    if grid is None:
+        xy = rng.uniform(0, 100, size=(n_kp, 2)).astype(np.float32)
+    else:
+        xy = rng.integers(0, grid, size=(n_kp, 2)).astype(np.float32)
+    words = rng.integers(0, L, size=n_kp).astype(np.int32)
+    classes = rng.integers(-1, n_classes, size=n_kp).astype(np.int32)
+    return xy, words, classes
+
+
+def random_csr(rng, rows, cols, density, empty_every=0, integer=True):
+    """A canonical float32 scipy.sparse CSR matrix (integer counts 1..3 or uniform floats);
+    every ``empty_every``-th row empty."""
+    import scipy.sparse as sp
+
+    m = sp.random(rows, cols, density=density, format="csr", random_state=rng,
+                  data_rvs=(lambda s: rng.integers(1, 4, size=s)) if integer else None)
+    m = m.astype(np.float32)
+    if empty_every:
+        m = m.tolil()
+        for r in range(0, rows, empty_every):
+            m.rows[r] = []
+            m.data[r] = []
+        m = m.tocsr()
+    m.sort_indices()
+    return m
+
+
+def csr_parts(m):
+    """(indptr int64, indices int64, data float32) of a scipy CSR matrix: the kernel inputs."""
+    return (np.ascontiguousarray(m.indptr, dtype=np.int64),
+            np.ascontiguousarray(m.indices, dtype=np.int64),
+            np.ascontiguousarray(m.data, dtype=np.float32))

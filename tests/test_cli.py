@@ -422,7 +422,7 @@ def test_default_model_on_two_real_images(tmp_path, capsys):
     idx = tmp_path / "two.sbsi"
     rc, out, err = _run(capsys, ["index", str(folder), "-o", str(idx), "--device", "cpu", "-q"])
     assert rc == 0, err
-    assert "2 images (2 added, 0 skipped) [151 classes, 16 blocks" in out
+    assert "2 images (2 added, 0 skipped) [sbs, 151 classes, 16 blocks" in out
     rc, out, _ = _run(capsys, ["search", str(idx), str(folder / "301.jpg"), "-k", "2", "--json"])
     res = json.loads(out)["queries"][0]["results"]
     assert res[0]["key"].endswith("301.jpg") and res[0]["distance"] == 0
@@ -518,7 +518,7 @@ def test_eval_sbovp_and_hybrid_msrc_oracle_cli(capsys, tmp_path, monkeypatch):
     assert d["settings"]["semantic_words"] is False and d["settings"]["filter"] == "off"
     assert d["settings"]["histogram_weight"] == 0.0 and d["settings"]["normalize"] == "l2"
     assert d["settings"]["vocabulary_set"] == str(vroot.resolve())
-    assert d["settings"]["vocab_train_images"] == 3
+    assert d["settings"]["fit_train_images"] == 3
     assert d["results"][0]["n_words"] == 8 and 0 < d["results"][0]["map"] <= 1
 
 
@@ -543,7 +543,7 @@ def test_eval_hybrid_report(capsys, tmp_path, monkeypatch):
     # the report holds the numbers the table printed
     row = next(ln for ln in out.splitlines() if ln.startswith("MAP MSRC v1 (oracle)"))
     assert abs(float(row.split("|")[1]) - res["map"]) < 1e-4
-    assert d["paper"]["map"]["Mseg KAZE + filter"] == 0.81
+    assert d["paper"]["rows"]["Mseg KAZE + filter"] == 0.81
     html = (rep / "gallery.html").read_text()
     assert html.count("d=<b>") == 8 * 4  # one query per category, 4 results, L2 distances
     assert "d=<b>0</b>" in html  # the query itself first (query kept in the database)
@@ -587,7 +587,7 @@ def test_local_signature_index_search_info_gallery(env, signature, capsys, tmp_p
     assert rc == 0, err
     assert "10 images (5 added, 1 skipped)" in out and "broken.jpg" in err
     index = LocalIndex.load(idx)
-    assert index.signature == signature and len(index) == 10
+    assert index.signature.name == signature and len(index) == 10
     assert index.metadata["signature"] == signature and index.metadata["num_classes"] == 4
     if signature == "sbovp":
         assert index.vocabulary.n_words == 4 and index.semantic_words
@@ -661,7 +661,7 @@ def test_sbovp_index_with_saved_vocabulary(env, capsys, tmp_path):
     assert rc == 0, err
     index = LocalIndex.load(idx)
     np.testing.assert_array_equal(index.vocabulary.centroids, vocab.centroids)
-    assert index.n == 3 and index.epsilon is None
+    assert index.signature.params.n == 3 and index.epsilon is None
     assert index.metadata["vocabulary_set"] == str(vfile.resolve())
     rc, _, err = _run(capsys, ["index", str(env["tree"]), "-o", str(tmp_path / "w"),
                                "--signature", "sbovp", "--vocab", str(tmp_path / "nope.npz"),

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import semcbir_fast as sf
@@ -232,3 +236,50 @@ def test_bad_backend_and_isa():
         assert sf.active_isa() == before
     finally:
         sf.set_backend(prev)
+
+
+def _import_error(hide: tuple[str, ...], **env) -> subprocess.CompletedProcess:
+    """`import semcbir_fast` in a fresh process with the modules `hide` made unimportable."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("SEMCBIR_")}
+    full_env.update(env)
+    full_env["PYTHONPATH"] = os.pathsep.join(
+        [os.path.join(here, "..", "python")] + [p for p in [os.environ.get("PYTHONPATH")] if p])
+    code = ("import sys\n"
+            f"for name in {hide!r}: sys.modules[name] = None\n"
+            "import semcbir_fast as sf\n"
+            "print(sf.backend())\n")
+    return subprocess.run([sys.executable, "-c", code], env=full_env, capture_output=True,
+                          text=True, timeout=300, check=False)
+
+
+def test_missing_numba_is_named():
+    """SEMCBIR_BACKEND=numba without numba: the error says numba is missing and how to get it,
+    and does not blame the (working) compiled core."""
+    from semcbir_fast import _backend
+
+    if _backend._core is None:
+        pytest.skip("C++ backend not built")
+    res = _import_error(("numba",), SEMCBIR_BACKEND="numba")
+    assert res.returncode != 0
+    last = res.stderr.strip().splitlines()[-1]
+    assert last.startswith("ImportError:"), res.stderr
+    assert "numba is not installed (pip install 'semcbir_fast[numba]')" in last
+    assert "_core" not in last and "compiled core" not in last
+    # without numba the compiled core is simply used
+    res = _import_error(("numba",))
+    assert res.returncode == 0 and res.stdout.strip() == "cpp", res.stderr
+
+
+def test_missing_core_and_numba_are_named():
+    res = _import_error(("numba", "semcbir_fast._core"))
+    assert res.returncode != 0
+    last = res.stderr.strip().splitlines()[-1]
+    assert "compiled core semcbir_fast._core cannot be imported (ModuleNotFoundError" in last, last
+    assert "numba is not installed (pip install 'semcbir_fast[numba]')" in last
+    res = _import_error(("semcbir_fast._core",), SEMCBIR_BACKEND="cpp")
+    assert res.returncode != 0 and "compiled core semcbir_fast._core" in res.stderr
+    assert "numba is not installed" not in res.stderr
+    pytest.importorskip("numba")
+    res = _import_error(("semcbir_fast._core",))  # the fallback takes over
+    assert res.returncode == 0 and res.stdout.strip() == "numba", res.stderr

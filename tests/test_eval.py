@@ -243,7 +243,7 @@ def test_msrc_oracle_map_per_blocks(msrc_ds, msrc_maps):
     table = res.table()
     assert "4^3=64" in table and "paper 000 Table 3, Mseg" in table and "0.8948" in table
     d = res.to_dict()
-    assert d["paper"]["table3"]["Mseg"] == [0.79, 0.83, 0.81, 0.89]
+    assert d["paper"]["rows"]["paper 000 Table 3, Mseg"] == [0.79, 0.83, 0.81, 0.89]
     json.dumps(d)
 
 
@@ -326,10 +326,10 @@ def test_report_files(msrc_ds, msrc_maps, tmp_path):
     for png in ("map_vs_blocks.png", "pr_curves.png", "per_category_ap.png", "gallery.png"):
         assert (tmp_path / "rep" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     data = json.loads(files["json"].read_text())
-    assert [r["levels"] for r in data["results"]] == [0, 2]
+    assert [r["params"]["levels"] for r in data["results"]] == [0, 2]
     assert data["settings"]["mode"] == "query-in-db" and "semcbir_fast" in data["versions"]
     md = files["markdown"].read_text()
-    assert "Table 3" in md and "paper 000, HRNet-W48 Mseg" in md and "gallery.html" in md
+    assert "Table 3" in md and "paper 000 Table 3, Mseg, HRNet-W48" in md and "gallery.html" in md
     html = files["gallery"].read_text()
     assert html.count('class="q"') == 8  # one query per category
     assert 'class="ok"' in html and 'class="ov"' in html and 'id="ovt"' in html
@@ -406,7 +406,7 @@ def test_evaluate_signature_errors(msrc_small):
 
     ds, maps, feats = msrc_small
     kw = {"num_classes": 14, "ignore_index": 0, "features": feats}
-    with pytest.raises(ValueError, match="'sbovp' or 'hybrid'"):
+    with pytest.raises(ValueError, match="'hybrid' or 'sbovp'"):
         evaluate_signature(ds, maps, signature="sbs", **kw)
     with pytest.raises(ValueError, match="one map per image"):
         evaluate_signature(ds, maps[:3], signature="hybrid", **kw)

@@ -297,6 +297,7 @@ def test_hamming_equals_decoded_difference(backend_isa, seed, m, levels, pyramid
 # backend / ISA switching
 # --------------------------------------------------------------------------------------
 def test_backend_switching():
+    pytest.importorskip("numba")
     prev = sf.backend()
     assert prev in ("cpp", "numba")
     try:
@@ -340,6 +341,7 @@ def _run_python(code: str, **env) -> str:
 
 
 def test_env_backend_and_isa():
+    pytest.importorskip("numba")
     out = _run_python(
         "import semcbir_fast as s; print(s.backend(), s.active_isa())", SEMCBIR_BACKEND="numba"
     )
@@ -350,3 +352,91 @@ def test_env_backend_and_isa():
     )
     if out.split()[0] == "cpp":
         assert out == "cpp scalar"
+
+
+# --------------------------------------------------------------------------------------
+# the backend contract: both backends export the same names with the same arguments
+# --------------------------------------------------------------------------------------
+#: name -> parameter names (a class: its constructor's; "Class.method" for its methods)
+CONTRACT = {
+    "encode_sbs": ("maps", "num_classes", "levels", "ignore_index", "pyramid", "stride",
+                   "threads"),
+    "hamming_topk": ("queries", "database", "k", "threads"),
+    "hamming_distances": ("a", "b", "threads"),
+    "build_phrase_matrices": ("xy", "words", "classes", "vocab_size", "phrase_len", "threads"),
+    "sparse_l2_topk": ("q_indptr", "q_indices", "q_data", "d_indptr", "d_indices", "d_data",
+                       "cols", "k", "threads"),
+    "SparseL2Index": ("indptr", "indices", "data", "cols", "threads"),
+    "SparseL2Index.search": ("q_indptr", "q_indices", "q_data", "k", "threads"),
+    "active_isa": (),
+    "available_isas": (),
+    "set_isa": ("name",),
+    "hardware_threads": (),
+}
+SPARSE_L2_PROPERTIES = ("rows", "cols", "nnz")
+
+
+def _pyi_contract() -> dict:
+    """Parameter names of every function / method in python/semcbir_fast/_core.pyi."""
+    import ast
+
+    path = os.path.join(os.path.dirname(sf.__file__), "_core.pyi")
+    tree = ast.parse(open(path, encoding="utf-8").read())
+    out = {}
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef):
+            out[node.name] = tuple(a.arg for a in node.args.args)
+        elif isinstance(node, ast.ClassDef):
+            for item in node.body:
+                if isinstance(item, ast.FunctionDef) and item.name == "__init__":
+                    out[node.name] = tuple(a.arg for a in item.args.args[1:])
+                elif isinstance(item, ast.FunctionDef) and not any(
+                        isinstance(d, ast.Name) and d.id == "property"
+                        for d in item.decorator_list):
+                    out[f"{node.name}.{item.name}"] = tuple(a.arg for a in item.args.args[1:])
+    return out
+
+
+def _pybind_params(obj) -> tuple:
+    """Parameter names from the first line of a pybind11 docstring (self dropped)."""
+    import re
+
+    first = obj.__doc__.strip().splitlines()[0]
+    inner = first[first.index("(") + 1 : first.rindex(")")]
+    names = tuple(re.findall(r"(?:^|,\s*)(\w+):", inner))
+    return names[1:] if names[:1] == ("self",) else names
+
+
+def _members(module) -> dict:
+    out = {}
+    for name in CONTRACT:
+        cls, _, meth = name.partition(".")
+        obj = getattr(module, cls)
+        out[name] = getattr(obj, meth) if meth else (obj.__init__ if isinstance(obj, type) else obj)
+    return out
+
+
+def test_backend_contract_names_and_arguments():
+    from semcbir_fast import _backend
+
+    assert set(_backend.CONTRACT) == {n.partition(".")[0] for n in CONTRACT}
+    assert _pyi_contract() == CONTRACT
+    if _backend._core is not None:
+        core = _backend._core
+        assert {n for n in dir(core) if not n.startswith("_")} == set(_backend.CONTRACT)
+        for name, fn in _members(core).items():
+            assert _pybind_params(fn) == CONTRACT[name], name
+        for prop in SPARSE_L2_PROPERTIES:
+            assert isinstance(getattr(core.SparseL2Index, prop), property)
+    pytest.importorskip("numba")
+    import inspect
+
+    from semcbir_fast import _numba
+
+    assert set(_numba.__all__) == set(_backend.CONTRACT)
+    for name, fn in _members(_numba).items():
+        params = [p for p in inspect.signature(fn).parameters.values() if p.name != "self"]
+        assert tuple(p.name for p in params) == CONTRACT[name], name
+        assert all(p.kind is p.POSITIONAL_OR_KEYWORD and p.default is p.empty for p in params)
+    for prop in SPARSE_L2_PROPERTIES:
+        assert isinstance(getattr(_numba.SparseL2Index, prop), property)

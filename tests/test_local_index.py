@@ -7,6 +7,8 @@ i.e. the paper's filter applied to the complete ranking.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -219,13 +221,14 @@ def test_bad_input_errors(data, tmp_path):
     with pytest.raises(ValueError, match="keys must be 2 strings"):
         index.add(feats[:2], maps[:2], keys=["a"])
     sig = index.encode(feats[:2], maps[:2])
+    assert sig.histograms is not None  # encoded signatures carry their histograms
     with pytest.raises(ValueError, match="semantic histograms"):
-        index.search_signatures(sig, 2)
+        index.search(dataclasses.replace(sig, histograms=None), 2)
     with pytest.raises(ValueError, match="histograms must be"):
         index.search_signatures(sig, 2, histograms=np.zeros((2, M + 1)))
     other = Vocabulary.fit(feats, 4, seed=0)
     foreign = LocalIndex("sbovp", num_classes=M, vocabulary=other).encode(feats[:2], maps[:2])
-    with pytest.raises(ValueError, match="encode them with LocalIndex.encode"):
+    with pytest.raises(ValueError, match="encode them with the index's signature"):
         index.search_signatures(foreign, 2, histograms=index.histograms(maps[:2]))
     hyb = _make("hybrid", data)
     hyb.add(feats[:3], maps[:3])

@@ -1,12 +1,14 @@
-"""SBoVP (SPEC.md section 3): phrase building and sparse L2 search against NumPy / SciPy
-oracles, vocabulary, keypoint labelling, feature extraction and bad input."""
+"""SBoVP (SPEC.md section 3): phrase building and sparse L2 search against the NumPy / SciPy
+oracles of tests/reference.py (the kernel-level tests under every backend x SIMD level, the
+``backend_isa`` fixture), vocabulary, keypoint labelling, feature extraction and bad input."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from reference import random_csr, random_image, ref_phrase_matrix, ref_sparse_l2_topk
 from semcbir_fast.features import Features
 from semcbir_fast.sbovp import (
     PhraseSignatures,
@@ -23,78 +25,12 @@ sp = pytest.importorskip("scipy.sparse")
 
 
 # ---------------------------------------------------------------------------------------------
-# Oracles
+# Helpers (the oracles and the random data are in tests/reference.py)
 # ---------------------------------------------------------------------------------------------
-
-
-def ref_phrase_matrix(xy, words, classes, L, n):
-    """Dense (L, L) phrase matrix straight from SPEC.md section 3.4-3.5 (brute force)."""
-    xy = np.asarray(xy, dtype=np.float32).astype(np.float64)
-    H = np.zeros((L, L), dtype=np.int64)
-    for c in np.unique(classes):
-        if c < 0:
-            continue
-        members = np.flatnonzero(classes == c)
-        m = members.size
-        if m < 2:
-            continue
-        kk = min(n - 1, m - 1)
-        pts = xy[members]
-        d2 = ((pts[:, None, :] - pts[None, :, :]) ** 2).sum(axis=2)
-        for a in range(m):
-            cand = [(d2[a, b], members[b]) for b in range(m) if b != a]
-            cand.sort()
-            phrase = [words[members[a]]] + [words[idx] for _, idx in cand[:kk]]
-            for u in range(len(phrase)):
-                for v in range(u + 1, len(phrase)):
-                    i, j = sorted((phrase[u], phrase[v]))
-                    H[i, j] += 1
-    return H
-
-
-def ref_topk(A, B, k):
-    """SciPy oracle: exact squared L2 via A @ B.T with norms, stable sort by (d2, id)."""
-    A = A.astype(np.float64)
-    B = B.astype(np.float64)
-    an = np.asarray(A.multiply(A).sum(axis=1)).reshape(-1, 1)
-    bn = np.asarray(B.multiply(B).sum(axis=1)).reshape(1, -1)
-    d2 = np.maximum(an + bn - 2.0 * (A @ B.T).toarray(), 0.0)
-    order = np.argsort(d2, axis=1, kind="stable")[:, :k]
-    d = np.take_along_axis(d2, order, axis=1)
-    nq, n = d2.shape
-    dist = np.full((nq, k), np.inf, np.float32)
-    ids = np.full((nq, k), -1, np.int64)
-    dist[:, : min(k, n)] = np.sqrt(d).astype(np.float32)
-    ids[:, : min(k, n)] = order
-    return dist, ids
-
-
-def random_image(rng, n_kp, L, n_classes, grid=None):
-    if grid is None:
-        xy = rng.uniform(0, 100, size=(n_kp, 2)).astype(np.float32)
-    else:  # integer grid: many exact distance ties
-        xy = rng.integers(0, grid, size=(n_kp, 2)).astype(np.float32)
-    words = rng.integers(0, L, size=n_kp).astype(np.int32)
-    classes = rng.integers(-1, n_classes, size=n_kp).astype(np.int32)
-    return xy, words, classes
 
 
 def dense_rows(sig: PhraseSignatures) -> np.ndarray:
     return np.stack([sig.to_dense(i) for i in range(len(sig))]) if len(sig) else np.zeros(0)
-
-
-def random_csr(rng, rows, cols, density, empty_every=0, integer=True):
-    m = sp.random(rows, cols, density=density, format="csr", random_state=rng,
-                  data_rvs=(lambda s: rng.integers(1, 4, size=s)) if integer else None)
-    m = m.astype(np.float32)
-    if empty_every:
-        m = m.tolil()
-        for r in range(0, rows, empty_every):
-            m.rows[r] = []
-            m.data[r] = []
-        m = m.tocsr()
-    m.sort_indices()
-    return m
 
 
 # ---------------------------------------------------------------------------------------------
@@ -102,7 +38,7 @@ def random_csr(rng, rows, cols, density, empty_every=0, integer=True):
 # ---------------------------------------------------------------------------------------------
 
 
-def test_hand_computed_n2():
+def test_hand_computed_n2(backend_isa):
     # class 0: kp0 (w0) at (0,0), kp1 (w1) at (1,0), kp2 (w2) at (5,0); kp3 void.
     # NN: 0->1, 1->0, 2->1  =>  pairs {0,1} twice, {1,2} once.
     xy = np.array([[0, 0], [1, 0], [5, 0], [0, 1]], np.float32)
@@ -113,7 +49,7 @@ def test_hand_computed_n2():
     assert H[0, 1] == 2 and H[1, 2] == 1 and H.sum() == 3
 
 
-def test_hand_computed_n3_diagonal_and_ties():
+def test_hand_computed_n3_diagonal_and_ties(backend_isa):
     # One region, 4 keypoints on a square of side 1; words 0,0,1,1.
     # kp0 (0,0): neighbours at d2=1 are kp1 (1,0) and kp2 (0,1) -> ties broken by index: kp1, kp2.
     # kp1 (1,0): kp0 (d2 1), kp3 (1,1) (d2 1) -> kp0, kp3.
@@ -130,7 +66,7 @@ def test_hand_computed_n3_diagonal_and_ties():
 
 @pytest.mark.parametrize("n", [2, 3, 4])
 @pytest.mark.parametrize("grid", [None, 6])
-def test_random_against_reference(n, grid):
+def test_random_against_reference(backend_isa, n, grid):
     rng = np.random.default_rng(100 * n + (grid or 0))
     L = 11
     imgs = [random_image(rng, int(rng.integers(0, 60)), L, 4, grid) for _ in range(12)]
@@ -145,7 +81,7 @@ def test_random_against_reference(n, grid):
         assert np.all(row // L <= row % L)  # upper triangle only
 
 
-def test_threads_identical_and_large_region():
+def test_threads_identical_and_large_region(backend_isa):
     rng = np.random.default_rng(5)
     imgs = [random_image(rng, 3000, 50, 2) for _ in range(6)] + \
            [random_image(rng, 40, 50, 3, grid=4) for _ in range(20)]
@@ -158,7 +94,7 @@ def test_threads_identical_and_large_region():
     np.testing.assert_array_equal(one.to_dense(0), ref_phrase_matrix(xy, w, c, 50, 3))
 
 
-def test_degenerate_images():
+def test_degenerate_images(backend_isa):
     xy1 = np.array([[1, 1]], np.float32)
     xy2 = np.array([[0, 0], [3, 3], [9, 9]], np.float32)
     sig = build_phrase_signatures(
@@ -172,7 +108,7 @@ def test_degenerate_images():
     assert sig.to_dense(4)[0, 1] == 2 and sig.data[sig.indptr[4]:].sum() == 2
 
 
-def test_build_bad_input():
+def test_build_bad_input(backend_isa):
     xy = np.zeros((2, 2), np.float32)
     with pytest.raises(ValueError, match=r"words\[0\] must be in \[0, 4\)"):
         build_phrase_signatures([xy], [[0, 4]], [[0, 0]], 4)
@@ -201,13 +137,13 @@ def _sig(m, n_words):
 
 
 @pytest.mark.parametrize("k", [1, 5, 40, 77])
-def test_topk_against_scipy(k):
+def test_topk_against_scipy(backend_isa, k):
     rng = np.random.default_rng(k)
     L = 30
     A = random_csr(rng, 25, L * L, 0.02, empty_every=7)
     B = random_csr(rng, 60, L * L, 0.02, empty_every=9)
     d, i = phrase_l2_topk(_sig(A, L), _sig(B, L), k, threads=1)
-    wd, wi = ref_topk(A, B, k)
+    wd, wi = ref_sparse_l2_topk(A, B, k)
     np.testing.assert_array_equal(i, wi)
     np.testing.assert_array_equal(d, wd)
     assert d.dtype == np.float32 and i.dtype == np.int64 and d.shape == (25, k)
@@ -215,18 +151,18 @@ def test_topk_against_scipy(k):
         assert np.all(i[:, 60:] == -1) and np.all(np.isinf(d[:, 60:]))
 
 
-def test_topk_ties_and_duplicates():
+def test_topk_ties_and_duplicates(backend_isa):
     rng = np.random.default_rng(1)
     base = random_csr(rng, 5, 400, 0.05)
     B = sp.vstack([base, base, base, sp.csr_matrix((3, 400), dtype=np.float32)]).tocsr()
     d, i = phrase_l2_topk(base, B, 18)
-    wd, wi = ref_topk(base, B, 18)
+    wd, wi = ref_sparse_l2_topk(base, B, 18)
     np.testing.assert_array_equal(i, wi)
     np.testing.assert_array_equal(d, wd)
     assert np.all(d[:, :3] == 0) and i[0, :3].tolist() == [0, 5, 10]
 
 
-def test_topk_threads_and_float_data():
+def test_topk_threads_and_float_data(backend_isa):
     rng = np.random.default_rng(2)
     A = random_csr(rng, 300, 2500, 0.01, integer=False)
     B = random_csr(rng, 700, 2500, 0.01, empty_every=50, integer=False)
@@ -235,12 +171,12 @@ def test_topk_threads_and_float_data():
     d2, i2 = phrase_l2_topk(a, b, 10, threads=2)
     np.testing.assert_array_equal(d1, d2)
     np.testing.assert_array_equal(i1, i2)
-    wd, wi = ref_topk(a.to_scipy(), b.to_scipy(), 10)
+    wd, wi = ref_sparse_l2_topk(a.to_scipy(), b.to_scipy(), 10)
     np.testing.assert_allclose(d1, wd, rtol=1e-5, atol=1e-6)
     assert (i1 == wi).mean() > 0.99  # float rounding may swap near-ties
 
 
-def test_topk_compressed_column_path():
+def test_topk_compressed_column_path(backend_isa):
     # Huge column space (2^40) with few non-zeros: the inverted index compresses columns.
     rng = np.random.default_rng(3)
     A = random_csr(rng, 20, 5000, 0.01)
@@ -251,12 +187,12 @@ def test_topk_compressed_column_path():
                              shape=(m.shape[0], 2**40))
 
     d, i = phrase_l2_topk(widen(A), widen(B), 7)
-    wd, wi = ref_topk(A, B, 7)
+    wd, wi = ref_sparse_l2_topk(A, B, 7)
     np.testing.assert_array_equal(i, wi)
     np.testing.assert_array_equal(d, wd)
 
 
-def test_topk_empty_database_and_queries():
+def test_topk_empty_database_and_queries(backend_isa):
     rng = np.random.default_rng(4)
     A = random_csr(rng, 3, 100, 0.1)
     empty = sp.csr_matrix((0, 100), dtype=np.float32)
@@ -266,7 +202,7 @@ def test_topk_empty_database_and_queries():
     assert d.shape == (0, 2) and i.shape == (0, 2)
 
 
-def test_topk_noncanonical_scipy_input():
+def test_topk_noncanonical_scipy_input(backend_isa):
     # duplicates and unsorted indices are summed / sorted at the edge
     m = sp.csr_matrix((np.array([1, 2, 3], np.float32), np.array([5, 2, 5]), np.array([0, 3])),
                       shape=(1, 10))
@@ -276,7 +212,7 @@ def test_topk_noncanonical_scipy_input():
     assert d[0, 0] == 0 and i[0, 0] == 0
 
 
-def test_topk_bad_input():
+def test_topk_bad_input(backend_isa):
     L = 4
     good = PhraseSignatures([0, 1], [1], [1.0], L)
     with pytest.raises(ValueError, match="k must be"):
@@ -301,14 +237,15 @@ def test_topk_bad_input():
         PhraseSignatures([0, 3], [1], [1.0], L)
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=25, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.integers(0, 2**32 - 1), st.integers(1, 12), st.integers(0, 15), st.integers(1, 20))
-def test_topk_property_stable_argsort(seed, nq, n, k):
+def test_topk_property_stable_argsort(backend_isa, seed, nq, n, k):
     rng = np.random.default_rng(seed)
     A = random_csr(rng, nq, 36, 0.2)
     B = random_csr(rng, n, 36, 0.2)
     d, i = phrase_l2_topk(A, B, k)
-    wd, wi = ref_topk(A, B, k)
+    wd, wi = ref_sparse_l2_topk(A, B, k)
     np.testing.assert_array_equal(i, wi)
     np.testing.assert_array_equal(d, wd)
 
@@ -597,7 +534,7 @@ def test_semantic_words_extension():
         sbovp_signatures(feats, maps, vocab, semantic_words=True)
 
 
-def test_phrase_index_reuse_matches_topk():
+def test_phrase_index_reuse_matches_topk(backend_isa):
     from semcbir_fast.sbovp import PhraseIndex
 
     rng = np.random.default_rng(9)
@@ -620,7 +557,7 @@ def test_phrase_index_reuse_matches_topk():
     assert np.all(i == -1) and np.all(np.isinf(d))
 
 
-def test_one_shot_paths_identical_to_phrase_index():
+def test_one_shot_paths_identical_to_phrase_index(backend_isa):
     """phrase_l2_topk transposes the queries (one or two blocks per worker) or falls back to
     a PhraseIndex (many blocks): every path gives bit-identical results."""
     from semcbir_fast.sbovp import PhraseIndex

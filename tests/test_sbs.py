@@ -6,7 +6,6 @@ Every library test runs under each backend x SIMD level (fixture ``backend_isa``
 from __future__ import annotations
 
 import dataclasses
-import functools
 
 import numpy as np
 import pytest
@@ -470,19 +469,23 @@ def test_decode(backend_isa, m, levels, pyramid):
 # --------------------------------------------------------------------------------------
 # Real data: the 240 MSRC v1 ground-truth maps (0 is void in MSRC)
 # --------------------------------------------------------------------------------------
-@functools.cache
-def _msrc_reference(levels: int, ignore_index):
-    from conftest import load_msrc_labels
+_MSRC_REFERENCE: dict = {}
 
-    maps = load_msrc_labels()[1]
-    return np.stack([ref_encode_sbs(x, 14, levels, ignore_index=ignore_index) for x in maps])
+
+def _msrc_reference(maps, levels: int, ignore_index):
+    """Reference codes of the (session-wide, fixed) MSRC maps, computed once per setting."""
+    key = (levels, ignore_index)
+    if key not in _MSRC_REFERENCE:
+        _MSRC_REFERENCE[key] = np.stack(
+            [ref_encode_sbs(x, 14, levels, ignore_index=ignore_index) for x in maps])
+    return _MSRC_REFERENCE[key]
 
 
 @pytest.mark.parametrize("ignore_index", (None, 0))
 @pytest.mark.parametrize("levels", (0, 1, 2, 3))
 def test_encode_msrc(backend_isa, msrc_labels, levels, ignore_index):
     assert len(msrc_labels) == 240
-    expect = _msrc_reference(levels, ignore_index)
+    expect = _msrc_reference(msrc_labels, levels, ignore_index)
     out = sf.encode_sbs(msrc_labels, num_classes=14, levels=levels, ignore_index=ignore_index)
     assert out.shape == expect.shape
     bad = np.flatnonzero((out != expect).any(axis=1))

@@ -1,4 +1,4 @@
-"""semcbir_fast.segment: load_segmenter, Segmenter.segment and index_images.
+"""semcbir_fast.segment: load_segmenter, Segmenter.segment, segment_images and index_images.
 
 Most tests use tiny TorchScript models scripted here (milliseconds on a CPU):
 
@@ -23,22 +23,26 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("cv2")
 
 import semcbir_fast.segment as seg_mod
+from semcbir_fast.segment import registry as seg_registry
 from semcbir_fast import encode_sbs
 from semcbir_fast._paths import data_root, models_root
 from semcbir_fast.imageio import ImageReadError, read_image
 from semcbir_fast.models.sidecar import SegmenterMeta, write_sidecar
 from semcbir_fast.segment import (
     IndexResult,
+    LabelMaps,
     SegmentationResult,
     Segmenter,
     available_segmenters,
     index_images,
     load_segmenter,
     register_segmenter,
+    segment_images,
 )
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 COREL = data_root() / "corel1k" / "images"
+MSRC = data_root() / "msrc_v1" / "images"
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -202,7 +206,7 @@ def test_registry(models) -> None:
         seg = load_segmenter("tiny-color-test", device="cpu")
         assert seg.num_classes == 3
     finally:
-        seg_mod._REGISTRY.pop("tiny-color-test", None)
+        seg_registry._REGISTRY.pop("tiny-color-test", None)
 
 
 def test_dtype_and_device_errors(models) -> None:
@@ -489,6 +493,61 @@ def test_index_images_nothing_readable(color: Segmenter, bad_files) -> None:
     assert len(res.failed) == 1
 
 
+# ----------------------------------------------------------------------------- segment_images
+@pytest.fixture(scope="module")
+def msrc() -> list[Path]:
+    files = [MSRC / f"{c}_10_s.jpg" for c in (1, 5, 7)]  # 3 images, 3 categories
+    if not all(f.is_file() for f in files):
+        pytest.skip(f"MSRC-v1 absent under {MSRC} (set SEMCBIR_DATA)")
+    return files
+
+
+def test_segment_images_matches_index_images(models, corel, msrc, bad_files) -> None:
+    seg = load_segmenter(models["conv"], device="cpu")
+    paths = corel[:4] + [bad_files["corrupt"]] + msrc + [bad_files["missing"]]
+    timings: dict[str, float] = {}
+    with pytest.warns(RuntimeWarning, match="2 of 9") as rec:
+        res = segment_images(paths, segmenter=seg, batch_size=3, progress=False,
+                             timings=timings)
+    assert rec[0].filename == __file__  # the warning names the caller
+    assert isinstance(res, LabelMaps) and len(res) == 7
+    assert res.paths == [str(p) for p in corel[:4] + msrc]
+    assert [f[0] for f in res.failed] == [str(bad_files["corrupt"]), str(bad_files["missing"])]
+    assert all(reason for _, reason in res.failed)
+    assert res.class_names == seg.class_names and res.timings is timings
+    assert timings["images"] == 7 and "total" in timings and "segment" in timings
+    assert "encode" not in timings
+    with pytest.warns(RuntimeWarning, match="2 of 9") as rec:
+        ref = index_images(paths, segmenter=seg, levels=0, batch_size=3, return_labels=True,
+                           progress=False)
+    assert rec[0].filename == __file__
+    assert ref.paths == res.paths and ref.failed == res.failed
+    assert ref.labels is not None and len(ref.labels) == len(res.labels)
+    for a, b, p in zip(res.labels, ref.labels, res.paths):
+        assert isinstance(a, np.ndarray) and a.dtype == b.dtype == np.uint8
+        assert a.shape == read_image(p).shape[:2]
+        np.testing.assert_array_equal(a, b)
+
+
+def test_segment_images_options(color: Segmenter, corel, bad_files) -> None:
+    one = segment_images(str(corel[0]), segmenter=color, progress=False)  # one path
+    assert one.paths == [str(corel[0])] and one.failed == []
+    lab = color.segment(corel[0], resize="labels")
+    res = segment_images(iter(corel[:1]), segmenter=color, resize="labels", num_workers=0,
+                         progress=False)
+    np.testing.assert_array_equal(res.labels[0], lab)
+    with pytest.raises(ImageReadError, match="readme.txt"):
+        segment_images(corel[:2] + [bad_files["txt"]], segmenter=color, on_error="raise",
+                       progress=False)
+    with pytest.raises(ValueError, match="on_error"):
+        segment_images(corel[:1], segmenter=color, on_error="ignore", progress=False)
+    with pytest.raises(TypeError, match="segmenter must be"):
+        segment_images(corel[:1], segmenter="ade20k-mnv2")  # type: ignore[arg-type]
+    with pytest.warns(RuntimeWarning, match="1 of 1"):
+        empty = segment_images([bad_files["empty"]], segmenter=color, progress=False)
+    assert empty.paths == [] and empty.labels == [] and len(empty.failed) == 1
+
+
 # ----------------------------------------------------------------------------- ADE20K model
 def _ade20k_available() -> bool:
     try:
@@ -552,8 +611,13 @@ def test_ade20k_on_real_images(ade20k_cache) -> None:
         assert (lab == r).mean() >= 0.99
     # the mountain photo (category 8) shows sky (3) and mountain (17) somewhere
     assert {3, 17} <= set(np.unique(res[2]).tolist())
-    codes = index_images(files, segmenter=seg, levels=1, progress=False)
+    codes = index_images(files, segmenter=seg, levels=1, progress=False, return_labels=True)
     np.testing.assert_array_equal(codes.codes, encode_sbs(list(res), num_classes=151, levels=1))
+    maps = segment_images(files, segmenter=seg, batch_size=2, progress=False)
+    assert maps.paths == codes.paths == [str(f) for f in files]
+    for a, b, c in zip(maps.labels, codes.labels, res):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a, c)
 
 
 # ----------------------------------------------------------------------------- CUDA
@@ -647,6 +711,12 @@ def test_module_import_is_lazy() -> None:
     code = ("import sys, semcbir_fast, semcbir_fast.imageio; "
             "print('torch' in sys.modules, 'cv2' in sys.modules)")
     env = dict(os.environ)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         check=True)
+    assert out.stdout.split() == ["False", "False"]
+    # importing the segmentation package (all its modules) needs neither torch nor cv2 yet
+    code = ("import sys, semcbir_fast.segment, semcbir_fast.segment.images; "
+            "print('torch' in sys.modules, 'cv2' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
                          check=True)
     assert out.stdout.split() == ["False", "False"]

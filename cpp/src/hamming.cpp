@@ -1,40 +1,19 @@
-// Dispatch, cache tiling, threading and top-k selection around the per-ISA distance kernels.
+// Cache tiling, threading and top-k selection around the per-ISA distance kernels (taken
+// from the dispatch table).
 #include "semcbir/hamming.hpp"
 
 #include <algorithm>
 #include <limits>
 #include <stdexcept>
+#include <string>
+#include <utility>
 #include <vector>
 
-#include "semcbir/isa.hpp"
+#include "dispatch.hpp"
 #include "semcbir/parallel.hpp"
 #include "semcbir/topk.hpp"
 
 namespace semcbir {
-
-HammingTileFn active_hamming_tile() noexcept {
-    switch (active_isa()) {
-#if defined(SEMCBIR_HAVE_AVX512)
-        case Isa::avx512: return hamming_tile_avx512;
-#endif
-#if defined(SEMCBIR_HAVE_AVX2)
-        case Isa::avx2: return hamming_tile_avx2;
-#endif
-        default: return hamming_tile_scalar;
-    }
-}
-
-FindBelowFn active_find_below() noexcept {
-    switch (active_isa()) {
-#if defined(SEMCBIR_HAVE_AVX512)
-        case Isa::avx512: return find_below_avx512;
-#endif
-#if defined(SEMCBIR_HAVE_AVX2)
-        case Isa::avx2: return find_below_avx2;
-#endif
-        default: return find_below_scalar;
-    }
-}
 
 namespace {
 
@@ -74,22 +53,18 @@ inline int32_t threshold(const Heap& h) noexcept {
 }
 
 // Sorts the heap ascending by (distance, id) into out (k_out slots), padding the rest.
-void finish(const Heap& h, int32_t* out_d, int64_t* out_id, int64_t k_out) {
-    std::vector<std::pair<int32_t, int64_t>> items(static_cast<size_t>(h.size()));
-    for (int64_t i = 0; i < h.size(); ++i) items[static_cast<size_t>(i)] = {h.distances()[i], h.ids()[i]};
-    std::sort(items.begin(), items.end());
-    for (int64_t i = 0; i < k_out; ++i) {
-        const bool have = i < h.size();
-        out_d[i] = have ? items[static_cast<size_t>(i)].first : kMissingDistance;
-        out_id[i] = have ? items[static_cast<size_t>(i)].second : -1;
-    }
+void finish(const Heap& h, int32_t* out_d, int64_t* out_id, int64_t k_out,
+            std::vector<std::pair<int32_t, int64_t>>& scratch) {
+    write_sorted_row(h.distances(), h.ids(), h.size(), k_out, [](int32_t d) { return d; },
+                     kMissingDistance, scratch, out_d, out_id);
 }
 
 // Scans database rows [begin, end) for queries [q0, q1), feeding heaps[q - q0].
 void scan_range(const CodeMatrix& qs, int64_t q0, int64_t q1, const CodeMatrix& db,
                 int64_t begin, int64_t end, std::vector<Heap>& heaps) {
-    const HammingTileFn kernel = active_hamming_tile();
-    const FindBelowFn find_below = active_find_below();
+    const detail::KernelTable& kt = detail::kernels();
+    const detail::HammingTileFn kernel = kt.hamming_tile;
+    const detail::FindBelowFn find_below = kt.find_below;
     const int64_t nq = q1 - q0;
     const Tiling t = make_tiling(qs.width, nq, end - begin);
     std::vector<int32_t> buf(static_cast<size_t>(t.rows * t.qblock));
@@ -126,7 +101,7 @@ void check_widths(const CodeMatrix& a, const CodeMatrix& b) {
 void hamming_distances(const CodeMatrix& a, const CodeMatrix& b, int32_t* out, int threads) {
     check_widths(a, b);
     if (a.n == 0 || b.n == 0) return;
-    const HammingTileFn kernel = active_hamming_tile();
+    const detail::HammingTileFn kernel = detail::kernels().hamming_tile;
     const int64_t bytes = a.n * b.n * a.width;
     const bool split_rows = a.n >= b.n || a.n >= resolve_threads(threads);
     const int workers = workers_for(threads, bytes, split_rows ? a.n : b.n);
@@ -170,8 +145,10 @@ void hamming_topk(const CodeMatrix& queries, const CodeMatrix& database, int64_t
             for (int64_t q = 0; q < q1 - q0; ++q)
                 heaps.emplace_back(hd.data() + q * kk, hi.data() + q * kk, kk);
             if (kk > 0) scan_range(queries, q0, q1, database, 0, n, heaps);
+            std::vector<std::pair<int32_t, int64_t>> scratch;
             for (int64_t q = q0; q < q1; ++q)
-                finish(heaps[static_cast<size_t>(q - q0)], distances + q * k, ids + q * k, k);
+                finish(heaps[static_cast<size_t>(q - q0)], distances + q * k, ids + q * k, k,
+                       scratch);
         });
         return;
     }
@@ -195,6 +172,7 @@ void hamming_topk(const CodeMatrix& queries, const CodeMatrix& database, int64_t
     });
     std::vector<int32_t> md(static_cast<size_t>(kk));
     std::vector<int64_t> mi(static_cast<size_t>(kk));
+    std::vector<std::pair<int32_t, int64_t>> scratch;
     for (int64_t q = 0; q < nq; ++q) {
         Heap merged(md.data(), mi.data(), kk);
         for (int w = 0; w < workers; ++w) {
@@ -204,7 +182,7 @@ void hamming_topk(const CodeMatrix& queries, const CodeMatrix& database, int64_t
                 merged.push(hd[static_cast<size_t>(w)][static_cast<size_t>(q * kk + e)],
                             hi[static_cast<size_t>(w)][static_cast<size_t>(q * kk + e)]);
         }
-        finish(merged, distances + q * k, ids + q * k, k);
+        finish(merged, distances + q * k, ids + q * k, k, scratch);
     }
 }
 

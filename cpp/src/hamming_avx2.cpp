@@ -3,10 +3,10 @@
 // database load.
 #include <immintrin.h>
 
-#include "popcount_word.hpp"
-#include "semcbir/hamming.hpp"
+#include "hamming_kernels.hpp"
+#include "popcount.hpp"
 
-namespace semcbir {
+namespace semcbir::detail {
 namespace {
 
 inline __m256i popcount_bytes(__m256i v) noexcept {
@@ -26,8 +26,8 @@ inline int64_t hsum(__m256i acc) noexcept {
 inline int64_t tail(const uint8_t* a, const uint8_t* b, int64_t from, int64_t width) noexcept {
     int64_t acc = 0, w = from;
     for (; w + 8 <= width; w += 8)
-        acc += _mm_popcnt_u64(detail::load_u64(a + w) ^ detail::load_u64(b + w));
-    if (w < width) acc += _mm_popcnt_u64(detail::tail_xor(a + w, b + w, width - w));
+        acc += popcount64(load_u64(a + w) ^ load_u64(b + w));
+    if (w < width) acc += popcount64(tail_xor(a + w, b + w, width - w));
     return acc;
 }
 
@@ -94,4 +94,4 @@ int64_t find_below_avx2(const int32_t* d, int64_t n, int32_t threshold) noexcept
     return n;
 }
 
-}  // namespace semcbir
+}  // namespace semcbir::detail

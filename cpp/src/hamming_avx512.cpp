@@ -4,9 +4,9 @@
 
 #include <cstring>
 
-#include "semcbir/hamming.hpp"
+#include "hamming_kernels.hpp"
 
-namespace semcbir {
+namespace semcbir::detail {
 namespace {
 
 inline __m512i load(const uint8_t* p) noexcept { return _mm512_loadu_si512(p); }
@@ -156,4 +156,4 @@ int64_t find_below_avx512(const int32_t* d, int64_t n, int32_t threshold) noexce
     return n;
 }
 
-}  // namespace semcbir
+}  // namespace semcbir::detail

@@ -7,8 +7,8 @@
 #include <string>
 #include <type_traits>
 
+#include "dispatch.hpp"
 #include "sbs_kernels.hpp"
-#include "semcbir/isa.hpp"
 #include "semcbir/parallel.hpp"
 
 namespace semcbir {
@@ -123,19 +123,6 @@ void count_blocks(const LabelMap& map, int64_t m, int g, const VoidRule& rule,
     }
 }
 
-// The SIMD row counter for uint8 maps at the active ISA level, or nullptr.
-detail::CountRowsU8Fn u8_rows_kernel() noexcept {
-    switch (active_isa()) {
-#if defined(SEMCBIR_HAVE_AVX512)
-        case Isa::avx512: return detail::count_rows_u8_avx512;
-#endif
-#if defined(SEMCBIR_HAVE_AVX2)
-        case Isa::avx2: return detail::count_rows_u8_avx2;
-#endif
-        default: return nullptr;
-    }
-}
-
 void count_u8_simd(const LabelMap& map, int64_t m, int g, const VoidRule& rule,
                    detail::CountRowsU8Fn kernel, SbsWorkspace& ws, detail::CellCounter& cc) noexcept {
     int16_t lut[256];
@@ -229,7 +216,7 @@ void encode_sbs(const LabelMap& map, const SbsLayout& layout, const VoidRule& ru
     }
     SbsWorkspace::Level& finest = ws.levels[static_cast<size_t>(n)];
     detail::CellCounter cc = counter_of(finest, m);
-    const detail::CountRowsU8Fn u8_kernel = u8_rows_kernel();
+    const detail::CountRowsU8Fn u8_kernel = detail::kernels().count_rows_u8;  // may be null
     switch (map.type) {
         case LabelType::u8:
             if (u8_kernel != nullptr)

@@ -6,16 +6,19 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <limits>
 #include <random>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
+#include "semcbir/csr.hpp"
 #include "semcbir/hamming.hpp"
 #include "semcbir/isa.hpp"
 #include "semcbir/phrase.hpp"
 #include "semcbir/sbs.hpp"
+#include "semcbir/sparse_l2.hpp"
 
 using namespace semcbir;
 
@@ -145,7 +148,7 @@ static void check_hamming(std::mt19937_64& rng) {
     }
 }
 
-// ---- phrase (SBoVP) ----
+// ---- phrase building and sparse L2 (SBoVP) ----
 // Naive phrase matrix: per keypoint, sort the other keypoints of its class by (d2, index).
 static std::vector<int64_t> naive_phrases(const std::vector<float>& xy, const std::vector<int32_t>& w,
                                           const std::vector<int32_t>& c, int64_t L, int n) {
@@ -201,7 +204,7 @@ static void check_phrases(std::mt19937_64& rng) {
     }
 }
 
-static void check_phrase_topk(std::mt19937_64& rng, int64_t cols_scale, int threads) {
+static void check_sparse_topk(std::mt19937_64& rng, int64_t cols_scale, int threads) {
     const int64_t nq = 7, nd = 40, dim = 30, k = 45;
     auto random_rows = [&](int64_t rows, std::vector<int64_t>& ip, std::vector<int64_t>& ix,
                            std::vector<float>& d, std::vector<double>& dense) {
@@ -227,7 +230,7 @@ static void check_phrase_topk(std::mt19937_64& rng, int64_t cols_scale, int thre
     const CsrView db{di.data(), dx.data(), dd.data(), nd, dim * cols_scale};
     std::vector<float> dist(static_cast<size_t>(nq * k));
     std::vector<int64_t> ids(static_cast<size_t>(nq * k));
-    phrase_l2_topk(q, db, k, dist.data(), ids.data(), threads);
+    sparse_l2_topk(q, db, k, dist.data(), ids.data(), threads);
     for (int64_t i = 0; i < nq; ++i) {
         std::vector<std::pair<double, int64_t>> want;
         for (int64_t j = 0; j < nd; ++j) {
@@ -244,15 +247,15 @@ static void check_phrase_topk(std::mt19937_64& rng, int64_t cols_scale, int thre
             if (r < nd)
                 CHECK(ids[at] == want[static_cast<size_t>(r)].second &&
                           dist[at] == static_cast<float>(std::sqrt(want[static_cast<size_t>(r)].first)),
-                      "phrase topk q=%lld rank=%lld", (long long)i, (long long)r);
+                      "sparse topk q=%lld rank=%lld", (long long)i, (long long)r);
             else
-                CHECK(ids[at] == -1 && std::isinf(dist[at]), "phrase topk padding");
+                CHECK(ids[at] == -1 && std::isinf(dist[at]), "sparse topk padding");
         }
     }
 }
 // The one-shot search checks the database rows while it streams them: a bad row anywhere
 // must still raise validate_csr's message (the first error), at any thread count.
-static void check_phrase_bad_database() {
+static void check_sparse_bad_database() {
     const int64_t nd = 64, cols = 100;
     std::vector<int64_t> ip(1, 0), ix;
     std::vector<float> d;
@@ -280,7 +283,7 @@ static void check_phrase_bad_database() {
     auto message = [&](const CsrView& db, int threads, bool one_shot) -> std::string {
         try {
             if (one_shot)
-                phrase_l2_topk(q, db, 3, dist.data(), ids.data(), threads);
+                sparse_l2_topk(q, db, 3, dist.data(), ids.data(), threads);
             else
                 validate_csr(db, "database");
         } catch (const std::invalid_argument& e) {
@@ -307,7 +310,59 @@ static void check_phrase_bad_database() {
                       kind, (long long)row, threads);
         }
 }
-// ---- end phrase (SBoVP) ----
+
+// Float data (non-integer sums): every ISA level, the one-shot paths (queries transposed, or
+// the database split between workers) and SparseL2Index give the same bits as the scalar
+// level's one-shot search.
+static void check_sparse_isas_identical(std::mt19937_64& rng, int64_t cols_scale) {
+    const int64_t nd = 4000, dim = 400;  // 40 queries x 4000 rows: the workers split the rows
+    std::uniform_real_distribution<float> value(0.01f, 1.0f);
+    auto random_rows = [&](int64_t rows, std::vector<int64_t>& ip, std::vector<int64_t>& ix,
+                           std::vector<float>& d) {
+        ip.assign(1, 0);
+        for (int64_t r = 0; r < rows; ++r) {
+            if (r % 9 != 4)  // some empty rows
+                for (int64_t j = 0; j < dim; ++j)
+                    if (rng() % 25 == 0) {
+                        ix.push_back(j * cols_scale);
+                        d.push_back(r % 5 == 0 ? 1.0f : value(rng));  // ties too
+                    }
+            ip.push_back(static_cast<int64_t>(ix.size()));
+        }
+    };
+    for (int64_t nq : {int64_t{3}, int64_t{40}}) {
+        std::vector<int64_t> qi, qx, di, dx;
+        std::vector<float> qd, dd;
+        random_rows(nq, qi, qx, qd);
+        random_rows(nd, di, dx, dd);
+        const CsrView q{qi.data(), qx.data(), qd.data(), nq, dim * cols_scale};
+        const CsrView db{di.data(), dx.data(), dd.data(), nd, dim * cols_scale};
+        for (int64_t k : {int64_t{1}, int64_t{17}, nd + 5}) {
+            const size_t size = static_cast<size_t>(nq * k);
+            std::vector<float> want_d(size), got_d(size);
+            std::vector<int64_t> want_i(size), got_i(size);
+            set_active_isa(Isa::scalar);
+            sparse_l2_topk(q, db, k, want_d.data(), want_i.data(), 1);
+            for (Isa isa : supported_isas()) {
+                set_active_isa(isa);
+                for (int threads : {1, 2, 4}) {
+                    sparse_l2_topk(q, db, k, got_d.data(), got_i.data(), threads);
+                    CHECK(std::memcmp(got_d.data(), want_d.data(), size * sizeof(float)) == 0 &&
+                              got_i == want_i,
+                          "sparse topk %s nq=%lld k=%lld t=%d scale=%lld", isa_name(isa),
+                          (long long)nq, (long long)k, threads, (long long)cols_scale);
+                    const SparseL2Index index(db, threads);
+                    index.search(q, k, got_d.data(), got_i.data(), threads);
+                    CHECK(std::memcmp(got_d.data(), want_d.data(), size * sizeof(float)) == 0 &&
+                              got_i == want_i,
+                          "SparseL2Index %s nq=%lld k=%lld t=%d", isa_name(isa), (long long)nq,
+                          (long long)k, threads);
+                }
+            }
+        }
+    }
+}
+// ---- end phrase building and sparse L2 (SBoVP) ----
 
 int main() {
     std::mt19937_64 rng(12345);
@@ -323,15 +378,17 @@ int main() {
     check_encoder<uint64_t>(rng, LabelType::u64);
     check_encoder<int64_t>(rng, LabelType::i64);
     for (int round = 0; round < 5; ++round) check_hamming(rng);
-    check_phrases(rng);                        // ---- phrase (SBoVP)
-    for (Isa isa : supported_isas()) {  // per-ISA row-distance kernels
+    check_phrases(rng);
+    for (Isa isa : supported_isas()) {  // per-ISA sparse L2 kernels
         set_active_isa(isa);
         for (int threads : {1, 2}) {
-            check_phrase_topk(rng, 1, threads);                 // direct column table
-            check_phrase_topk(rng, int64_t{1} << 34, threads);  // hashed column space
+            check_sparse_topk(rng, 1, threads);                 // direct column table
+            check_sparse_topk(rng, int64_t{1} << 34, threads);  // hashed column space
         }
     }
-    check_phrase_bad_database();
+    check_sparse_bad_database();
+    check_sparse_isas_identical(rng, 1);
+    check_sparse_isas_identical(rng, int64_t{1} << 30);
     std::printf("semcbir core tests: %d failure(s); ISA levels checked:", failures);
     for (Isa isa : supported_isas()) std::printf(" %s", isa_name(isa));
     std::printf("\n");

@@ -13,24 +13,52 @@ from ._backend import active_isa, available_isas, backend, set_backend, set_isa
 from .features import Features, extract_features
 from .hamming import hamming_distances, hamming_topk
 from .hybrid import HybridSignatures, histogram_filter, hybrid_signatures, hybrid_topk
-from .index import IndexFormatError, SBSIndex
+from .index import IndexFormatError, LocalIndex, SBSIndex, SparseSignatureIndex, load_index
 from .layout import SBSLayout, sbs_layout
-from .local_index import LocalIndex, load_index
-from .sbovp import PhraseIndex, PhraseSignatures, Vocabulary, phrase_l2_topk, sbovp_signatures
+from .sbovp import PhraseSignatures, Vocabulary, sbovp_signatures
 from .sbs import decode_sbs, encode_sbs
+from .signatures import (
+    Inputs,
+    Signature,
+    create_signature,
+    get_signature,
+    list_signatures,
+    register_signature,
+)
+from .sparse_l2 import PhraseIndex, SparseL2Index, phrase_l2_topk, sparse_l2_topk
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> object:
+    # the pipeline imports the segmentation front end lazily; keep `import semcbir_fast` light
+    if name in ("build_index", "Retriever"):
+        from . import pipeline
+
+        return getattr(pipeline, name)
+    raise AttributeError(f"module 'semcbir_fast' has no attribute {name!r}")
 
 __all__ = [
     "Features",
     "HybridSignatures",
     "IndexFormatError",
+    "Inputs",
     "LocalIndex",
     "PhraseIndex",
     "PhraseSignatures",
     "SBSIndex",
     "SBSLayout",
+    "Signature",
+    "SparseL2Index",
+    "SparseSignatureIndex",
+    "Retriever",
     "Vocabulary",
+    "build_index",
+    "create_signature",
+    "get_signature",
+    "list_signatures",
+    "register_signature",
+    "sparse_l2_topk",
     "extract_features",
     "histogram_filter",
     "hybrid_signatures",

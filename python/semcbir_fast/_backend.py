@@ -1,7 +1,14 @@
 """Which implementation runs the kernels: the compiled C++ core or the numba fallback.
 
-``SEMCBIR_BACKEND=cpp|numba`` chooses at import (default: cpp when the extension imports);
-``SEMCBIR_ISA=scalar|avx2|avx512`` forces the C++ SIMD level.
+Both backends are modules with the same contract (the names and arguments of ``_core.pyi``):
+``encode_sbs``, ``hamming_topk``, ``hamming_distances``, ``build_phrase_matrices``,
+``sparse_l2_topk``, ``SparseL2Index``, ``active_isa``, ``available_isas``, ``set_isa`` and
+``hardware_threads``. The public functions call ``core().<name>(...)`` and never branch on
+the backend.
+
+``SEMCBIR_BACKEND=cpp|numba`` chooses at import (default: cpp when the extension imports, else
+numba); ``SEMCBIR_ISA=scalar|avx2|avx512`` forces the C++ SIMD level (every C++ kernel follows
+it).
 """
 
 from __future__ import annotations
@@ -11,6 +18,20 @@ from types import ModuleType
 from typing import Any
 
 __all__ = ["active_isa", "available_isas", "backend", "core", "set_backend", "set_isa"]
+
+#: the names every backend module exports (see _core.pyi)
+CONTRACT = (
+    "encode_sbs",
+    "hamming_topk",
+    "hamming_distances",
+    "build_phrase_matrices",
+    "sparse_l2_topk",
+    "SparseL2Index",
+    "active_isa",
+    "available_isas",
+    "set_isa",
+    "hardware_threads",
+)
 
 _core: ModuleType | None
 try:
@@ -22,31 +43,52 @@ except ImportError as exc:  # pragma: no cover - exercised when the build is abs
     _core_error = exc
 
 _BACKENDS = ("cpp", "numba")
+_NUMBA_HINT = "pip install 'semcbir_fast[numba]'"
 _active: str = ""
+_numba_module: ModuleType | None = None
+
+
+def _why_no_core() -> str:
+    return (f"the compiled core semcbir_fast._core cannot be imported "
+            f"({type(_core_error).__name__}: {_core_error}); reinstall semcbir_fast with a "
+            "C++17 compiler (`pip install .`)")
+
+
+def _why_no_numba(exc: ImportError) -> str:
+    name = getattr(exc, "name", None) or ""
+    if isinstance(exc, ModuleNotFoundError) and (name == "numba" or name.startswith("numba.")):
+        return f"numba is not installed ({_NUMBA_HINT})"
+    return f"the numba backend cannot be imported ({type(exc).__name__}: {exc})"
 
 
 def _numba() -> ModuleType:
-    try:
-        from . import _numba_kernels
-    except ImportError as exc:
-        raise ImportError(
-            "semcbir_fast: the compiled core is not available "
-            f"({_core_error}) and the numba fallback cannot be imported ({exc}); "
-            "install numba or reinstall semcbir_fast with a C++17 compiler"
-        ) from exc
-    return _numba_kernels
+    """The numba backend package, imported on first use (ImportError naming what is missing)."""
+    global _numba_module
+    if _numba_module is None:
+        try:
+            from . import _numba as module
+        except ImportError as exc:
+            why = _why_no_numba(exc)
+            if _core is None:
+                msg = f"semcbir_fast: no kernel backend: {_why_no_core()}, and {why}"
+            else:
+                msg = f"semcbir_fast: the numba backend is not available: {why}"
+            raise ImportError(msg) from exc
+        _numba_module = module
+    return _numba_module
 
 
 def set_backend(name: str) -> None:
-    """Switch the kernels between ``"cpp"`` (compiled core) and ``"numba"`` (fallback)."""
+    """Switch the kernels between ``"cpp"`` (compiled core) and ``"numba"`` (fallback).
+
+    Raises ValueError for another name, RuntimeError when the compiled core is missing
+    (``"cpp"``), ImportError when numba is missing (``"numba"``).
+    """
     global _active
     if name not in _BACKENDS:
         raise ValueError(f"backend must be one of {_BACKENDS}, got {name!r}")
     if name == "cpp" and _core is None:
-        raise RuntimeError(
-            f"the compiled core semcbir_fast._core is not available ({_core_error}); "
-            "reinstall with `pip install .` and a C++17 compiler, or use the numba backend"
-        )
+        raise RuntimeError(f"semcbir_fast: {_why_no_core()}, or use the numba backend")
     if name == "numba":
         _numba()
     _active = name
@@ -58,28 +100,30 @@ def backend() -> str:
 
 
 def core() -> Any:
-    """The module that implements the kernels for the active backend."""
+    """The module implementing the kernels (the contract above) for the active backend."""
     return _core if _active == "cpp" else _numba()
 
 
 def active_isa() -> str:
     """SIMD level used by the C++ kernels (``"scalar"``, ``"avx2"``, ``"avx512"``), or
     ``"numba"`` when the numba backend is active."""
-    return _core.active_isa() if _active == "cpp" and _core is not None else "numba"
+    return str(core().active_isa())
 
 
 def available_isas() -> list[str]:
     """Levels this CPU and build support (``["numba"]`` with the numba backend)."""
-    return list(_core.available_isas()) if _active == "cpp" and _core is not None else ["numba"]
+    return list(core().available_isas())
 
 
 def set_isa(name: str) -> None:
-    """Force a SIMD level of the C++ kernels (results never depend on it; speed does)."""
-    if _active != "cpp" or _core is None:
-        raise RuntimeError(f"set_isa needs the cpp backend; the active backend is {_active!r}")
+    """Force a SIMD level of the active backend (results never depend on it; speed does).
+
+    ValueError for a level this CPU / build / backend lacks (the numba backend has one level,
+    ``"numba"``).
+    """
     if not isinstance(name, str):
         raise ValueError(f"ISA name must be a str, got {name!r}")
-    _core.set_isa(name)
+    core().set_isa(name)
 
 
 def _init() -> None:

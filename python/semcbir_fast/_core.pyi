@@ -1,4 +1,9 @@
-"""Type stubs of the private compiled core (see python/bindings.cpp)."""
+"""Type stubs of the private compiled core (see python/bindings.cpp).
+
+This is also the backend contract: the numba package ``semcbir_fast._numba`` exports the same
+names with the same parameter names (checked by tests/test_hamming.py), so the public functions
+call ``_backend.core().<name>(...)`` whichever backend is active.
+"""
 
 import numpy as np
 import numpy.typing as npt
@@ -23,7 +28,7 @@ def available_isas() -> list[str]: ...
 def set_isa(name: str) -> None: ...
 def hardware_threads() -> int: ...
 
-# ---- phrase (SBoVP) ----
+# ---- phrase building and sparse L2 (SBoVP) ----
 def build_phrase_matrices(
     xy: list[npt.NDArray[np.float32]],
     words: list[npt.NDArray[np.int32]],
@@ -32,7 +37,7 @@ def build_phrase_matrices(
     phrase_len: int,
     threads: int,
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float32]]: ...
-def phrase_l2_topk(
+def sparse_l2_topk(
     q_indptr: npt.NDArray[np.int64],
     q_indices: npt.NDArray[np.int64],
     q_data: npt.NDArray[np.float32],
@@ -44,7 +49,7 @@ def phrase_l2_topk(
     threads: int,
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]: ...
 
-class PhraseIndex:
+class SparseL2Index:
     def __init__(
         self,
         indptr: npt.NDArray[np.int64],

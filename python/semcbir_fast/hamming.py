@@ -48,10 +48,7 @@ def hamming_topk(
     k = check_int(k, "k", 1)
     _same_width(q, db, "queries", "database")
     t = check_threads(threads)
-    impl = _backend.core()
-    if _backend.backend() == "cpp":
-        return impl.hamming_topk(q, db, k, t)
-    return impl.topk(q, db, k, t)
+    return _backend.core().hamming_topk(q, db, k, t)
 
 
 def hamming_distances(a: Any, b: Any, *, threads: int = 0) -> np.ndarray:
@@ -60,7 +57,4 @@ def hamming_distances(a: Any, b: Any, *, threads: int = 0) -> np.ndarray:
     y = as_codes(b, "b")
     _same_width(x, y, "a", "b")
     t = check_threads(threads)
-    impl = _backend.core()
-    if _backend.backend() == "cpp":
-        return impl.hamming_distances(x, y, t)
-    return impl.distances(x, y, t)
+    return _backend.core().hamming_distances(x, y, t)

@@ -47,17 +47,12 @@ def _save(fig: Any, path: Path) -> None:
     fig.savefig(path)
 
 
-_TITLES = {"sbs": "SBS", "sbovp": "SBoVP", "hybrid": "Hybrid signature"}
-
-
 def _title(result: Any) -> str:
-    return _TITLES.get(result.signature, result.signature)
+    return str(result.signature_class.title or result.signature)
 
 
 def plot_map_vs_blocks(result: Any, path: Path) -> None:
     """Line plot: MAP / P@R per setting (SBS: per number of blocks), ours and the paper's."""
-    from .eval.paper import reference_for
-
     res = result.results
     x = np.arange(len(res))
     fig = _figure(8.6, 4.0)
@@ -73,18 +68,13 @@ def plot_map_vs_blocks(result: Any, path: Path) -> None:
         label="MAP, ties averaged (ours)",
     )
     ax.plot(x, [r.p_at_r for r in res], "s-", lw=1.5, color="#2da44e", label="P@R (ours)")
-    ref = reference_for(result.settings.get("dataset", ""), result.signature)
     styles = iter([("#cf222e", ":"), ("#8250df", ":")])
-    for label, vals in ref.get("table3", {}).items():
+    for label, vals in result.published_rows():
         col, ls = next(styles, ("#777", ":"))
-        ys = [vals[r.levels] if r.levels < len(vals) else np.nan for r in res]
-        ax.plot(x, ys, "^" + ls, color=col, label=f"paper 000 MAP, HRNet {label}")
-    if result.signature == "sbs":
-        ax.set_xticks(x, [f"{r.blocks}" for r in res])
-        ax.set_xlabel("number of blocks (4^n)")
-    else:
-        ax.set_xticks(x, [r.name for r in res], rotation=15, ha="right", fontsize=8)
-        ax.set_xlabel("setting")
+        ys = [np.nan if v is None else v for v in vals]
+        ax.plot(x, ys, "^" + ls, color=col, label=f"{label} (HRNet-W48)")
+    ax.set_xticks(x, [r.column or r.name for r in res], rotation=15, ha="right", fontsize=8)
+    ax.set_xlabel(result.signature_class.axis.lower())
     ax.set_ylabel("score")
     lo = min([r.p_at_r for r in res] + [r.map for r in res] + [0.7])
     ax.set_ylim(max(0.0, lo - 0.05), 1.0)
@@ -164,14 +154,14 @@ def gallery_rows_from_eval(
 ) -> list[Any]:
     """Gallery rows for query positions ``queries`` at setting ``level`` (default: best MAP).
 
-    ``level`` is an SBS level, or for SBoVP / hybrid results the position of the setting in
-    ``result.results``.
+    ``level`` is the position of the setting in ``result.results`` (for SBS, the settings
+    are the evaluated levels in order).
     """
     from .gallery import GalleryHit, GalleryRow
 
     ds = result.dataset
     lr = _setting(result, level)
-    sbs = result.signature == "sbs"
+    integer = result.signature_class.integer_distances
     maps = result.label_maps if overlay else None
     rows = []
     for qpos in queries:
@@ -183,7 +173,7 @@ def gallery_rows_from_eval(
             hits.append(
                 GalleryHit(
                     path=str(ds.images[di]),
-                    distance=(int(lr.top_distances[qpos, j]) if sbs
+                    distance=(int(lr.top_distances[qpos, j]) if integer
                               else float(lr.top_distances[qpos, j])),
                     id=di,
                     category=ds.category_name(int(ds.categories[di])),
@@ -206,12 +196,6 @@ def gallery_rows_from_eval(
 def _setting(result: Any, level: int | None) -> Any:
     if level is None:
         return result.best()
-    if result.signature == "sbs":
-        found = next((r for r in result.results if r.levels == level), None)
-        if found is None:
-            raise ValueError(f"level {level} was not evaluated; choose one of "
-                             f"{[r.levels for r in result.results]}")
-        return found
     if not 0 <= level < len(result.results):
         raise ValueError(f"setting {level} does not exist; choose 0..{len(result.results) - 1}")
     return result.results[level]
@@ -274,16 +258,16 @@ def write_report(
         ``{"markdown", "json", "map_vs_blocks" (SBS) or "map_per_setting", "pr_curves",
         "per_category_ap", "gallery"?}``.
     """
-    from .eval.paper import TABLE7_TOP20, reference_for
+    from .eval.paper import TABLE7_TOP20
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     files: dict[str, Path] = {}
     s = result.settings
     res = result.results
-    sig = result.signature
+    kind = result.signature_class
     title = _title(result)
-    map_key = "map_vs_blocks" if sig == "sbs" else "map_per_setting"
+    map_key = kind.report_plot
     files[map_key] = out / f"{map_key}.png"
     plot_map_vs_blocks(result, files[map_key])
     files["pr_curves"] = out / "pr_curves.png"
@@ -306,8 +290,7 @@ def write_report(
             overlay=overlay and result.label_maps is not None,
         )
         shown = _setting(result, gallery_level)
-        where = (f"{shown.name} (levels={shown.levels})" if sig == "sbs"
-                 else f"{shown.name}, filter {s.get('filter')}")
+        where = shown.name + (f", filter {s['filter']}" if "filter" in s else "")
         ds = result.dataset
         class_names = s.get("class_names") or ds.label_classes
         colors = ds.label_colors if s.get("segmentation") == "oracle" else None
@@ -325,7 +308,7 @@ def write_report(
             class_colors=colors,
         )
 
-    ref = reference_for(s.get("dataset", ""), sig)
+    ref = result.published()
     data = result.to_dict()
     data["command"] = command
     data["written"] = time.strftime("%Y-%m-%d %H:%M:%S %z")
@@ -342,15 +325,11 @@ def write_report(
     if command:
         md.append(f"Command: `{command}`\n")
     void = "" if s.get("ignore_index") is None else f", class {s['ignore_index']} void"
-    if sig == "sbs":
-        what = (f"Hamming distance over Semantic Binary Signatures with {s['num_classes']} "
-                f"classes{void}{', pyramid' if s.get('pyramid') else ''}. Ties in distance are "
-                "ranked by the smaller database id (as `hamming_topk` does)")
-    else:
-        what = (f"L2 distance over {title} signatures ({s.get('method')} keypoints, "
-                f"{s['num_classes']} classes{void}), semantic-histogram filter "
-                f"{s.get('filter')}. Results are ranked by (penalised, distance, smaller "
-                "database id)")
+    extra_what = "".join([f", {s['method']} keypoints" if s.get("method") else "",
+                          ", pyramid" if s.get("pyramid") else "",
+                          f", semantic-histogram filter {s['filter']}" if "filter" in s else ""])
+    what = (f"{kind.distance} over {title} signatures ({s['num_classes']} classes{void}"
+            f"{extra_what}). Results are ranked by (penalised, distance, smaller database id)")
     md.append(
         f"{s['images']} images in {s['categories']} categories; mode **{s['mode']}** "
         f"({s['queries']} queries, database of {s['database']}"
@@ -358,12 +337,8 @@ def write_report(
         f"{what}; *MAP, ties averaged* scores every tie group by its expected value over all "
         "orders instead.\n"
     )
-    if sig == "sbs":
-        md.append("## MAP per number of blocks (paper 000, Table 3 layout)\n")
-        header = ["", *[f"4^{r.levels} = {r.blocks}" for r in res]]
-    else:
-        md.append("## MAP per setting\n")
-        header = ["", *[r.name for r in res]]
+    md.append(f"## MAP per {kind.axis.lower()}\n")
+    header = ["", *[r.column or r.name for r in res]]
     rows_md: list[list[Any]] = [
         ["**MAP (ours)**", *[r.map for r in res]],
         ["MAP, ties averaged", *[r.map_ties_avg for r in res]],
@@ -371,26 +346,17 @@ def write_report(
     ]
     for k in res[0].p_at_k if res else {}:
         rows_md.append([f"P@{k}", *[r.p_at_k[k] for r in res]])
-    for label, vals in ref.get("table3", {}).items():
-        rows_md.append(
-            [
-                f"paper 000, HRNet-W48 {label}",
-                *[vals[r.levels] if r.levels < len(vals) else None for r in res],
-            ]
-        )
-    if sig == "sbs":
-        rows_md.append(["code size (bits)", *[r.nbits for r in res]])
-    elif res and "nnz_per_image" in res[0].params:
-        rows_md.append(["non-zeros / image", *[round(r.params["nnz_per_image"], 1)
-                                               for r in res]])
+    for label, vals in result.published_rows():
+        rows_md.append([f"{label}, HRNet-W48", *vals])
+    for key in res[0].info if res else {}:
+        rows_md.append([key.replace("_", " "), *[round(r.info[key], 1) for r in res]])
     rows_md.append(["encode ms / image", *[round(r.encode_ms_per_image, 4) for r in res]])
     rows_md.append(["search ms / query", *[round(r.search_ms_per_query, 4) for r in res]])
     md.append(_md_table(header, rows_md) + "\n")
-    if "map" in ref:
-        pub = dict(ref["map"])
-        source = pub.pop("source")
-        md.append(f"Published MAP ({source}; segmentation and descriptor as named):\n")
-        md.append(_md_table(["setting", "MAP"], [[k, v] for k, v in pub.items()]) + "\n")
+    scalars = {k: v for k, v in (ref.get("rows") or {}).items() if isinstance(v, (int, float))}
+    if scalars:
+        md.append(f"Published MAP ({ref['source']}; segmentation and descriptor as named):\n")
+        md.append(_md_table(["setting", "MAP"], [[k, v] for k, v in scalars.items()]) + "\n")
     md.append(f"![MAP per setting]({files[map_key].name})\n")
     if s.get("dataset") == "corel1k" and res and all(20 in r.p_at_k for r in res):
         md.append("## Top-20 precision (paper 000 Table 7, paper 001 Table 5)\n")

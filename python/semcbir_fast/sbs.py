@@ -59,12 +59,8 @@ def encode_sbs(
                                  hint=" (or None)")
     t = check_threads(threads)
     maps, single = as_label_maps(labels, m)
-    impl = _backend.core()
-    if _backend.backend() == "cpp":
-        codes = impl.encode_sbs(maps, m, layout.levels, ignore_index, layout.pyramid,
-                                layout.stride, t)
-    else:
-        codes = impl.encode(maps, m, layout.levels, ignore_index, layout.pyramid, layout, t)
+    codes = _backend.core().encode_sbs(maps, m, layout.levels, ignore_index, layout.pyramid,
+                                       layout.stride, t)
     return codes[0] if single else codes
 
 

@@ -1,8 +1,12 @@
-// Bounded top-k selection shared by every search (Hamming, sparse phrase L2): keeps the k
-// smallest (distance, id) pairs, ordered by distance, then by the smaller id.
+// Bounded top-k selection shared by every search (Hamming, sparse L2): keeps the k smallest
+// (distance, id) pairs, ordered by distance, then by the smaller id, and writes them out as one
+// sorted, padded result row.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
+#include <utility>
+#include <vector>
 
 namespace semcbir {
 
@@ -62,5 +66,26 @@ private:
     int64_t k_;
     int64_t size_ = 0;
 };
+
+/// Writes one result row of k slots: the pairs (d[t], id[t]), t < size (any order, ids
+/// distinct), sorted by (distance, id); slot t < min(size, k) gets (convert(distance), id),
+/// the slots after it (missing, -1). `scratch` is reused between calls.
+template <class D, class Out, class Convert>
+void write_sorted_row(const D* d, const int64_t* id, int64_t size, int64_t k, Convert convert,
+                      Out missing, std::vector<std::pair<D, int64_t>>& scratch, Out* out_d,
+                      int64_t* out_id) {
+    scratch.clear();
+    for (int64_t t = 0; t < size; ++t) scratch.emplace_back(d[t], id[t]);
+    std::sort(scratch.begin(), scratch.end());
+    const int64_t have = std::min(size, k);
+    for (int64_t t = 0; t < have; ++t) {
+        out_d[t] = convert(scratch[static_cast<size_t>(t)].first);
+        out_id[t] = scratch[static_cast<size_t>(t)].second;
+    }
+    for (int64_t t = have; t < k; ++t) {
+        out_d[t] = missing;
+        out_id[t] = -1;
+    }
+}
 
 }  // namespace semcbir

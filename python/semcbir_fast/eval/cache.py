@@ -1,13 +1,16 @@
-"""Cache of label maps computed by a segmentation model, so that evaluating several SBS
-settings (levels 0..3, pyramid, ...) segments each image once.
+"""On-disk caches of what is slow to compute per image set: label maps of a segmentation
+model (:func:`segment_cached`) and local features (:func:`features_cached`), shared by every
+command (index, eval) and keyed alike (:func:`files_key`).
 
-A cache entry is one ``.npz`` file in ``<cache_dir>/labels/`` (``SEMCBIR_CACHE``, default
+Label maps: 
+one ``.npz`` file in ``<cache_dir>/labels/`` (``SEMCBIR_CACHE``, default
 ``~/.cache/semcbir_fast``) named ``<model>-<key>.npz``, where ``key`` is a SHA-256 over:
 the model file's bytes and its sidecar, the compute dtype and resize mode, and the list of
 images with each file's absolute path, size and modification time. Any change to the model
 or to an image therefore misses the cache. The file holds ``shapes`` (int64 ``(N, 2)``),
 ``flat`` (all maps concatenated, uint8 or uint16) and ``paths``; it is written to a
-temporary name and renamed.
+temporary name and renamed. Features: ``<cache_dir>/sbovp/features-<method>-<key>.npz``,
+keyed by the method, ``max_keypoints``, the OpenCV version and the same image list.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from .._atomic import atomic_path
 
 __all__ = [
     "cache_key",
+    "features_cached",
+    "files_key",
     "label_cache_path",
     "load_label_cache",
     "save_label_cache",
@@ -38,6 +43,17 @@ def _file_digest(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def files_key(parts: dict[str, Any], images: Sequence[str | os.PathLike[str]]) -> str:
+    """Hex SHA-256 of ``parts`` (JSON-ready) plus each image's absolute path, size and
+    modification time: any change to the settings or to an image misses the cache."""
+    rows = []
+    for p in images:
+        st = os.stat(p)
+        rows.append([os.path.abspath(p), st.st_size, st.st_mtime_ns])
+    return hashlib.sha256(json.dumps({**parts, "images": rows}, sort_keys=True).encode()
+                          ).hexdigest()
 
 
 def cache_key(
@@ -55,12 +71,8 @@ def cache_key(
         "sidecar": side.read_text() if side.is_file() else None,
         "dtype": dtype,
         "resize": resize,
-        "images": [],
     }
-    for p in images:
-        st = os.stat(p)
-        parts["images"].append([os.path.abspath(p), st.st_size, st.st_mtime_ns])
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+    return files_key(parts, images)
 
 
 def label_cache_path(
@@ -194,3 +206,56 @@ def segment_cached(
     if cpath is not None:
         save_label_cache(cpath, maps, paths)
     return maps, info
+
+
+def features_cache_path(paths: Sequence[Any], method: str, max_keypoints: int | None) -> Path:
+    """Where the features of ``paths`` by ``method`` are cached."""
+    from semcbir_fast._paths import cache_dir
+
+    try:
+        import cv2
+
+        cv = cv2.__version__
+    except ImportError:  # pragma: no cover
+        cv = "?"
+    key = files_key({"method": method, "max_keypoints": max_keypoints, "opencv": cv}, paths)
+    return Path(cache_dir()) / "sbovp" / f"features-{method}-{key[:24]}.npz"
+
+
+def features_cached(
+    paths: Sequence[Any],
+    method: str = "kaze",
+    *,
+    max_keypoints: int | None = None,
+    threads: int = 0,
+    progress: bool = False,
+    use_cache: bool = True,
+    log: Any = None,
+) -> list[Any]:
+    """Keypoints and descriptors of ``paths`` (:func:`semcbir_fast.features.extract_features`),
+    cached (see the module docstring)."""
+    from semcbir_fast.features import extract_features, load_features, save_features
+
+    paths = [str(p) for p in paths]
+    cpath = features_cache_path(paths, method, max_keypoints) if use_cache else None
+    if cpath is not None and cpath.is_file():
+        try:
+            feats = load_features(cpath)
+        except (OSError, ValueError, KeyError):
+            feats = []
+        if len(feats) == len(paths):
+            if log is not None:
+                log(f"features ({method}) of {len(paths)} images read from {cpath}")
+            return feats
+    feats = extract_features(
+        paths, method, max_keypoints=max_keypoints, threads=threads, progress=progress
+    )
+    if cpath is not None:
+        try:
+            cpath.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cpath.with_name(cpath.stem + ".tmp.npz")  # np.savez wants the .npz ending
+            save_features(tmp, feats)
+            tmp.replace(cpath)
+        except OSError:  # pragma: no cover - read-only cache: just recompute next time
+            pass
+    return feats

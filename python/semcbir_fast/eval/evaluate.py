@@ -1,9 +1,13 @@
-"""Run a retrieval evaluation of Semantic Binary Signatures on a data set.
+"""Run a retrieval evaluation of any signature on a labelled data set.
 
-:func:`evaluate_sbs` takes one label map per image (from a model, or the ground truth:
-"oracle" segmentation), encodes them at each requested number of blocks, ranks the
-database for every query by Hamming distance (ties by the smaller database id, see
-:mod:`semcbir_fast.eval.metrics`) and scores the rankings:
+:func:`evaluate` takes the images' inputs (label maps from a model or the ground truth,
+"oracle" segmentation; local features where the signature needs them) and one or several
+:class:`~semcbir_fast.signatures.Signature` objects (settings: SBS levels, SBoVP vocabulary
+sizes, ...). For each it fits the learned state if any (on the evaluated images unless
+``fit_inputs`` names another set), encodes every image, puts the database into the
+signature's own index and ranks the whole database for every query with that index's
+search (ties by the smaller database id; filtered signatures by ``(penalised, distance,
+id)``), then scores the rankings (:mod:`semcbir_fast.eval.metrics`):
 
 - ``map``: MAP over the full ranking (paper 000 Table 3);
 - ``map_ties_avg``: the same with tied distances scored by their expected value over all
@@ -19,16 +23,15 @@ database (its own first result, normally); ``"disjoint"`` -- the first
 ``exclude_query=True`` (query-in-db only) removes each query from its own ranking and
 from its relevant count.
 
-:func:`evaluate_signature` scores SBoVP (paper 000 section 3.2) and the hybrid signature
-(paper 001) with the same protocol and metrics, one :class:`SignatureResult` per setting.
-Its defaults are those of ``semcbir eval --signature sbovp|hybrid``: KAZE, ``L = 64``,
-``n = 2``, semantic words on (SPEC.md's plain ``L x L`` form ranks poorly), the
-semantic-histogram filter on (epsilon 0.9), and a vocabulary fitted on the evaluated images
-themselves unless ``vocab_features`` names another training set.
+:func:`evaluate_sbs` and :func:`evaluate_signature` are the former entry points, kept as
+thin wrappers: they build the signature objects from keyword settings (the defaults are
+the signatures' ``"default"`` presets).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import platform
 import time
 from collections.abc import Sequence
@@ -37,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from .cache import features_cached
 from .datasets import Dataset, split_disjoint
 from .metrics import (
     average_precision,
@@ -51,8 +55,10 @@ __all__ = [
     "EvalResult",
     "LevelResult",
     "SignatureResult",
+    "evaluate",
     "evaluate_sbs",
     "evaluate_signature",
+    "features_cached",
     "library_versions",
 ]
 
@@ -89,50 +95,38 @@ class _Scores:
         }
 
 
-@dataclass
-class LevelResult(_Scores):
-    """Scores of one SBS setting (one number of blocks)."""
-
-    levels: int
-    blocks: int
-    nbits: int
-    nbytes: int
-
-    @property
-    def name(self) -> str:
-        """Short column label: ``"16 blocks"``."""
-        return f"{self.blocks} block{'s' if self.blocks != 1 else ''}"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "levels": self.levels,
-            "blocks": self.blocks,
-            "nbits": self.nbits,
-            "nbytes": self.nbytes,
-            **self._scores_dict(),
-        }
-
 
 @dataclass
 class SignatureResult(_Scores):
-    """Scores of one SBoVP or hybrid setting (one column of :meth:`EvalResult.table`)."""
+    """Scores of one signature setting (one column of :meth:`EvalResult.table`).
 
-    signature: str
-    label: str
-    params: dict[str, Any]
+    ``params`` holds the setting (and sizes such as ``nbits`` or ``nnz_per_image``); its
+    entries read as attributes too (``result.levels``, ``result.blocks``)."""
+
+    signature: str = ""
+    label: str = ""
+    column: str = ""
+    params: dict[str, Any] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
-        """Short column label: the setting's label (e.g. ``"kaze L=64 n=2"``)."""
+        """Short column label: ``"16 blocks"``, ``"kaze L=16 n=2"``."""
         return self.label
 
+    def __getattr__(self, name: str) -> Any:
+        for d in (self.__dict__.get("params") or {}, self.__dict__.get("info") or {}):
+            if name in d:
+                return d[name]
+        raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
+
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "signature": self.signature,
-            "label": self.label,
-            **self.params,
-            **self._scores_dict(),
-        }
+        return {"signature": self.signature, "label": self.label, **self.params, **self.info,
+                "params": self.params, "info": self.info, **self._scores_dict()}
+
+
+#: Former name of an SBS setting's result.
+LevelResult = SignatureResult
 
 
 @dataclass
@@ -140,86 +134,84 @@ class EvalResult:
     """Everything an evaluation measured, with its settings; see :meth:`to_dict`."""
 
     settings: dict[str, Any]
-    results: list[Any]  # LevelResult (sbs) or SignatureResult (sbovp, hybrid)
+    results: list[SignatureResult]
     dataset: Dataset = field(repr=False)
     query_idx: np.ndarray = field(repr=False)
     db_idx: np.ndarray = field(repr=False)
     label_maps: list[np.ndarray] | None = field(default=None, repr=False)
     versions: dict[str, str] = field(default_factory=dict)
+    signatures: list[Any] = field(default_factory=list, repr=False)
+
+    @property
+    def signature(self) -> str:
+        """Registry name of the evaluated signature."""
+        from ..signatures import DEFAULT_SIGNATURE
+
+        return str(self.settings.get("signature", DEFAULT_SIGNATURE))
+
+    @property
+    def signature_class(self) -> Any:
+        """The evaluated signature's class (from the registry)."""
+        from ..signatures import get_signature
+
+        return get_signature(self.signature)
+
+    def published(self) -> dict[str, Any]:
+        """What the papers publish for this signature and data set (see :mod:`.paper`)."""
+        from .paper import TABLE7_TOP20
+
+        out = dict(self.signature_class.published(self.settings.get("dataset", "")))
+        if self.settings.get("dataset") == "corel1k":
+            out["table7_top20"] = TABLE7_TOP20
+        return out
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready: settings, versions, per-level numbers and the paper's numbers."""
-        from .paper import reference_for
-
+        """JSON-ready: settings, versions, per-setting numbers and the paper's numbers."""
         return {
             "settings": self.settings,
             "versions": self.versions,
             "results": [r.to_dict() for r in self.results],
-            "paper": reference_for(self.settings.get("dataset", ""), self.signature),
+            "paper": self.published(),
         }
 
-    @property
-    def signature(self) -> str:
-        """``"sbs"``, ``"sbovp"`` or ``"hybrid"``."""
-        return str(self.settings.get("signature", "sbs"))
-
-    def best(self) -> LevelResult | SignatureResult:
+    def best(self) -> SignatureResult:
         """The setting with the highest MAP (the first on ties)."""
         return max(self.results, key=lambda r: r.map)
 
-    def table(self) -> str:
-        """Plain-text table in paper 000 Table 3's layout (MAP per number of blocks)."""
-        from .paper import reference_for
+    def published_rows(self) -> list[tuple[str, list[float | None]]]:
+        """Published rows with one value per evaluated setting (e.g. paper 000 Table 3 per
+        number of blocks), for the table and the report."""
+        sigs = self.signatures
+        rows = []
+        for label, vals in (self.published().get("rows") or {}).items():
+            per = [s.published_value(vals) for s in sigs]
+            if any(v is not None for v in per):
+                rows.append((label, per))
+        return rows
 
+    def table(self) -> str:
+        """Plain-text table, one column per setting (paper 000 Table 3's layout for SBS):
+        MAP, MAP with ties averaged, P@R, P@k, the published rows, encode / search time."""
         s = self.settings
-        if self.results and isinstance(self.results[0], SignatureResult):
-            return self._signature_table()
-        ref = reference_for(s.get("dataset", ""))
         name = f"{s.get('dataset_label', s.get('dataset'))} ({s.get('segmentation', '?')})"
-        rows: list[tuple[str, list[float | None]]] = [
-            (f"MAP {name}", [r.map for r in self.results]),
-            ("MAP, ties averaged", [r.map_ties_avg for r in self.results]),
-            ("P@R (R = category size)", [r.p_at_r for r in self.results]),
+        f4 = (lambda v: "-" if v is None else f"{v:.4f}")  # noqa: E731
+        rows: list[tuple[str, list[str]]] = [
+            (f"MAP {name}", [f4(r.map) for r in self.results]),
+            ("MAP, ties averaged", [f4(r.map_ties_avg) for r in self.results]),
+            ("P@R (R = category size)", [f4(r.p_at_r) for r in self.results]),
         ]
         for k in self.results[0].p_at_k if self.results else {}:
-            rows.append((f"P@{k}", [r.p_at_k[k] for r in self.results]))
-        for label, vals in ref.get("table3", {}).items():
-            rows.append(
-                (
-                    f"paper 000 Table 3, {label}",
-                    [vals[r.levels] if r.levels < len(vals) else None for r in self.results],
-                )
-            )
-        width = max(len("Number of blocks"), *(len(lab) for lab, _ in rows))
-        cols = [f"4^{r.levels}={r.blocks}" for r in self.results]
-        lines = [f"{'Number of blocks':<{width}} | " + " | ".join(f"{c:>8}" for c in cols)]
-        lines.append("-" * len(lines[0]))
-        for label, vals in rows:
-            lines.append(
-                f"{label:<{width}} | "
-                + " | ".join(f"{'-' if v is None else f'{v:.4f}':>8}" for v in vals)
-            )
-        return "\n".join(lines)
-
-    def _signature_table(self) -> str:
-        """SBoVP / hybrid: one column per setting, rows MAP, P@R, P@k."""
-        s = self.settings
-        name = f"{s.get('dataset_label', s.get('dataset'))} ({s.get('segmentation', '?')})"
-        rows: list[tuple[str, list[str]]] = [
-            (f"MAP {name}", [f"{r.map:.4f}" for r in self.results]),
-            ("MAP, ties averaged", [f"{r.map_ties_avg:.4f}" for r in self.results]),
-            ("P@R (R = category size)", [f"{r.p_at_r:.4f}" for r in self.results]),
-        ]
-        for k in self.results[0].p_at_k:
-            rows.append((f"P@{k}", [f"{r.p_at_k[k]:.4f}" for r in self.results]))
+            rows.append((f"P@{k}", [f4(r.p_at_k[k]) for r in self.results]))
+        rows += [(label, [f4(v) for v in vals]) for label, vals in self.published_rows()]
         rows.append(
             ("ms/image (signature)", [f"{r.encode_ms_per_image:.2f}" for r in self.results])
         )
         rows.append(("ms/query (search)", [f"{r.search_ms_per_query:.3f}" for r in self.results]))
-        cols = [r.label for r in self.results]
-        width = max(len("Setting"), *(len(lab) for lab, _ in rows))
-        cw = max(8, *(len(c) for c in cols))
-        lines = [f"{'Setting':<{width}} | " + " | ".join(f"{c:>{cw}}" for c in cols)]
+        cols = [r.column or r.label for r in self.results]
+        axis = getattr(self.signature_class, "axis", "Setting")
+        width = max(len(axis), *(len(lab) for lab, _ in rows))
+        cw = max(8, *(len(c) for c in cols)) if cols else 8
+        lines = [f"{axis:<{width}} | " + " | ".join(f"{c:>{cw}}" for c in cols)]
         lines.append("-" * len(lines[0]))
         for label, vals in rows:
             lines.append(f"{label:<{width}} | " + " | ".join(f"{v:>{cw}}" for v in vals))
@@ -248,12 +240,6 @@ def library_versions() -> dict[str, str]:
         if m is not None:
             out[mod] = getattr(m, "__version__", "?")
     return out
-
-
-def _rank(q: np.ndarray, db: np.ndarray, threads: int) -> tuple[np.ndarray, np.ndarray]:
-    from semcbir_fast import hamming_topk
-
-    return hamming_topk(q, db, db.shape[0], threads=threads)
 
 
 @dataclass
@@ -369,206 +355,6 @@ def _score(
     }
 
 
-def evaluate_sbs(
-    dataset: Dataset,
-    label_maps: Sequence[np.ndarray],
-    *,
-    num_classes: int,
-    levels: Sequence[int] = (0, 1, 2, 3),
-    ignore_index: int | None = None,
-    pyramid: bool = False,
-    mode: str = "query-in-db",
-    exclude_query: bool = False,
-    queries_per_category: int = 10,
-    ks: Sequence[int] = (10, 20),
-    top: int = 20,
-    threads: int = 0,
-    settings: dict[str, Any] | None = None,
-    keep_label_maps: bool = False,
-) -> EvalResult:
-    """Score SBS retrieval on ``dataset`` at each number of blocks.
-
-    Parameters
-    ----------
-    dataset : Dataset
-        Images and categories (:mod:`semcbir_fast.eval.datasets`).
-    label_maps : sequence of numpy.ndarray
-        One ``(H, W)`` label map per image of ``dataset``, same order.
-    num_classes : int
-        ``M`` of the codes (the segmentation's number of classes).
-    levels : sequence of int, default (0, 1, 2, 3)
-        SBS levels ``n`` to evaluate (``4**n`` blocks each).
-    ignore_index : int, optional
-        Label value treated as void (e.g. 0 for MSRC's ground truth).
-    pyramid : bool, default False
-        Encode levels ``0..n`` concatenated (SPEC extension).
-    mode : {"query-in-db", "disjoint"}
-    exclude_query : bool, default False
-        Query-in-db only: leave each query out of its own ranking.
-    queries_per_category : int, default 10
-        Disjoint mode: queries taken from each category.
-    ks : sequence of int, default (10, 20)
-        Cut-offs for P@k.
-    top : int, default 20
-        Results kept per query for galleries (``LevelResult.top_ids``).
-    threads : int, default 0
-        Threads for encoding and search (0 = all cores).
-    settings : dict, optional
-        Extra entries for ``EvalResult.settings`` (model, device, ...).
-    keep_label_maps : bool, default False
-        Keep ``label_maps`` on the result (for overlays in a gallery).
-
-    Returns
-    -------
-    EvalResult
-    """
-    from semcbir_fast import encode_sbs, sbs_layout
-
-    if len(label_maps) != len(dataset):
-        raise ValueError(
-            f"label_maps must have one map per image: {len(dataset)} images, {len(label_maps)} maps"
-        )
-    levels = [int(v) for v in levels]
-    if not levels:
-        raise ValueError("levels must name at least one level, e.g. [0, 1, 2, 3]")
-    n = len(dataset)
-    split = _Split.make(dataset, mode, exclude_query, queries_per_category)
-    q_idx, db_idx, ndb = split.q_idx, split.db_idx, split.ndb
-    nq = q_idx.shape[0]
-    ks = split.cutoffs(ks)
-    top = split.top(top)
-    counts = split.counts
-    results: list[LevelResult] = []
-    for lv in levels:
-        layout = sbs_layout(num_classes, lv, pyramid=pyramid)
-        t0 = time.perf_counter()
-        codes = encode_sbs(
-            list(label_maps),
-            num_classes=num_classes,
-            levels=lv,
-            ignore_index=ignore_index,
-            pyramid=pyramid,
-            threads=threads,
-        )
-        t_enc = time.perf_counter() - t0
-        codes = codes.reshape(n, layout.stride)
-        qc, dbc = codes[q_idx], np.ascontiguousarray(codes[db_idx])
-
-        def ranker(s: int, e: int, qc: np.ndarray = qc, dbc: np.ndarray = dbc) -> Any:
-            dist, rows = _rank(qc[s:e], dbc, threads)
-            return dist, rows, dist
-
-        sc = _score(ranker, split, ks, top, np.int32, max(1, (1 << 22) // max(ndb, 1)))
-        results.append(
-            LevelResult(
-                levels=lv,
-                blocks=layout.blocks,
-                nbits=layout.nbits,
-                nbytes=layout.nbytes,
-                encode_ms_per_image=1e3 * t_enc / n,
-                **sc,
-            )
-        )
-    st: dict[str, Any] = {
-        "dataset": dataset.name,
-        "root": str(dataset.root),
-        "images": n,
-        "categories": len(counts),
-        "queries": int(nq),
-        "database": int(ndb),
-        "mode": mode,
-        "exclude_query": bool(exclude_query),
-        "queries_per_category": int(queries_per_category) if mode == "disjoint" else None,
-        "signature": "sbs",
-        "levels": levels,
-        "pyramid": bool(pyramid),
-        "num_classes": int(num_classes),
-        "ignore_index": ignore_index,
-        "ks": ks,
-        "ties": "by smaller database id (as hamming_topk); map_ties_avg averages over tie orders",
-    }
-    st.update(settings or {})
-    return EvalResult(
-        settings=st,
-        results=results,
-        dataset=dataset,
-        query_idx=q_idx,
-        db_idx=db_idx,
-        label_maps=list(label_maps) if keep_label_maps else None,
-        versions=library_versions(),
-    )
-
-
-SIGNATURES = ("sbs", "sbovp", "hybrid")
-
-
-def _features_cache_path(paths: Sequence[Any], method: str, max_keypoints: int | None) -> Any:
-    import hashlib
-    import json
-    import os
-    from pathlib import Path
-
-    from semcbir_fast._paths import cache_dir
-
-    try:
-        import cv2
-
-        cv = cv2.__version__
-    except ImportError:  # pragma: no cover
-        cv = "?"
-    parts: dict[str, Any] = {
-        "method": method,
-        "max_keypoints": max_keypoints,
-        "opencv": cv,
-        "images": [],
-    }
-    for p in paths:
-        st = os.stat(p)
-        parts["images"].append([os.path.abspath(p), st.st_size, st.st_mtime_ns])
-    key = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
-    return Path(cache_dir()) / "sbovp" / f"features-{method}-{key[:24]}.npz"
-
-
-def features_cached(
-    paths: Sequence[Any],
-    method: str = "kaze",
-    *,
-    max_keypoints: int | None = None,
-    threads: int = 0,
-    progress: bool = False,
-    use_cache: bool = True,
-    log: Any = None,
-) -> list[Any]:
-    """Keypoints and descriptors of ``paths`` (:func:`semcbir_fast.features.extract_features`),
-    cached under ``cache_dir()/sbovp/features-<method>-<key>.npz``; the key hashes the method,
-    ``max_keypoints``, the OpenCV version and each file's absolute path, size and mtime."""
-    from semcbir_fast.features import extract_features, load_features, save_features
-
-    paths = [str(p) for p in paths]
-    cpath = _features_cache_path(paths, method, max_keypoints) if use_cache else None
-    if cpath is not None and cpath.is_file():
-        try:
-            feats = load_features(cpath)
-        except (OSError, ValueError, KeyError):
-            feats = []
-        if len(feats) == len(paths):
-            if log is not None:
-                log(f"features ({method}) of {len(paths)} images read from {cpath}")
-            return feats
-    feats = extract_features(
-        paths, method, max_keypoints=max_keypoints, threads=threads, progress=progress
-    )
-    if cpath is not None:
-        try:
-            cpath.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cpath.with_name(cpath.stem + ".tmp.npz")
-            save_features(tmp, feats)
-            tmp.replace(cpath)
-        except OSError:  # pragma: no cover - read-only cache: just recompute next time
-            pass
-    return feats
-
-
 def _tie_keys(dist: np.ndarray, penalised: np.ndarray | None) -> np.ndarray:
     """Non-decreasing float64 keys of filtered rankings: penalised results after the rest."""
     d = dist.astype(np.float64)
@@ -579,23 +365,28 @@ def _tie_keys(dist: np.ndarray, penalised: np.ndarray | None) -> np.ndarray:
     return np.where(penalised, d + off, d)
 
 
-def evaluate_signature(
+
+def _settings_of(signatures: Sequence[Any]) -> dict[str, Any]:
+    """The parameters of the evaluated settings: swept fields as lists, the rest as one
+    value (a list where the settings differ)."""
+    out: dict[str, Any] = {}
+    dicts = [s.params_dict() for s in signatures]
+    sweep = {f.name for f in dataclasses.fields(signatures[0].Params)
+             if (f.metadata.get("cli") or {}).get("sweep")}
+    for key in dicts[0]:
+        vals = list(dict.fromkeys(d.get(key) for d in dicts))
+        out[key] = vals if key in sweep or len(vals) > 1 else vals[0]
+    return out
+
+
+def evaluate(
     dataset: Dataset,
-    label_maps: Sequence[np.ndarray],
+    signatures: Any,
+    inputs: Any = None,
     *,
-    signature: str,
-    num_classes: int,
+    label_maps: Sequence[np.ndarray] | None = None,
     features: Sequence[Any] | None = None,
-    method: str = "kaze",
-    vocab_features: Sequence[Any] | None = None,
-    n_words: Sequence[int] | int = (16,),
-    n: Sequence[int] | int = (2,),
-    semantic_words: bool = True,
-    normalize: str | None = "hellinger",
-    histogram_weight: float = 1.0,
-    epsilon: float | str | None = "auto",
-    seed: int = 0,
-    ignore_index: int | None = None,
+    fit_inputs: Any = None,
     mode: str = "query-in-db",
     exclude_query: bool = False,
     queries_per_category: int = 10,
@@ -606,190 +397,58 @@ def evaluate_signature(
     settings: dict[str, Any] | None = None,
     keep_label_maps: bool = False,
 ) -> EvalResult:
-    """Score SBoVP (paper 000 section 3.2) or the hybrid signature (paper 001) on ``dataset``.
-
-    Same protocol, modes and metrics as :func:`evaluate_sbs`; one
-    :class:`SignatureResult` per setting (SBoVP: every vocabulary size x phrase length).
+    """Score one or several settings of one signature kind on ``dataset``.
 
     Parameters
     ----------
-    dataset, label_maps
-        As for :func:`evaluate_sbs`.
-    signature : {"sbovp", "hybrid"}
-    num_classes : int
-        ``M`` of the segmentation.
-    features : sequence of Features, optional
-        Keypoints / descriptors of the images of ``dataset`` (same order); default: extracted
-        with ``method`` (not cached here; see :func:`features_cached`).
-    method : str
-        Detector when ``features`` is not given (default KAZE, paper 000's best).
-    vocab_features : sequence of Features, optional
-        SBoVP: the vocabulary's training set. Default: the evaluated images themselves
-        (paper 000 fits on another data set, Pascal VOC; pass another set's features for
-        that protocol).
-    n_words : int or sequence of int
-        SBoVP vocabulary size(s) ``L`` (default 16: the best of 16-128 with semantic words
-        and the histogram, README).
-    n : int or sequence of int
-        SBoVP phrase length(s), 2..4 (default 2).
-    semantic_words : bool
-        SBoVP: words tagged with their region's class (default **True** here: SPEC.md's
-        plain ``L x L`` form ranks far worse; see :func:`semcbir_fast.sbovp.sbovp_signatures`).
-    normalize : {"hellinger", "l2", "l1", None}
-        SBoVP per-image normalisation (default hellinger: square roots, then L2).
-    histogram_weight : float
-        SBoVP: weight of the semantic histogram appended to each signature (default 1;
-        0 = none; :func:`semcbir_fast.sbovp.append_histograms`).
-    epsilon : float, None or "auto"
-        Semantic-histogram filter of paper 001, applied to the full ranking: results at L1
-        histogram distance ``> epsilon`` from the query go after the others;
-        ``map_ties_avg`` then treats equal distances inside each part as ties. "auto"
-        (default): 0.9 for the hybrid signature and for SBoVP without the histogram, off
-        for SBoVP with it (:func:`semcbir_fast.hybrid.resolve_epsilon`); None = off.
-    seed : int
-        k-means seed of the vocabulary.
-    ignore_index, mode, exclude_query, queries_per_category, ks, top, threads, settings,
-    keep_label_maps
-        As for :func:`evaluate_sbs`.
+    dataset : Dataset
+        Images and categories (:mod:`semcbir_fast.eval.datasets`).
+    signatures : Signature or sequence of Signature
+        The settings to score, all of one kind (one :class:`SignatureResult` each).
+    inputs : Inputs, optional
+        Per-image inputs in dataset order; or give ``label_maps`` (and ``features``).
+        Features a signature requires but that are missing are extracted (and cached) here.
+    fit_inputs : Inputs, optional
+        Training set of the learned state (SBoVP's vocabulary). Default: the evaluated
+        images themselves (paper 000 fits on another data set, Pascal VOC).
+    mode : {"query-in-db", "disjoint"}
+    exclude_query : bool, default False
+        Query-in-db only: leave each query out of its own ranking.
+    queries_per_category : int, default 10
+        Disjoint mode: queries taken from each category.
+    ks : sequence of int, default (10, 20)
+        Cut-offs for P@k.
+    top : int, default 20
+        Results kept per query for galleries (``SignatureResult.top_ids``).
+    threads : int, default 0
+        Threads for encoding and search (0 = all cores).
     progress : bool
-        Progress bar of the feature extraction.
+        Progress bar of a feature extraction done here.
+    settings : dict, optional
+        Extra entries for ``EvalResult.settings`` (model, device, ...).
+    keep_label_maps : bool, default False
+        Keep the label maps on the result (for overlays in a gallery).
     """
-    from semcbir_fast.features import extract_features
-    from semcbir_fast.hybrid import (
-        histogram_filter,
-        hybrid_signatures,
-        hybrid_topk,
-        resolve_epsilon,
-    )
-    from semcbir_fast.sbovp import PhraseIndex, Vocabulary, sbovp_signatures
+    from ..signatures import Inputs, Signature
 
-    if signature not in ("sbovp", "hybrid"):
-        raise ValueError(
-            f"signature must be 'sbovp' or 'hybrid' (evaluate_sbs for 'sbs'), got {signature!r}"
-        )
-    if len(label_maps) != len(dataset):
-        raise ValueError(
-            f"label_maps must have one map per image: {len(dataset)} images, {len(label_maps)} maps"
-        )
-    words_list = [int(v) for v in np.atleast_1d(n_words).tolist()]
-    n_list = [int(v) for v in np.atleast_1d(n).tolist()]
-    if signature == "sbovp" and (not words_list or not n_list):
-        raise ValueError("n_words and n must name at least one value")
-    epsilon = resolve_epsilon(epsilon, signature,
-                              histogram_weight if signature == "sbovp" else 0.0)
+    sigs = [signatures] if isinstance(signatures, Signature) else list(signatures)
+    if not sigs or not all(isinstance(x, Signature) for x in sigs):
+        raise ValueError("signatures must be one or more Signature objects")
+    if len({type(x) for x in sigs}) > 1:
+        raise ValueError("evaluate() scores settings of one signature kind at a time")
+    kind = type(sigs[0])
+    if inputs is None:
+        inputs = Inputs(list(label_maps) if label_maps is not None else [],
+                        None if features is None else list(features))
     size = len(dataset)
+    if len(inputs.label_maps) != size:
+        raise ValueError(f"label_maps must have one map per image: {size} images, "
+                         f"{len(inputs.label_maps)} maps")
     split = _Split.make(dataset, mode, exclude_query, queries_per_category)
     q_idx, db_idx, ndb = split.q_idx, split.db_idx, split.ndb
     nq = q_idx.shape[0]
     ks = split.cutoffs(ks)
     top = split.top(top)
-
-    t0 = time.perf_counter()
-    if features is None:
-        features = extract_features(
-            [str(p) for p in dataset.images], method, threads=threads, progress=progress
-        )
-    feats = list(features)
-    t_feat = time.perf_counter() - t0
-    if len(feats) != size:
-        raise ValueError(
-            f"features must have one entry per image: {size} images, {len(feats)} feature sets"
-        )
-    methods = {f.method for f in feats}
-    used_method = methods.pop() if len(methods) == 1 else method
-    kp = np.array([len(f) for f in feats])
-    maps = list(label_maps)
-    chunk = max(1, (1 << 21) // max(ndb, 1))
-
-    t0 = time.perf_counter()
-    hyb = hybrid_signatures(feats, maps, num_classes, ignore_index=ignore_index)
-    t_hyb = time.perf_counter() - t0
-    hq, hd = hyb.histograms[q_idx], hyb.histograms[db_idx]
-    filt = "off" if epsilon is None else f"eps {epsilon:g}"
-
-    results: list[SignatureResult] = []
-    info: dict[str, Any] = {}
-    if signature == "hybrid":
-        qh, dh = hyb[q_idx], hyb[db_idx]
-
-        def ranker(s: int, e: int) -> Any:
-            d, r, p = hybrid_topk(
-                qh[np.arange(s, e)],
-                dh,
-                ndb,
-                epsilon=epsilon,
-                threads=threads,
-                return_penalised=True,
-            )
-            return d, r, _tie_keys(d, p)
-
-        sc = _score(ranker, split, ks, top, np.float32, chunk)
-        results.append(
-            SignatureResult(
-                signature="hybrid",
-                label=f"{used_method} filter {filt}",
-                params={"method": used_method, "epsilon": epsilon},
-                encode_ms_per_image=1e3 * t_hyb / size,
-                **sc,
-            )
-        )
-    else:
-        t0 = time.perf_counter()
-        train = feats if vocab_features is None else list(vocab_features)
-        vocabs = {L: Vocabulary.fit(train, L, seed=seed, threads=threads) for L in words_list}
-        t_vocab = time.perf_counter() - t0
-        info = {
-            "vocab_fit_seconds": round(t_vocab, 2),
-            "vocab_train_images": len(train),
-            "vocab_train_descriptors": int(sum(len(f) for f in train)),
-        }
-        for L in words_list:
-            for nn in n_list:
-                t0 = time.perf_counter()
-                sig = sbovp_signatures(
-                    feats,
-                    maps,
-                    vocabs[L],
-                    n=nn,
-                    normalize=normalize,
-                    ignore_index=ignore_index,
-                    num_classes=num_classes,
-                    semantic_words=semantic_words,
-                    histogram_weight=histogram_weight,
-                    histograms=hyb.histograms,
-                    threads=threads,
-                )
-                t_sig = time.perf_counter() - t0
-                qs, pindex = sig[q_idx], PhraseIndex(sig[db_idx], threads=threads)
-
-                def ranker(s: int, e: int, qs: Any = qs, pindex: Any = pindex) -> Any:
-                    d, r = pindex.search(qs[np.arange(s, e)], ndb, threads=threads)
-                    if epsilon is None:
-                        return d, r, d
-                    d, r, p = histogram_filter(
-                        d, r, hq[s:e], hd, epsilon=epsilon, return_penalised=True
-                    )
-                    return d, r, _tie_keys(d, p)
-
-                sc = _score(ranker, split, ks, top, np.float32, chunk)
-                results.append(
-                    SignatureResult(
-                        signature="sbovp",
-                        label=f"{used_method} L={L} n={nn}",
-                        params={
-                            "method": used_method,
-                            "n_words": L,
-                            "n": nn,
-                            "semantic_words": bool(semantic_words),
-                            "normalize": normalize,
-                            "histogram_weight": float(histogram_weight),
-                            "epsilon": epsilon,
-                            "nnz_per_image": sig.nnz / max(size, 1),
-                        },
-                        encode_ms_per_image=1e3 * t_sig / size,
-                        **sc,
-                    )
-                )
     st: dict[str, Any] = {
         "dataset": dataset.name,
         "root": str(dataset.root),
@@ -800,32 +459,67 @@ def evaluate_signature(
         "mode": mode,
         "exclude_query": bool(exclude_query),
         "queries_per_category": int(queries_per_category) if mode == "disjoint" else None,
-        "signature": signature,
-        "method": used_method,
-        "filter": filt,
-        "num_classes": int(num_classes),
-        "ignore_index": ignore_index,
+        "signature": kind.name,
+        "num_classes": int(sigs[0].num_classes),
+        "ignore_index": sigs[0].ignore_index,
         "ks": ks,
-        "keypoints_per_image": {
-            "mean": float(kp.mean()) if size else 0.0,
-            "min": int(kp.min()) if size else 0,
-            "max": int(kp.max()) if size else 0,
-        },
-        "features_seconds": round(t_feat, 2),
-        "ties": "by (penalised, distance, smaller database id); map_ties_avg averages over "
-        "orders of equal distances",
     }
-    if signature == "sbovp":
-        st.update(
-            n_words=words_list,
-            n=n_list,
-            semantic_words=bool(semantic_words),
-            normalize=normalize,
-            histogram_weight=float(histogram_weight),
-            vocab_seed=int(seed),
-            vocabulary="evaluated set" if vocab_features is None else "given set",
-            **info,
-        )
+    if "features" in kind.requires:
+        t0 = time.perf_counter()
+        if inputs.features is None:
+            inputs = dataclasses.replace(inputs, features=features_cached(
+                [str(p) for p in dataset.images], sigs[0].feature_method, threads=threads,
+                progress=progress, use_cache=False))
+        st["features_seconds"] = round(time.perf_counter() - t0, 2)
+        if len(inputs.features) != size:
+            raise ValueError(f"features must have one entry per image: {size} images, "
+                             f"{len(inputs.features)} feature sets")
+        kp = np.array([len(f) for f in inputs.features])
+        st["method"] = sigs[0].feature_method
+        st["keypoints_per_image"] = {"mean": float(kp.mean()) if size else 0.0,
+                                     "min": int(kp.min()) if size else 0,
+                                     "max": int(kp.max()) if size else 0}
+    st.update(_settings_of(sigs))
+    if hasattr(sigs[0], "filter_epsilon"):
+        eps = sigs[0].filter_epsilon
+        st["filter"] = "off" if eps is None else f"eps {eps:g}"
+    st["ties"] = ("by (penalised, distance, smaller database id); map_ties_avg averages over "
+                  "orders of equal distances")
+    fit_cache: dict[Any, Any] = {}
+    t_fit = 0.0
+    if not all(x.fitted for x in sigs):
+        train = inputs if fit_inputs is None else fit_inputs
+        t0 = time.perf_counter()
+        for x in sigs:
+            if not x.fitted:
+                x.fit(train, threads=threads, cache=fit_cache)
+        t_fit = time.perf_counter() - t0
+        st["vocabulary"] = "evaluated set" if fit_inputs is None else "given set"
+        st["fit_seconds"] = round(t_fit, 2)
+        if train.features is not None:
+            st["fit_train_images"] = len(train.features)
+            st["fit_train_descriptors"] = int(sum(len(f) for f in train.features))
+    results: list[SignatureResult] = []
+    dist_dtype = np.int32 if kind.integer_distances else np.float32
+    chunk = max(1, (1 << 21) // max(ndb, 1))
+    for sig in sigs:
+        t0 = time.perf_counter()
+        enc = sig.encode(inputs, threads=threads)
+        t_enc = time.perf_counter() - t0
+        index = sig.new_index()
+        index.add(enc[db_idx])
+        queries = enc[q_idx]
+
+        def ranker(s: int, e: int, index: Any = index, queries: Any = queries) -> Any:
+            d, r, p = index.search(queries[np.arange(s, e)], ndb, threads=threads,
+                                   return_penalised=True)
+            return d, r, _tie_keys(d, p)
+
+        sc = _score(ranker, split, ks, top, dist_dtype, chunk)
+        results.append(SignatureResult(
+            signature=kind.name, label=sig.label(), column=sig.column(),
+            params=sig.params_dict(), info=sig.result_info(enc),
+            encode_ms_per_image=1e3 * t_enc / max(size, 1), **sc))
     st.update(settings or {})
     return EvalResult(
         settings=st,
@@ -833,6 +527,76 @@ def evaluate_signature(
         dataset=dataset,
         query_idx=q_idx,
         db_idx=db_idx,
-        label_maps=maps if keep_label_maps else None,
+        label_maps=list(inputs.label_maps) if keep_label_maps else None,
         versions=library_versions(),
+        signatures=sigs,
     )
+
+
+def evaluate_sbs(
+    dataset: Dataset,
+    label_maps: Sequence[np.ndarray],
+    *,
+    num_classes: int,
+    levels: Sequence[int] = (0, 1, 2, 3),
+    ignore_index: int | None = None,
+    pyramid: bool = False,
+    **kw: Any,
+) -> EvalResult:
+    """SBS at each level (``4**n`` blocks): :func:`evaluate` with one
+    :class:`~semcbir_fast.signatures.SBSSignature` per level."""
+    from ..signatures import SBSSignature
+
+    levels = [int(v) for v in levels]
+    if not levels:
+        raise ValueError("levels must name at least one level, e.g. [0, 1, 2, 3]")
+    sigs = [SBSSignature(num_classes=num_classes, ignore_index=ignore_index, levels=lv,
+                         pyramid=pyramid) for lv in levels]
+    return evaluate(dataset, sigs, label_maps=label_maps, **kw)
+
+
+def evaluate_signature(
+    dataset: Dataset,
+    label_maps: Sequence[np.ndarray],
+    *,
+    signature: str,
+    num_classes: int,
+    features: Sequence[Any] | None = None,
+    vocab_features: Sequence[Any] | None = None,
+    ignore_index: int | None = None,
+    **kw: Any,
+) -> EvalResult:
+    """A local-feature signature (``"sbovp"``, ``"hybrid"``) from keyword settings: the
+    fields of its ``Params`` (``n_words`` and ``n`` may be lists: every combination is one
+    setting; default: the ``"default"`` preset) plus ``seed`` for the vocabulary, then
+    :func:`evaluate`. ``vocab_features``: the vocabulary's training set."""
+    from ..signatures import Inputs, get_signature, list_signatures
+    from ..signatures._local import LocalSignature
+
+    local = [n for n in list_signatures() if issubclass(get_signature(n), LocalSignature)]
+    cls = get_signature(signature)
+    if not issubclass(cls, LocalSignature):
+        raise ValueError(f"signature must be {' or '.join(map(repr, local))} (a local-feature "
+                         f"signature; evaluate() or evaluate_sbs for the others), got "
+                         f"{signature!r}")
+    names = {f.name for f in dataclasses.fields(cls.Params)}
+    params = {k: kw.pop(k) for k in list(kw) if k in names}
+    for k in [k for k in kw if k in ("n_words", "n", "semantic_words", "normalize",
+                                     "histogram_weight", "seed")]:
+        kw.pop(k)  # settings of another local signature: ignored, as before
+    if features is not None:
+        methods = {f.method for f in features}
+        if len(methods) == 1:
+            params["method"] = methods.pop()
+    sweep = {k: [int(v) for v in np.atleast_1d(params[k]).tolist()] for k in params
+             if k in ("n_words", "n")}
+    if any(not v for v in sweep.values()):
+        raise ValueError("n_words and n must name at least one value")
+    fixed = {k: v for k, v in params.items() if k not in sweep}
+    base = cls(num_classes=num_classes, ignore_index=ignore_index, **fixed)
+    combos = [dict(zip(sweep, c)) for c in itertools.product(*sweep.values())] or [{}]
+    sigs = [cls(dataclasses.replace(base.params, **c), num_classes=num_classes,
+                ignore_index=ignore_index) for c in combos]
+    fit_inputs = None if vocab_features is None else Inputs([], list(vocab_features))
+    return evaluate(dataset, sigs, label_maps=label_maps, features=features,
+                    fit_inputs=fit_inputs, **kw)

@@ -65,15 +65,11 @@ HYBRID_MAP: dict[str, dict[str, float]] = {
 
 
 def reference_for(dataset: str, signature: str = "sbs") -> dict[str, Any]:
-    """The published numbers for a data set name used by :mod:`semcbir_fast.eval`
-    (``table3``: SBS per level; ``map``: SBoVP / hybrid MAP per setting; ``table7_top20``)."""
-    out: dict[str, Any] = {}
-    if signature == "sbs" and dataset in TABLE3_SBS_MAP:
-        out["table3"] = TABLE3_SBS_MAP[dataset]
-    if signature == "sbovp" and dataset in TABLE5_SBOVP_MAP:
-        out["map"] = {"source": "paper 000 Table 5 (HRNet-W48)", **TABLE5_SBOVP_MAP[dataset]}
-    if signature == "hybrid" and dataset in HYBRID_MAP:
-        out["map"] = {"source": "paper 001 Tables 3-4 (HRNet-W48)", **HYBRID_MAP[dataset]}
+    """The published numbers of ``signature`` (a registry name) on ``dataset``: what its
+    class's ``published`` gives (``source``, ``rows``), plus ``table7_top20`` on Corel-1K."""
+    from ..signatures import get_signature
+
+    out = dict(get_signature(signature).published(dataset))
     if dataset == "corel1k":
         out["table7_top20"] = TABLE7_TOP20
     return out

@@ -1,13 +1,13 @@
-// AVX2 row-distance kernel of the sparse phrase-matrix search (compiled with AVX2
-// flags only; picked at run time by phrase.cpp through active_isa()).
+// AVX2 kernels of the sparse L2 search (compiled with AVX2 flags only, POPCNT
+// included; picked at run time through the dispatch table).
 #include <immintrin.h>
 
-#include "phrase_kernels.hpp"
+#include "sparse_l2_kernels.hpp"
 
 namespace semcbir::detail {
 
 int64_t row_distances_avx2(const double* qn, double dj, double* a, const double* worst,
-                           double* d2s, int32_t* enter, int64_t n) {
+                           double* d2s, int32_t* enter, int64_t n) noexcept {
     const __m256d djv = _mm256_set1_pd(dj);
     const __m256d zero = _mm256_setzero_pd();
     int64_t m = 0, t = 0;
@@ -33,6 +33,12 @@ int64_t row_distances_avx2(const double* qn, double dj, double* a, const double*
         }
     }
     return row_distances_tail(qn, dj, a, worst, d2s, enter, t, n, m);
+}
+
+int64_t collect_direct_avx2(const int64_t* indices, const float* data, int64_t rb, int64_t re,
+                            const uint64_t* bits, const uint32_t* rank, const int64_t* start,
+                            int64_t* cand, double& dj) noexcept {
+    return collect_direct_body(indices, data, rb, re, bits, rank, start, cand, dj);
 }
 
 }  // namespace semcbir::detail

@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from ._atomic import atomic_path
+from .._atomic import atomic_path
 
 MAGIC = b"\x89SBS\r\n\x1a\n"
 END_MAGIC = b"SBSIEND\n"
@@ -76,7 +76,7 @@ def _align(x: int) -> int:
 
 
 def library_version() -> str:
-    from . import __version__
+    from .. import __version__
 
     return __version__
 

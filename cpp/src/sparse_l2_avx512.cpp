@@ -1,15 +1,15 @@
-// AVX-512 row-distance kernel of the sparse phrase-matrix search (compiled with AVX-512
-// flags only; picked at run time by phrase.cpp through active_isa()).
+// AVX-512 kernels of the sparse L2 search (compiled with AVX-512 flags only, POPCNT
+// included; picked at run time through the dispatch table).
 #include <immintrin.h>
 
-#include "phrase_kernels.hpp"
+#include "sparse_l2_kernels.hpp"
 
 namespace semcbir::detail {
 
 // max(x, +0) is std::max(0.0, x): x > 0 ? x : +0, also for x = -0 (maskz_max: the plain
 // AVX-512 intrinsic trips a GCC 12 header warning).
 int64_t row_distances_avx512(const double* qn, double dj, double* a, const double* worst,
-                             double* d2s, int32_t* enter, int64_t n) {
+                             double* d2s, int32_t* enter, int64_t n) noexcept {
     const __m512d djv = _mm512_set1_pd(dj);
     const __m512d zero = _mm512_setzero_pd();
     int64_t m = 0, t = 0;
@@ -36,6 +36,12 @@ int64_t row_distances_avx512(const double* qn, double dj, double* a, const doubl
         }
     }
     return row_distances_tail(qn, dj, a, worst, d2s, enter, t, n, m);
+}
+
+int64_t collect_direct_avx512(const int64_t* indices, const float* data, int64_t rb, int64_t re,
+                              const uint64_t* bits, const uint32_t* rank, const int64_t* start,
+                              int64_t* cand, double& dj) noexcept {
+    return collect_direct_body(indices, data, rb, re, bits, rank, start, cand, dj);
 }
 
 }  // namespace semcbir::detail

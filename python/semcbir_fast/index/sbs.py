@@ -28,7 +28,7 @@ removals and reorders build new arrays).
 
 File format (version 1)
 -----------------------
-The container of :mod:`semcbir_fast._container` (magic, JSON header, 64-byte aligned
+The container of :mod:`semcbir_fast.index.container` (magic, JSON header, 64-byte aligned
 sections, BLAKE2b checksum, atomic writes) with header ``format`` ``"semcbir-sbs-index"``
 and the sections ``codes`` (``count x stride`` uint8, C order), ``ids`` (``count`` int64,
 strictly increasing), and when the index has keys ``key_offsets`` (``count + 1`` uint64)
@@ -52,7 +52,7 @@ from typing import Any
 
 import numpy as np
 
-from ._container import (
+from .container import (
     CONTAINER_VERSION,
     MAGIC,
     Container,
@@ -63,8 +63,8 @@ from ._container import (
     load_with,
     write_container,
 )
-from ._convert import check_int
-from .layout import SBSLayout, sbs_layout
+from .._convert import check_int
+from ..layout import SBSLayout, sbs_layout
 
 __all__ = ["FORMAT_VERSION", "MAGIC", "IndexFormatError", "SBSIndex"]
 
@@ -466,7 +466,8 @@ class SBSIndex:
             out[j] = snap[0][r]
         return out
 
-    def search(self, queries: Any, k: int, *, threads: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, queries: Any, k: int, *, threads: int = 0,
+               return_penalised: bool = False) -> tuple[np.ndarray, ...]:
         """The ``k`` nearest entries of each query in Hamming distance.
 
         Parameters
@@ -478,13 +479,20 @@ class SBSIndex:
             distance ``INT32_MAX``.
         threads : int, default 0
             Threads for the scan (0 = all cores); results never depend on it.
+        return_penalised : bool
+            Also return an all-False ``(nq, k)`` mask (SBS has no filter; the index
+            interface is the same for every kind).
 
         Returns
         -------
-        distances, ids
+        distances, ids[, penalised]
             int32 and int64 ``(nq, k)``, each row by ascending distance, ties by smaller id.
         """
-        from .hamming import hamming_topk
+        out = self._search(queries, k, threads)
+        return (*out, np.zeros(out[1].shape, dtype=bool)) if return_penalised else out
+
+    def _search(self, queries: Any, k: Any, threads: int) -> tuple[np.ndarray, np.ndarray]:
+        from ..hamming import hamming_topk
 
         q = _as_codes(queries, self._layout, "queries")
         k = check_int(k, "k", 1)
@@ -536,7 +544,7 @@ class SBSIndex:
             (int64), sorted by ascending distance, ties by smaller id; ``lims`` is int64
             ``(nq + 1,)``.
         """
-        from .hamming import hamming_distances
+        from ..hamming import hamming_distances
 
         q = _as_codes(queries, self._layout, "queries")
         radius = check_int(radius, "radius", 0)
@@ -650,6 +658,25 @@ class SBSIndex:
         )
         idx._mmap = c.keep
         return idx
+
+    @property
+    def signature(self) -> Any:
+        """The :class:`~semcbir_fast.signatures.SBSSignature` of the codes (layout and the
+        recorded void label)."""
+        from ..signatures import SBSSignature
+
+        return SBSSignature.from_index(self._layout, self.metadata)
+
+    def describe(self) -> str:
+        """One line: what the codes are."""
+        return self.signature.describe()
+
+    def storage_lines(self) -> list[str]:
+        """How the entries are stored (for ``semcbir info``)."""
+        lay = self._layout
+        return [f"codes     {lay.num_classes} classes x {lay.blocks} blocks (levels={lay.levels}"
+                f"{', pyramid' if lay.pyramid else ''}) = {lay.nbits} bits, {lay.nbytes} bytes, "
+                f"stride {lay.stride}"]
 
     def info(self) -> dict[str, Any]:
         """A plain summary: layout, counts, key presence and metadata."""

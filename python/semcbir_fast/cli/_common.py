@@ -1,0 +1,304 @@
+"""What every command shares: the user-error type, logging, option groups (segmentation
+model; every registered signature's options, built from its ``Params`` field metadata),
+model loading, image discovery and the index opener."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "CLIError",
+    "add_model_options",
+    "add_signature_options",
+    "discover",
+    "err",
+    "load_model",
+    "log",
+    "open_index",
+    "positive_int",
+    "signature_params",
+]
+
+DEFAULT_MODEL = "ade20k-mnv2"
+
+
+class CLIError(Exception):
+    """A user-facing error: printed as one line, exit status 1."""
+
+
+def err(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def log(args: argparse.Namespace, msg: str) -> None:
+    if not getattr(args, "quiet", False):
+        err(msg)
+
+
+def int_in(lo: int, hi: int | None, what: str) -> Any:
+    """argparse type: an integer in [lo, hi], described as ``what`` in the error."""
+
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if v < lo or (hi is not None and v > hi):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {v}")
+        return v
+
+    return parse
+
+
+positive_int = int_in(1, None, "a positive integer")
+
+
+def add_model_options(p: argparse.ArgumentParser, *, model_default: str | None) -> None:
+    g = p.add_argument_group("segmentation model")
+    g.add_argument("--model", default=model_default, metavar="NAME|PATH",
+                   help=f"registered model name or TorchScript file with its .json sidecar "
+                   f"(default: {model_default or 'the one recorded in the index'})")
+    g.add_argument("--device", default=None,
+                   help="torch device: cpu, cuda, cuda:1 (default: cuda if available, else cpu)")
+    g.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
+                   help="model compute type (default float32; float16 needs CUDA)")
+    g.add_argument("--batch-size", type=positive_int, default=16,
+                   help="images per model call (16)")
+
+
+# ----------------------------------------------------------------------------- signatures
+def _fields(cls: Any) -> list[Any]:
+    return [f for f in dataclasses.fields(cls.Params) if f.metadata.get("cli")]
+
+
+def _flag(f: Any) -> str:
+    return f.metadata["cli"]["flag"] or "--" + f.name.replace("_", "-")
+
+
+def _flags_of(f: Any) -> list[str]:
+    meta = f.metadata["cli"]
+    return [fl for fl, _ in meta["flags"]] if meta["flags"] else [_flag(f)]
+
+
+def add_signature_options(p: argparse.ArgumentParser, *, several: bool,
+                          state_file: bool) -> None:
+    """``--signature`` and every registered signature's options, one group per signature
+    (a flag shared by several is added once, in the first group). ``several``: sweep
+    options take lists (``semcbir eval``)."""
+    from ..signatures import get_signature, list_signatures
+
+    names = list_signatures()
+    seen: set[str] = set()
+    for name in names:
+        cls = get_signature(name)
+        g = p.add_argument_group(f"{name} signature", (cls.__doc__ or "").strip().split("\n")[0])
+        for f in _fields(cls):
+            meta = f.metadata["cli"]
+            if meta["flags"]:
+                for fl, kw in meta["flags"]:
+                    if fl not in seen:
+                        seen.add(fl)
+                        g.add_argument(fl, **kw)
+                continue
+            fl = _flag(f)
+            if fl in seen:
+                continue
+            seen.add(fl)
+            kw = dict(meta["argparse"])
+            default = f.default
+            helptext = meta["help"]
+            if several and meta["sweep"]:
+                kw["nargs"] = "+"
+                default = list(meta["eval_default"] or [default])
+                helptext += "; several values give one column each"
+            elif meta["sweep"] and meta["eval_default"] is not None:
+                default = None  # "not given": the signature's default (or the index's)
+            if kw.get("action") in ("store_true", argparse.BooleanOptionalAction) \
+                    or kw.get("action") is argparse.BooleanOptionalAction:
+                pass
+            g.add_argument(fl, dest=f.name, default=default, help=helptext, **kw)
+        if cls.state_flags and cls.state_flags[1] not in seen:
+            file_flag, root_flag = cls.state_flags
+            seen.add(root_flag)
+            g.add_argument("--" + root_flag.replace("_", "-"), dest=root_flag, default=None,
+                           metavar="DIR",
+                           help=f"{name}: fit its learned state on the images under DIR "
+                           "(recursively) instead of the indexed / evaluated images themselves "
+                           "(the default; paper 000 fits on another data set)")
+            if state_file:
+                g.add_argument("--" + file_flag.replace("_", "-"), dest=file_flag, default=None,
+                               metavar="FILE",
+                               help=f"{name}: a saved state (e.g. Vocabulary.save, .npz) "
+                               "instead of fitting one")
+
+
+def flag_of(f: Any) -> str:
+    """The (first) command-line flag of a Params field."""
+    return _flags_of(f)[0]
+
+
+def given_fields(args: argparse.Namespace, cls: Any) -> list[Any]:
+    """The Params fields of ``cls`` whose options differ from the parser's defaults."""
+    parser = args._parser
+    out = []
+    for f in _fields(cls):
+        meta = f.metadata["cli"]
+        dests = ([fl.lstrip("-").replace("-", "_") for fl, _ in meta["flags"]]
+                 if meta["flags"] else [f.name])
+        if any(getattr(args, d, None) != parser.get_default(d) for d in dests):
+            out.append(f)
+    return out
+
+
+def check_foreign_options(args: argparse.Namespace, cls: Any) -> None:
+    """``CLIError`` when options of another signature than ``cls`` were given (the parser's
+    defaults are on ``args._parser``)."""
+    from ..signatures import get_signature, list_signatures
+
+    own = {fl for f in _fields(cls) for fl in _flags_of(f)}
+    for name in list_signatures():
+        other = get_signature(name)
+        if other is cls:
+            continue
+        theirs = [f for f in _fields(other) if not set(_flags_of(f)) & own]
+        names = {f.name for f in theirs}
+        if any(f.name in names for f in given_fields(args, other)):
+            flags = [fl for f in theirs for fl in _flags_of(f)]
+            raise CLIError(f"{' / '.join(flags)} appl{'ies' if len(flags) == 1 else 'y'} to "
+                           f"--signature {name} only")
+
+
+def signature_params(args: argparse.Namespace, cls: Any, *, several: bool) -> list[Any]:
+    """The ``Params`` the options ask for: one, or (``several``) one per combination of the
+    swept options' values. Invalid values raise ``CLIError`` naming the option."""
+    base: dict[str, Any] = {}
+    sweeps: dict[str, list[Any]] = {}
+    for f in _fields(cls):
+        meta = f.metadata["cli"]
+        v = meta["from_args"](args) if meta["from_args"] else getattr(args, f.name, f.default)
+        if v is None and meta["sweep"] and not several:
+            v = f.default
+        if several and meta["sweep"]:
+            sweeps[f.name] = list(v)
+        else:
+            base[f.name] = v
+    out = []
+    for combo in itertools.product(*sweeps.values()):
+        try:
+            out.append(cls.Params(**base, **dict(zip(sweeps, combo))))
+        except ValueError as exc:
+            bad = next((" / ".join(_flags_of(f)) for f in _fields(cls) if f.name in str(exc)),
+                       None)
+            raise CLIError(f"{bad + ': ' if bad else ''}{exc}") from None
+    return out
+
+
+# ----------------------------------------------------------------------------- images, models
+def discover(inputs: Sequence[str]) -> list[str]:
+    """Image files under the folders / files given, as keys, without duplicates."""
+    from ..eval.datasets import IMAGE_EXTENSIONS, find_images
+    from ..pipeline import image_key
+
+    out: list[str] = []
+    seen: set[str] = set()
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            found = [str(x) for x in find_images(p)]
+        elif p.is_file():
+            if not p.name.lower().endswith(IMAGE_EXTENSIONS):
+                raise CLIError(
+                    f"{item} is not an image file (known endings: {' '.join(IMAGE_EXTENSIONS)})"
+                )
+            found = [str(p)]
+        else:
+            raise CLIError(f"no such folder or file: {item}")
+        for f in found:
+            k = image_key(f)
+            if k not in seen:
+                seen.add(k)
+                out.append(k)
+    return out
+
+
+def model_spec(model: str) -> str:
+    """A model name, or an absolute path when it names a file."""
+    if model != DEFAULT_MODEL and Path(model).is_file():
+        return os.path.abspath(model)
+    return model
+
+
+def load_model(args: argparse.Namespace, model: str) -> Any:
+    """The segmenter ``model`` (cached on ``args`` for the command's lifetime)."""
+    try:
+        from ..segment import load_segmenter
+    except ImportError as exc:  # torch / OpenCV missing
+        raise CLIError(
+            f"segmentation needs the 'segment' extra ({exc}); install it with "
+            "pip install 'semcbir_fast[segment]'"
+        ) from None
+    cached = getattr(args, "_segmenter", None)
+    if cached is not None and cached[0] == model:
+        return cached[1]
+    log(args, f"loading model {model} ...")
+    seg = load_segmenter(model, device=args.device, dtype=args.dtype)
+    args._segmenter = (model, seg)
+    return seg
+
+
+def index_model(args: argparse.Namespace, index: Any) -> str:
+    model = args.model or index.metadata.get("model")
+    if not model:
+        raise CLIError(f"{args.index} does not record its model; pass --model NAME|PATH")
+    return str(model)
+
+
+def open_index(path: str, *, verify: bool = True) -> Any:
+    from ..index import load_index
+
+    return load_index(path, verify=verify)
+
+
+def retriever(args: argparse.Namespace, index: Any) -> Any:
+    """A Retriever that loads (and checks) the index's model only if a query needs it."""
+    from ..pipeline import Retriever
+
+    def segmenter() -> Any:
+        seg = load_model(args, index_model(args, index))
+        classes = index.signature.num_classes
+        if seg.num_classes != classes and index.metadata.get("num_classes") is None:
+            raise CLIError(f"model {seg.meta.name} has {seg.num_classes} classes but the "
+                           f"index has {classes}; pass the index's --model")
+        return seg
+
+    return Retriever(index, segmenter, batch_size=args.batch_size,
+                     threads=getattr(args, "threads", 0))
+
+
+def query(args: argparse.Namespace, index: Any, images: Sequence[str], k: int, *,
+          labels: bool = False) -> Any:
+    """Search ``index`` for image files (``CLIError`` for a missing one)."""
+    for img in images:
+        if not Path(img).is_file():
+            raise CLIError(f"no such image file: {img}")
+    try:
+        return retriever(args, index).query(images, k, resegment=args.resegment,
+                                            keep_labels=labels)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
+
+
+def report_failed(failed: Sequence[tuple[str, str]],
+                  what: str = "unreadable files skipped") -> None:
+    if failed:
+        err(f"{len(failed)} {what}:")
+        for src, reason in failed:
+            err(f"  {src}: {reason}")

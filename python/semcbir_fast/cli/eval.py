@@ -1,0 +1,234 @@
+"""``semcbir eval --dataset ...``: retrieval quality of a signature on a labelled data set."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import time
+from pathlib import Path
+from typing import Any
+
+from ._common import (
+    DEFAULT_MODEL,
+    CLIError,
+    add_model_options,
+    add_signature_options,
+    check_foreign_options,
+    err,
+    log,
+    model_spec,
+    positive_int,
+    signature_params,
+)
+
+HELP = "measure retrieval quality on a labelled data set"
+
+_DATASET_LABELS = {"corel1k": "Corel-1K (Wang)", "msrc": "MSRC v1", "folders": "folders"}
+
+
+def register(sub: Any) -> None:
+    from ..signatures import DEFAULT_SIGNATURE, list_signatures
+
+    p = sub.add_parser(
+        "eval", help=HELP,
+        description="Segment a data set (or use its ground truth with --oracle), encode the "
+        "signature (every combination of the list-valued options is one setting: SBS "
+        "levels, SBoVP vocabulary sizes, ...), rank the whole database for every query and "
+        "print MAP, P@R and P@k per setting (paper 000 Table 3 layout for SBS).")
+    p.add_argument("--dataset", required=True, choices=["corel1k", "msrc", "folders"],
+                   help="layout: corel1k (<id>.jpg, category id//100), msrc "
+                   "(<group>_<k>_s.jpg, labels/ ground truth), folders (one sub-folder per "
+                   "category)")
+    p.add_argument("--root", default=None,
+                   help="data set folder (default: $SEMCBIR_DATA or ../shared/data, + "
+                   "corel1k / msrc_v1)")
+    p.add_argument("--signature", default=DEFAULT_SIGNATURE, choices=list_signatures(),
+                   help=f"signature kind (default {DEFAULT_SIGNATURE})")
+    add_signature_options(p, several=True, state_file=False)
+    p.add_argument("--oracle", action="store_true",
+                   help="use the ground-truth label maps instead of a model (msrc)")
+    p.add_argument("--ignore-index", type=int, default=None, metavar="CLASS",
+                   help="a class id to treat as void (default: none for a model, the data "
+                   "set's void class with --oracle)")
+    p.add_argument("--mode", choices=["query-in-db", "disjoint"], default="query-in-db",
+                   help="query-in-db: every image is a query and stays in the database "
+                   "(paper 000 Table 1); disjoint: split queries from the database")
+    p.add_argument("--queries-per-category", type=positive_int, default=10,
+                   help="disjoint mode: queries taken from each category (10)")
+    p.add_argument("--exclude-query", action="store_true",
+                   help="query-in-db: drop each query from its own ranking")
+    p.add_argument("-k", type=positive_int, nargs="+", default=[10, 20], dest="ks",
+                   help="cut-offs for P@k (default 10 20; 20 = paper 000 Table 7)")
+    p.add_argument("--limit", type=positive_int, default=None,
+                   help="use at most N images, spread evenly over the categories (a quick run)")
+    p.add_argument("--no-cache", action="store_true",
+                   help="segment again instead of reusing cached label maps")
+    p.add_argument("--report", default=None, metavar="DIR",
+                   help="write report.md, report.json, PNG plots and gallery.html into DIR")
+    p.add_argument("--gallery-queries", type=int, default=1, metavar="N",
+                   help="report gallery: the first N queries of each category (1; 0 = none)")
+    p.add_argument("--gallery-k", type=positive_int, default=10,
+                   help="report gallery: results per query")
+    p.add_argument("--embed", action="store_true", help="embed gallery thumbnails in the HTML")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.add_argument("--threads", type=int, default=0,
+                   help="encode/search threads (0 = all cores)")
+    add_model_options(p, model_default=DEFAULT_MODEL)
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or status lines")
+    p.set_defaults(func=run, _parser=p)
+
+
+def _label_maps(args: argparse.Namespace, ds: Any, settings: dict[str, Any]
+                ) -> tuple[list[Any], int, int | None]:
+    """Label maps (ground truth or the model's, cached), classes and void label."""
+    if args.oracle:
+        if not ds.has_ground_truth:
+            raise CLIError(f"--oracle needs ground-truth label maps, and data set "
+                           f"{args.dataset} at {ds.root} has none (MSRC: labels/<stem>.png)")
+        log(args, f"reading {len(ds)} ground-truth label maps from {ds.root} ...")
+        maps = [ds.read_label_map(i) for i in range(len(ds))]
+        assert ds.label_classes is not None
+        settings.update(segmentation="oracle", class_names=ds.label_classes)
+        ignore = ds.ignore_index if args.ignore_index is None else args.ignore_index
+        return maps, len(ds.label_classes), ignore
+    from ..eval.cache import segment_cached
+
+    try:
+        maps, minfo = segment_cached(
+            [str(p) for p in ds.images], model=model_spec(args.model), device=args.device,
+            dtype=args.dtype, batch_size=args.batch_size, progress=not args.quiet,
+            use_cache=not args.no_cache, log=None if args.quiet else err)
+    except ImportError as exc:
+        raise CLIError(f"segmentation needs the 'segment' extra ({exc}); install it with "
+                       "pip install 'semcbir_fast[segment]', or use --oracle") from None
+    settings.update(segmentation=f"model {minfo['model_name']}", model=minfo["model"],
+                    model_path=minfo["model_path"], label_cache=minfo["cache"],
+                    device=minfo.get("device"), dtype=args.dtype or "float32",
+                    class_names=minfo["class_names"])
+    return maps, minfo["num_classes"], args.ignore_index
+
+
+def _features(args: argparse.Namespace, paths: list[str], method: str) -> Any:
+    from ..eval.cache import features_cached
+
+    return features_cached(paths, method, threads=args.threads,
+                           progress=not args.quiet and len(paths) > 1,
+                           use_cache=not args.no_cache, log=None if args.quiet else err)
+
+
+def _fit_inputs(args: argparse.Namespace, cls: Any, method: str | None,
+                settings: dict[str, Any]) -> Any:
+    """Training set of the learned state (``--<state>-root``), or None = the evaluated set."""
+    if not cls.state_flags:
+        return None
+    from ..eval.datasets import find_images
+    from ..signatures import Inputs
+
+    root_flag = cls.state_flags[1]
+    root = getattr(args, root_flag, None)
+    settings[f"{cls.state_name}_set"] = (str(Path(root).resolve()) if root
+                                         else "the evaluated set")
+    if root is None:
+        return None
+    flag = "--" + root_flag.replace("_", "-")
+    try:
+        paths = [str(p) for p in find_images(root)]
+    except (FileNotFoundError, NotADirectoryError):
+        raise CLIError(f"{flag}: no such folder: {root}") from None
+    if not paths:
+        raise CLIError(f"{flag}: no images under {root}")
+    log(args, f"{cls.state_name} set: {len(paths)} images under {root}")
+    return Inputs([], _features(args, paths, method) if method else None, paths)
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from ..eval.datasets import load_dataset
+    from ..eval.evaluate import evaluate
+    from ..signatures import Inputs, get_signature
+
+    t0 = time.perf_counter()
+    cls = get_signature(args.signature)
+    check_foreign_options(args, cls)
+    params = signature_params(args, cls, several=True)
+    ds = load_dataset(args.dataset, args.root)
+    if args.limit:
+        ds = ds.limit(args.limit)
+    if len(np.unique(ds.categories)) < 2:
+        raise CLIError(f"the data set has a single category ({len(ds)} images): nothing to "
+                       "tell apart; raise --limit or check --root")
+    settings: dict[str, Any] = {
+        "dataset_label": _DATASET_LABELS.get(args.dataset, args.dataset)
+        if args.dataset != "folders" else Path(ds.root).name,
+        "limit": args.limit,
+    }
+    maps, num_classes, ignore = _label_maps(args, ds, settings)
+    if ignore is not None and not 0 <= ignore < num_classes:
+        raise CLIError(f"--ignore-index must be a class id in [0, {num_classes}), got {ignore}")
+    if args.exclude_query and args.mode != "query-in-db":
+        raise CLIError("--exclude-query applies to --mode query-in-db only")
+    sigs = [cls(p, num_classes=num_classes, ignore_index=ignore) for p in params]
+    try:
+        sigs[0].check_available()
+    except ImportError as exc:
+        raise CLIError(f"--signature {cls.name} needs OpenCV ({exc})") from None
+    method = sigs[0].feature_method
+    fit_inputs = _fit_inputs(args, cls, method, settings)
+    feats = _features(args, [str(p) for p in ds.images], method) if method else None
+    try:
+        result = evaluate(
+            ds, sigs, Inputs(list(maps), feats), fit_inputs=fit_inputs, mode=args.mode,
+            exclude_query=args.exclude_query, queries_per_category=args.queries_per_category,
+            ks=args.ks, top=max(args.gallery_k, 1), threads=args.threads, settings=settings,
+            keep_label_maps=args.report is not None)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
+    about = f"signature {sigs[0].describe()}"
+    if len(sigs) > 1:
+        about += f" (first of {len(sigs)} settings)"
+    s = result.settings
+    if "keypoints_per_image" in s:
+        about += f"; {s['keypoints_per_image']['mean']:.0f} keypoints per image"
+    if f"{cls.state_name}_set" in s and "fit_seconds" in s:
+        about += f"; {cls.state_name} fitted on {s[f'{cls.state_name}_set']}"
+    return _finish(args, result, t0, about)
+
+
+def _finish(args: argparse.Namespace, result: Any, t0: float, about: str) -> int:
+    """Time, --report, then --json or the table."""
+    result.settings["seconds"] = round(time.perf_counter() - t0, 2)
+    _maybe_report(args, result)
+    if args.json:
+        d = result.to_dict()
+        d["settings"].pop("class_names", None)
+        print(json.dumps(d, indent=1, default=str))
+        return 0
+    s = result.settings
+    print(f"{s['dataset_label']}: {s['images']} images, {s['categories']} categories, "
+          f"mode {s['mode']}{' (query excluded)' if s['exclude_query'] else ''}, "
+          f"segmentation: {s['segmentation']}")
+    print(about)
+    print(result.table())
+    top7 = result.published().get("table7_top20")
+    if top7 and all(20 in r.p_at_k for r in result.results):
+        ours = ", ".join(f"{r.name} {r.p_at_k[20]:.4f}" for r in result.results)
+        others = ", ".join(f"{k} {v:.2f}" for k, v in top7.items())
+        print(f"top-20 precision (paper 000 Table 7): ours {ours}; paper: {others}")
+    return 0
+
+
+def _maybe_report(args: argparse.Namespace, result: Any) -> None:
+    """``--report DIR``: write the report folder and say where."""
+    if not args.report:
+        return
+    command = "semcbir " + shlex.join(getattr(args, "argv", []))
+    try:
+        from ..report import write_report
+    except ImportError as exc:  # pragma: no cover - matplotlib missing
+        raise CLIError(f"--report needs matplotlib ({exc}): pip install matplotlib") from None
+    files = write_report(result, args.report, gallery_queries=args.gallery_queries or None,
+                         gallery_k=args.gallery_k, embed=args.embed, command=command)
+    log(args, f"report written to {files['markdown'].parent}/ "
+        f"({', '.join(sorted(p.name for p in files.values()))})")

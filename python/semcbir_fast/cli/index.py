@@ -1,0 +1,216 @@
+"""``semcbir index FOLDER... -o INDEX``: segment images and build (or extend) an index."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+from ._common import (
+    DEFAULT_MODEL,
+    CLIError,
+    add_model_options,
+    add_signature_options,
+    check_foreign_options,
+    discover,
+    flag_of,
+    given_fields,
+    load_model,
+    log,
+    model_spec,
+    report_failed,
+    signature_params,
+)
+
+HELP = "segment the images of folders and build (or extend) an index"
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "index", help=HELP,
+        description="Find images under FOLDER(s) recursively, segment them, encode their "
+        "signatures (SBS codes by default; --signature for the others) and save an index "
+        "file. Unreadable images are skipped and listed.")
+    p.add_argument("folders", nargs="+", metavar="FOLDER", help="image folders (or image files)")
+    p.add_argument("-o", "--output", required=True, metavar="INDEX", help="index file to write")
+    from ..signatures import list_signatures
+
+    p.add_argument("--signature", default=None, choices=list_signatures(),
+                   help="signature kind (default sbs; with --append, the index's); "
+                   "options of the other kinds do not apply")
+    p.add_argument("--ignore-index", type=int, default=None, metavar="CLASS",
+                   help="a class id to treat as void (not counted)")
+    p.add_argument("--threads", type=int, default=0, help="feature threads (0 = all cores)")
+    add_signature_options(p, several=False, state_file=True)
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--append", action="store_true",
+                      help="add the images not yet in INDEX (same model and settings)")
+    mode.add_argument("--overwrite", action="store_true", help="replace INDEX if it exists")
+    add_model_options(p, model_default=None)
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or status lines")
+    p.set_defaults(func=run, _parser=p)
+
+
+def _new_signature(args: argparse.Namespace, name: str, num_classes: int,
+                   ignore_index: int | None) -> Any:
+    from ..signatures import get_signature
+
+    cls = get_signature(name)
+    (params,) = signature_params(args, cls, several=False)
+    sig = cls(params, num_classes=num_classes, ignore_index=ignore_index)
+    if cls.state_flags:
+        file_flag, root_flag = cls.state_flags
+        path = getattr(args, file_flag, None)
+        if path is not None:
+            if getattr(args, root_flag, None) is not None:
+                raise CLIError(f"give --{file_flag.replace('_', '-')} or "
+                               f"--{root_flag.replace('_', '-')}, not both")
+            if not Path(path).is_file():
+                raise CLIError(f"--{file_flag.replace('_', '-')}: no such file: {path}")
+            try:
+                sig.load_state(path)
+            except ValueError as exc:
+                raise CLIError(str(exc)) from None
+    return sig
+
+
+def _fit_paths(args: argparse.Namespace, sig: Any) -> list[str] | None:
+    if sig.fitted or not sig.state_flags:
+        return None
+    root = getattr(args, sig.state_flags[1], None)
+    if root is None:
+        return None
+    from ..eval.datasets import find_images
+
+    flag = "--" + sig.state_flags[1].replace("_", "-")
+    try:
+        paths = [str(p) for p in find_images(root)]
+    except (FileNotFoundError, NotADirectoryError):
+        raise CLIError(f"{flag}: no such folder: {root}") from None
+    if not paths:
+        raise CLIError(f"{flag}: no images under {root}")
+    log(args, f"training set: {len(paths)} images under {root}")
+    return paths
+
+
+def run(args: argparse.Namespace) -> int:
+    from .. import __version__
+    from ..index import load_index
+    from ..pipeline import build_index
+    from ..signatures import DEFAULT_SIGNATURE, get_signature
+
+    out = Path(args.output)
+    if out.is_dir():
+        raise CLIError(f"-o must name an index file, got the folder {out}")
+    if not out.parent.is_dir():
+        raise CLIError(f"cannot write {out}: folder {out.parent} does not exist")
+    existing = None
+    if out.exists():
+        if args.append:
+            existing = load_index(out, mmap=False)
+        elif not args.overwrite:
+            raise CLIError(
+                f"{out} exists; pass --append to add new images to it or --overwrite to replace it"
+            )
+    name = args.signature or (existing.signature.name if existing is not None
+                              else DEFAULT_SIGNATURE)
+    if existing is not None and name != existing.signature.name:
+        raise CLIError(f"--signature {name} differs from the index's "
+                       f"{existing.signature.name}; build a new index for another signature")
+    cls = get_signature(name)
+    check_foreign_options(args, cls)
+    t0 = time.perf_counter()
+    paths = discover(args.folders)
+    if not paths:
+        raise CLIError(f"no images found under {' '.join(args.folders)}")
+    if existing is not None:
+        md = existing.metadata
+        have = existing.signature
+        want = signature_params(args, cls, several=False)[0]
+        for f in given_fields(args, cls):
+            if getattr(want, f.name) != getattr(have.params, f.name):
+                raise CLIError(f"{flag_of(f)} {getattr(want, f.name)} differs from the index's "
+                               f"{f.name} {getattr(have.params, f.name)}; build a new index "
+                               "for other settings")
+        model = args.model or md.get("model") or DEFAULT_MODEL
+        if args.model and md.get("model") and args.model != md.get("model"):
+            raise CLIError(
+                f"--model {args.model} differs from the index's model {md.get('model')}; "
+                "codes of different models cannot be mixed")
+        ignore_index = md.get("ignore_index") if args.ignore_index is None else args.ignore_index
+        if ignore_index != md.get("ignore_index"):
+            raise CLIError(f"--ignore-index {args.ignore_index} differs from the index's "
+                           f"{md.get('ignore_index')}")
+        known = set(existing.keys()) if existing.has_keys else set()
+        n_new = sum(p not in known for p in paths)
+        log(args, f"{len(paths)} images found, {len(paths) - n_new} already in {out}")
+        if not n_new:
+            log(args, "nothing new to add")
+            print(f"{out}: {len(existing)} images (unchanged)")
+            return 0
+        sig = have
+    else:
+        model = args.model or DEFAULT_MODEL
+        ignore_index = args.ignore_index
+        log(args, f"{len(paths)} images found")
+        sig = None
+    model = model_spec(model)
+    try:
+        probe = sig or cls(signature_params(args, cls, several=False)[0], num_classes=1)
+        probe.check_available()
+    except ImportError as exc:
+        raise CLIError(f"--signature {name} needs OpenCV ({exc})") from None
+    if sig is None and cls.state_flags and getattr(args, cls.state_flags[0], None):
+        _new_signature(args, name, 1, None)  # read the state file before the slow steps
+    seg = load_model(args, model)
+    if ignore_index is not None and not 0 <= ignore_index < seg.num_classes:
+        raise CLIError(
+            f"--ignore-index must be a class id in [0, {seg.num_classes}), got {ignore_index}")
+    if existing is not None:
+        if seg.num_classes != sig.num_classes:
+            raise CLIError(f"model {model} has {seg.num_classes} classes, the index "
+                           f"{sig.num_classes}")
+        existing.metadata["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        existing.metadata["library_version"] = __version__
+        metadata = None
+    else:
+        sig = _new_signature(args, name, seg.num_classes, ignore_index)
+        metadata = {
+            "model": model,
+            "model_name": seg.meta.name,
+            "num_classes": seg.num_classes,
+            "class_names": list(seg.class_names),
+            "signature": name,
+            "ignore_index": ignore_index,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "library_version": __version__,
+            "device": str(seg.device),
+        }
+        if cls.state_flags:
+            file_flag, root_flag = cls.state_flags
+            state = getattr(args, file_flag, None)
+            root = getattr(args, root_flag, None)
+            metadata[f"{cls.state_name}_set"] = (
+                str(Path(state).resolve()) if state else
+                str(Path(root).resolve()) if root else "the indexed images")
+    fit = _fit_paths(args, sig)
+    try:
+        res = build_index(paths, sig, segmenter=seg, append_to=existing, fit_paths=fit,
+                          metadata=metadata, batch_size=args.batch_size,
+                          progress=not args.quiet, threads=args.threads,
+                          log=None if args.quiet else (lambda m: log(args, m)))
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
+    report_failed(res.failed)
+    if res.index is None:
+        raise CLIError(f"none of the {len(paths)} images could be read; no index written")
+    if existing is not None and not res.added:
+        print(f"{out}: {len(existing)} images (unchanged; {len(res.failed)} skipped)")
+        return 0
+    index = res.index
+    index.save(out)
+    dt = time.perf_counter() - t0
+    counts = f"{len(index)} images ({len(res.added)} added, {len(res.failed)} skipped)"
+    print(f"{out}: {counts} [{index.describe()}] in {dt:.1f} s")
+    return 0

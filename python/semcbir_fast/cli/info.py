@@ -1,0 +1,67 @@
+"""``semcbir info INDEX``: describe an index file."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from typing import Any
+
+from ._common import open_index
+
+HELP = "describe an index file"
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("info", help=HELP)
+    p.add_argument("index", metavar="INDEX")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--no-verify", action="store_true",
+                   help="skip the checksum (faster on huge files)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..index import FORMAT_VERSION
+
+    index = open_index(args.index, verify=not args.no_verify)
+    md = dict(index.metadata)
+    classes = md.pop("class_names", None)
+    summary = index.info()
+    info: dict[str, Any] = {
+        "file": os.path.abspath(args.index),
+        "bytes": os.path.getsize(args.index),
+        "format_version": FORMAT_VERSION,
+        "checksum": "skipped" if args.no_verify else "ok",
+        "signature": index.signature.name,
+        "count": len(index),
+        "has_keys": index.has_keys,
+        **{k: v for k, v in summary.items()
+           if k not in ("count", "has_keys", "metadata", "removed", "next_id")},
+    }
+    if "layout" in info:
+        info["layout"]["blocks"] = index.layout.blocks
+    info.update(metadata=md, num_class_names=len(classes) if classes else 0)
+    if args.json:
+        info["metadata"]["class_names"] = classes
+        print(json.dumps(info, indent=1))
+        return 0
+    print(f"index     {info['file']} ({info['bytes']:,} bytes, format v{FORMAT_VERSION}, "
+          f"checksum {info['checksum']})")
+    print(f"images    {len(index)}" + (" (with paths)" if index.has_keys else ""))
+    print(f"signature {index.describe()}")
+    for line in index.storage_lines():
+        print(line)
+    sets = [k for k in md if k.endswith("_set")]
+    for k in ("model", "model_name", "ignore_index", *sets, "created", "updated",
+              "library_version", "device"):
+        if k in md:
+            print(f"{k.replace('_', ' '):<9} {md[k]}")
+    if classes:
+        shown = ", ".join(classes[:8]) + (", ..." if len(classes) > 8 else "")
+        print(f"classes   {len(classes)}: {shown}")
+    if index.has_keys and len(index):
+        ks = index.keys()
+        print(f"first     {ks[0]}")
+        print(f"last      {ks[-1]}")
+    return 0

@@ -1,0 +1,233 @@
+"""The one pipeline: image files -> label maps (and features) -> signatures -> index ->
+results. The CLI, the evaluation and a service call these functions; a notebook can too.
+
+>>> from semcbir_fast import build_index, Retriever, create_signature   # doctest: +SKIP
+>>> from semcbir_fast.segment import load_segmenter                     # doctest: +SKIP
+>>> seg = load_segmenter("ade20k-mnv2")                                  # doctest: +SKIP
+>>> sig = create_signature("sbs", num_classes=seg.num_classes, levels=2) # doctest: +SKIP
+>>> built = build_index(paths, sig, segmenter=seg)                       # doctest: +SKIP
+>>> hits = Retriever(built.index, seg).query(["q.jpg"], k=10)            # doctest: +SKIP
+
+Each signature says what it needs per image (``signature.requires``): label maps come from
+the segmenter (:func:`semcbir_fast.segment.segment_images`), local features from OpenCV
+through the shared cache (:func:`semcbir_fast.eval.cache.features_cached`). A signature with
+learned state (SBoVP's vocabulary) that is not fitted yet is fitted on ``fit_paths`` (or on
+the indexed images themselves).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .signatures import Inputs, Signature
+
+__all__ = ["BuildResult", "QueryResult", "Retriever", "build_index", "image_key",
+           "load_inputs"]
+
+
+def image_key(path: str | os.PathLike[str]) -> str:
+    """The key an image is stored under: its absolute path (symlinks not resolved)."""
+    return os.path.abspath(os.fspath(path))
+
+
+def _features(paths: Sequence[str], method: str, *, threads: int, progress: bool,
+              use_cache: bool, log: Callable[[str], None] | None) -> list[Any]:
+    from .eval.cache import features_cached
+
+    return features_cached(list(paths), method, threads=threads,
+                           progress=progress and len(paths) > 1, use_cache=use_cache, log=log)
+
+
+def load_inputs(
+    paths: Sequence[str],
+    signature: Signature,
+    *,
+    segmenter: Any = None,
+    batch_size: int = 16,
+    progress: bool = True,
+    threads: int = 0,
+    use_cache: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> tuple[Inputs, list[tuple[str, str]]]:
+    """What ``signature`` needs of the images ``paths``: ``(inputs of the readable ones,
+    [(path, reason) of the unreadable ones])``."""
+    labels: list[np.ndarray] = []
+    ok = list(paths)
+    failed: list[tuple[str, str]] = []
+    if "labels" in signature.requires:
+        if segmenter is None:
+            raise ValueError(f"signature {signature.name} needs label maps: pass a segmenter")
+        from .segment import segment_images
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # failures are returned
+            res = segment_images(list(paths), segmenter=segmenter, batch_size=batch_size,
+                                 progress=progress and len(paths) > batch_size,
+                                 on_error="skip")
+        ok, labels, failed = list(res.paths), list(res.labels), list(res.failed)
+    feats = None
+    if "features" in signature.requires and ok:
+        feats = _features(ok, signature.feature_method, threads=threads, progress=progress,
+                          use_cache=use_cache, log=log)
+    elif "features" in signature.requires:
+        feats = []
+    return Inputs(labels, feats, ok), failed
+
+
+@dataclass
+class BuildResult:
+    """What :func:`build_index` did: the index, the keys added and the files skipped."""
+
+    index: Any
+    added: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    skipped_known: int = 0
+
+
+def build_index(
+    paths: Sequence[str | os.PathLike[str]],
+    signature: Signature | None = None,
+    *,
+    segmenter: Any = None,
+    append_to: Any = None,
+    fit_paths: Sequence[str] | None = None,
+    metadata: dict[str, Any] | None = None,
+    batch_size: int = 16,
+    progress: bool = True,
+    threads: int = 0,
+    use_cache: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> BuildResult:
+    """Segment (and describe) the images ``paths``, encode them with ``signature`` and add
+    them to a new index, or to ``append_to`` (then its signature is used and images whose
+    key is already in it are skipped). Keys are absolute paths (:func:`image_key`).
+
+    ``fit_paths``: images to fit the signature's learned state on when it is not fitted
+    (default: the indexed images). Unreadable images are skipped and returned in
+    ``failed``. The index is not saved here (``result.index.save(path)``).
+    """
+    keys = list(dict.fromkeys(image_key(p) for p in paths))
+    if append_to is not None:
+        sig = append_to.signature
+        have = set(append_to.keys()) if append_to.has_keys and len(append_to) else set()
+        todo = [k for k in keys if k not in have]
+    else:
+        if signature is None:
+            raise ValueError("build_index needs a signature (or append_to=an index)")
+        sig, todo = signature, keys
+    out = BuildResult(append_to, skipped_known=len(keys) - len(todo))
+    if not todo:
+        return out
+    inputs, out.failed = load_inputs(todo, sig, segmenter=segmenter, batch_size=batch_size,
+                                     progress=progress, threads=threads, use_cache=use_cache,
+                                     log=log)
+    if not len(inputs.paths or []):
+        return out
+    if not sig.fitted:
+        train = inputs
+        if fit_paths is not None:
+            fit = [image_key(p) for p in fit_paths]
+            train = Inputs([], _features(fit, sig.feature_method, threads=threads,
+                                         progress=progress, use_cache=use_cache, log=log), fit)
+        if log:
+            log(f"fitting the {sig.name} state on {len(train)} images ...")
+        sig.fit(train, threads=threads)
+    index = append_to if append_to is not None else sig.new_index(metadata=metadata)
+    index.add(sig.encode(inputs, threads=threads), keys=list(inputs.paths or []))
+    out.index, out.added = index, list(inputs.paths or [])
+    return out
+
+
+@dataclass
+class QueryResult:
+    """Results of :meth:`Retriever.query`: ``(nq, k)`` distances, ids and penalised flags
+    (the histogram filter; all False for unfiltered signatures), the keys of the hits, where
+    each query's signature came from (``"index"`` or ``"segmented"``) and the label maps of
+    the segmented queries (by key)."""
+
+    distances: np.ndarray
+    ids: np.ndarray
+    penalised: np.ndarray
+    keys: list[list[str | None]]
+    source: list[str]
+    label_maps: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+class Retriever:
+    """Queries an index by example images, encoding them like the database.
+
+    A query image whose key (absolute path) is in the index is looked up, not segmented
+    again (unless ``resegment``); the others are segmented with ``segmenter`` (a Segmenter,
+    or a callable returning one, called only when needed).
+    """
+
+    def __init__(self, index: Any, segmenter: Any = None, *, batch_size: int = 16,
+                 threads: int = 0, use_cache: bool = True) -> None:
+        self.index = index
+        self._segmenter = segmenter
+        self.batch_size = batch_size
+        self.threads = threads
+        self.use_cache = use_cache
+
+    @property
+    def segmenter(self) -> Any:
+        if callable(self._segmenter) and not hasattr(self._segmenter, "segment"):
+            self._segmenter = self._segmenter()
+        return self._segmenter
+
+    def encode(self, images: Sequence[str], *, keep_labels: bool = False
+               ) -> tuple[Any, dict[str, np.ndarray]]:
+        """Signatures of image files with the index's signature (``ValueError`` for an
+        unreadable one) and, with ``keep_labels``, their label maps by key."""
+        sig = self.index.signature
+        keys = [image_key(p) for p in images]
+        inputs, failed = load_inputs(keys, sig, segmenter=self.segmenter,
+                                     batch_size=self.batch_size, progress=False,
+                                     threads=self.threads, use_cache=self.use_cache)
+        if failed:
+            src, reason = failed[0]
+            raise ValueError(f"cannot read query image {src}: {reason}")
+        labels = dict(zip(inputs.paths or [], inputs.label_maps)) if keep_labels else {}
+        return sig.encode(inputs, threads=self.threads), labels
+
+    def query(self, images: Sequence[str | os.PathLike[str]], k: int = 10, *,
+              resegment: bool = False, keep_labels: bool = False) -> QueryResult:
+        """The ``k`` best indexed images of each query image."""
+        index = self.index
+        keys = [image_key(p) for p in images]
+        known: dict[str, int] = {}
+        if index.has_keys and not resegment and not keep_labels:
+            wanted = set(keys)
+            for i, key in zip(index.ids().tolist(), index.keys()):
+                if key in wanted:
+                    known[key] = i
+        todo = list(dict.fromkeys(key for key in keys if key not in known))
+        nq = len(keys)
+        parts: list[tuple[list[int], Any]] = []
+        labels: dict[str, np.ndarray] = {}
+        if known:
+            rows = [j for j, key in enumerate(keys) if key in known]
+            parts.append((rows, index.reconstruct_batch([known[keys[j]] for j in rows])))
+        if todo:
+            enc, labels = self.encode(todo, keep_labels=keep_labels)
+            pos = {key: i for i, key in enumerate(todo)}
+            rows = [j for j, key in enumerate(keys) if key not in known]
+            parts.append((rows, enc[np.array([pos[keys[j]] for j in rows])]))
+        dist = ids = pen = None
+        for rows, batch in parts:
+            d, i, p = index.search(batch, k, threads=self.threads, return_penalised=True)
+            if dist is None:
+                dist = np.empty((nq, d.shape[1]), d.dtype)
+                ids = np.empty((nq, d.shape[1]), np.int64)
+                pen = np.zeros((nq, d.shape[1]), bool)
+            dist[rows], ids[rows], pen[rows] = d, i, p
+        assert dist is not None and ids is not None and pen is not None
+        hit_keys = [index.keys_of(r) if index.has_keys else [None] * ids.shape[1] for r in ids]
+        source = ["index" if key in known else "segmented" for key in keys]
+        return QueryResult(dist, ids, pen, hit_keys, source, labels)

@@ -1,0 +1,48 @@
+"""Signature kinds: one :class:`Signature` protocol, one registry, one module per kind.
+
+=========  ======================  ==========================================  ==========
+name       class                   what it is                                  index
+=========  ======================  ==========================================  ==========
+``sbs``    :class:`SBSSignature`   paper 000 binary codes, Hamming             SBSIndex
+``sbovp``  :class:`SBoVPSignature` paper 000 visual phrases, sparse L2         SparseSignatureIndex
+``hybrid`` :class:`HybridSignature` paper 001 class-mean descriptors + filter  SparseSignatureIndex
+=========  ======================  ==========================================  ==========
+
+>>> from semcbir_fast.signatures import create_signature
+>>> sig = create_signature("sbovp", "spec", num_classes=151)   # SPEC.md's plain form
+"""
+
+from __future__ import annotations
+
+from ._local import LocalSignature
+from .base import Inputs, Signature, option
+from .hybrid import HybridParams, HybridSignature
+from .registry import (
+    DEFAULT_SIGNATURE,
+    create_signature,
+    get_signature,
+    list_signatures,
+    register_signature,
+    unregister_signature,
+)
+from .sbovp import SBoVPParams, SBoVPSignature
+from .sbs import SBSParams, SBSSignature
+
+__all__ = [
+    "DEFAULT_SIGNATURE",
+    "HybridParams",
+    "HybridSignature",
+    "Inputs",
+    "LocalSignature",
+    "SBSParams",
+    "SBSSignature",
+    "SBoVPParams",
+    "SBoVPSignature",
+    "Signature",
+    "create_signature",
+    "get_signature",
+    "list_signatures",
+    "option",
+    "register_signature",
+    "unregister_signature",
+]
