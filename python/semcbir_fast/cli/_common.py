@@ -229,6 +229,28 @@ def discover(inputs: Sequence[str]) -> list[str]:
     return out
 
 
+def state_training_paths(args: argparse.Namespace, cls: Any) -> list[str] | None:
+    """Images under the ``--<state>-root`` folder of a signature with learned state (None
+    when the option is not given: fit on the indexed / evaluated images)."""
+    if not cls.state_flags:
+        return None
+    root_flag = cls.state_flags[1]
+    root = getattr(args, root_flag, None)
+    if root is None:
+        return None
+    from ..eval.datasets import find_images
+
+    flag = "--" + root_flag.replace("_", "-")
+    try:
+        paths = [str(p) for p in find_images(root)]
+    except (FileNotFoundError, NotADirectoryError):
+        raise CLIError(f"{flag}: no such folder: {root}") from None
+    if not paths:
+        raise CLIError(f"{flag}: no images under {root}")
+    log(args, f"{cls.state_name} set: {len(paths)} images under {root}")
+    return paths
+
+
 def model_spec(model: str) -> str:
     """A model name, or an absolute path when it names a file."""
     if model != DEFAULT_MODEL and Path(model).is_file():

@@ -20,6 +20,7 @@ from ._common import (
     model_spec,
     positive_int,
     signature_params,
+    state_training_paths,
 )
 
 HELP = "measure retrieval quality on a labelled data set"
@@ -122,23 +123,14 @@ def _fit_inputs(args: argparse.Namespace, cls: Any, method: str | None,
     """Training set of the learned state (``--<state>-root``), or None = the evaluated set."""
     if not cls.state_flags:
         return None
-    from ..eval.datasets import find_images
     from ..signatures import Inputs
 
-    root_flag = cls.state_flags[1]
-    root = getattr(args, root_flag, None)
+    root = getattr(args, cls.state_flags[1], None)
     settings[f"{cls.state_name}_set"] = (str(Path(root).resolve()) if root
                                          else "the evaluated set")
-    if root is None:
+    paths = state_training_paths(args, cls)
+    if paths is None:
         return None
-    flag = "--" + root_flag.replace("_", "-")
-    try:
-        paths = [str(p) for p in find_images(root)]
-    except (FileNotFoundError, NotADirectoryError):
-        raise CLIError(f"{flag}: no such folder: {root}") from None
-    if not paths:
-        raise CLIError(f"{flag}: no images under {root}")
-    log(args, f"{cls.state_name} set: {len(paths)} images under {root}")
     return Inputs([], _features(args, paths, method) if method else None, paths)
 
 

@@ -21,6 +21,7 @@ from ._common import (
     model_spec,
     report_failed,
     signature_params,
+    state_training_paths,
 )
 
 HELP = "segment the images of folders and build (or extend) an index"
@@ -73,25 +74,6 @@ def _new_signature(args: argparse.Namespace, name: str, num_classes: int,
             except ValueError as exc:
                 raise CLIError(str(exc)) from None
     return sig
-
-
-def _fit_paths(args: argparse.Namespace, sig: Any) -> list[str] | None:
-    if sig.fitted or not sig.state_flags:
-        return None
-    root = getattr(args, sig.state_flags[1], None)
-    if root is None:
-        return None
-    from ..eval.datasets import find_images
-
-    flag = "--" + sig.state_flags[1].replace("_", "-")
-    try:
-        paths = [str(p) for p in find_images(root)]
-    except (FileNotFoundError, NotADirectoryError):
-        raise CLIError(f"{flag}: no such folder: {root}") from None
-    if not paths:
-        raise CLIError(f"{flag}: no images under {root}")
-    log(args, f"training set: {len(paths)} images under {root}")
-    return paths
 
 
 def run(args: argparse.Namespace) -> int:
@@ -194,7 +176,7 @@ def run(args: argparse.Namespace) -> int:
             metadata[f"{cls.state_name}_set"] = (
                 str(Path(state).resolve()) if state else
                 str(Path(root).resolve()) if root else "the indexed images")
-    fit = _fit_paths(args, sig)
+    fit = None if sig.fitted else state_training_paths(args, cls)
     try:
         res = build_index(paths, sig, segmenter=seg, append_to=existing, fit_paths=fit,
                           metadata=metadata, batch_size=args.batch_size,
