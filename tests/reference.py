@@ -305,3 +305,13 @@ def csr_parts(m):
     return (np.ascontiguousarray(m.indptr, dtype=np.int64),
             np.ascontiguousarray(m.indices, dtype=np.int64),
             np.ascontiguousarray(m.data, dtype=np.float32))
+
+
+def package_root() -> str:
+    """The folder holding the semcbir_fast under test (the source tree in a developer build,
+    site-packages after ``pip install .``): subprocesses must import that same copy."""
+    import os
+
+    import semcbir_fast
+
+    return os.path.dirname(os.path.dirname(os.path.abspath(semcbir_fast.__file__)))

@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+from reference import package_root
 import semcbir_fast as sf
 
 LAB = np.zeros((4, 5), dtype=np.int32)
@@ -244,7 +245,7 @@ def _import_error(hide: tuple[str, ...], **env) -> subprocess.CompletedProcess:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("SEMCBIR_")}
     full_env.update(env)
     full_env["PYTHONPATH"] = os.pathsep.join(
-        [os.path.join(here, "..", "python")] + [p for p in [os.environ.get("PYTHONPATH")] if p])
+        [package_root()] + [p for p in [os.environ.get("PYTHONPATH")] if p])
     code = ("import sys\n"
             f"for name in {hide!r}: sys.modules[name] = None\n"
             "import semcbir_fast as sf\n"

@@ -18,7 +18,7 @@ import sys
 import numpy as np
 import pytest
 import semcbir_fast as sf
-from reference import csr_parts, random_csr, random_image, ref_phrase_matrix, ref_sparse_l2_topk
+from reference import package_root, csr_parts, random_csr, random_image, ref_phrase_matrix, ref_sparse_l2_topk
 from semcbir_fast import _backend
 
 sp = pytest.importorskip("scipy.sparse")
@@ -315,7 +315,7 @@ def test_env_scalar_isa_governs_sparse_kernels():
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("SEMCBIR_")}
     env["PYTHONPATH"] = os.pathsep.join(
-        [os.path.join(here, "..", "python")] + [p for p in [os.environ.get("PYTHONPATH")] if p])
+        [package_root()] + [p for p in [os.environ.get("PYTHONPATH")] if p])
     outs = {}
     for isa in ("scalar", ""):
         res = subprocess.run([sys.executable, "-c", code], env={**env, "SEMCBIR_ISA": isa},
