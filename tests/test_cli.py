@@ -671,3 +671,42 @@ def test_sbovp_index_with_saved_vocabulary(env, capsys, tmp_path):
                                "--signature", "sbovp", "--vocab", str(vfile), "--method", "sift",
                                *common])
     assert rc == 1 and "fitted on kaze descriptors, not sift" in err
+
+
+def test_interrupted_index_resumes(env, capsys, monkeypatch):
+    """An index interrupted after its first checkpoint keeps those images; rerunning the
+    same command continues it (no --append needed) and gives the same index as one run."""
+    import semcbir_fast.pipeline as pipeline
+    from semcbir_fast.index import load_index
+
+    idx = env["base"] / "resume.sbsi"
+    args = ["index", str(env["tree"]), "-o", str(idx), "--model", env["model"], "--device",
+            "cpu", "-q", "--checkpoint-every", "3"]
+    real = pipeline.load_inputs
+    calls = {"n": 0}
+
+    def flaky(*a, **kw):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(*a, **kw)
+
+    monkeypatch.setattr(pipeline, "load_inputs", flaky)
+    rc, _, err = _run(capsys, args)
+    assert rc == 130 and "interrupted" in err
+    part = load_index(idx)
+    assert len(part) == 6 and part.metadata["complete"] is False
+    monkeypatch.setattr(pipeline, "load_inputs", real)
+    rc, out, err = _run(capsys, args[:-3])  # same command, without -q: says it resumes
+    assert rc == 0 and "resuming an interrupted run (6 images indexed)" in err
+    full = load_index(idx)
+    assert "complete" not in full.metadata and len(full) == 10
+    one = env["base"] / "one.sbsi"
+    assert main(["index", str(env["tree"]), "-o", str(one), "--model", env["model"],
+                 "--device", "cpu", "-q"]) == 0
+    ref = load_index(one)
+    assert full.keys() == ref.keys()
+    np.testing.assert_array_equal(full.reconstruct_batch(full.ids()),
+                                  ref.reconstruct_batch(ref.ids()))
+    rc, out, _ = _run(capsys, args)  # a complete index: re-running asks for --append
+    assert rc == 1

@@ -102,6 +102,8 @@ def build_index(
     progress: bool = True,
     threads: int = 0,
     use_cache: bool = True,
+    chunk_size: int = 256,
+    checkpoint: Callable[[Any], None] | None = None,
     log: Callable[[str], None] | None = None,
 ) -> BuildResult:
     """Segment (and describe) the images ``paths``, encode them with ``signature`` and add
@@ -109,8 +111,11 @@ def build_index(
     key is already in it are skipped). Keys are absolute paths (:func:`image_key`).
 
     ``fit_paths``: images to fit the signature's learned state on when it is not fitted
-    (default: the indexed images). Unreadable images are skipped and returned in
-    ``failed``. The index is not saved here (``result.index.save(path)``).
+    (default: the indexed images; then all of them are described first). Images are
+    processed in chunks of ``chunk_size``; after each chunk ``checkpoint(index)`` is called
+    (the CLI saves the index there, so that an interrupted run loses at most one chunk and
+    a rerun with ``append_to`` continues). Unreadable images are skipped and returned in
+    ``failed``. The index is not saved here.
     """
     keys = list(dict.fromkeys(image_key(p) for p in paths))
     if append_to is not None:
@@ -124,23 +129,31 @@ def build_index(
     out = BuildResult(append_to, skipped_known=len(keys) - len(todo))
     if not todo:
         return out
-    inputs, out.failed = load_inputs(todo, sig, segmenter=segmenter, batch_size=batch_size,
+    step = len(todo) if not sig.fitted else max(1, int(chunk_size))
+    for s in range(0, len(todo), step):
+        chunk = todo[s:s + step]
+        inputs, failed = load_inputs(chunk, sig, segmenter=segmenter, batch_size=batch_size,
                                      progress=progress, threads=threads, use_cache=use_cache,
                                      log=log)
-    if not len(inputs.paths or []):
-        return out
-    if not sig.fitted:
-        train = inputs
-        if fit_paths is not None:
-            fit = [image_key(p) for p in fit_paths]
-            train = Inputs([], _features(fit, sig.feature_method, threads=threads,
-                                         progress=progress, use_cache=use_cache, log=log), fit)
-        if log:
-            log(f"fitting the {sig.name} state on {len(train)} images ...")
-        sig.fit(train, threads=threads)
-    index = append_to if append_to is not None else sig.new_index(metadata=metadata)
-    index.add(sig.encode(inputs, threads=threads), keys=list(inputs.paths or []))
-    out.index, out.added = index, list(inputs.paths or [])
+        out.failed += failed
+        if not len(inputs.paths or []):
+            continue
+        if not sig.fitted:
+            train = inputs
+            if fit_paths is not None:
+                fit = [image_key(p) for p in fit_paths]
+                train = Inputs([], _features(fit, sig.feature_method, threads=threads,
+                                             progress=progress, use_cache=use_cache, log=log),
+                               fit)
+            if log:
+                log(f"fitting the {sig.name} state on {len(train)} images ...")
+            sig.fit(train, threads=threads)
+        if out.index is None:
+            out.index = sig.new_index(metadata=metadata)
+        out.index.add(sig.encode(inputs, threads=threads), keys=list(inputs.paths or []))
+        out.added += list(inputs.paths or [])
+        if checkpoint is not None and s + step < len(todo):
+            checkpoint(out.index)
     return out
 
 

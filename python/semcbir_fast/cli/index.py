@@ -19,6 +19,7 @@ from ._common import (
     load_model,
     log,
     model_spec,
+    positive_int,
     report_failed,
     signature_params,
     state_training_paths,
@@ -43,10 +44,14 @@ def register(sub: Any) -> None:
     p.add_argument("--ignore-index", type=int, default=None, metavar="CLASS",
                    help="a class id to treat as void (not counted)")
     p.add_argument("--threads", type=int, default=0, help="feature threads (0 = all cores)")
+    p.add_argument("--checkpoint-every", type=positive_int, default=256, metavar="N",
+                   help="save the index every N images, so that an interrupted run keeps "
+                   "them and a rerun continues (256)")
     add_signature_options(p, several=False, state_file=True)
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--append", action="store_true",
-                      help="add the images not yet in INDEX (same model and settings)")
+                      help="add the images not yet in INDEX (same model and settings); an "
+                      "index left by an interrupted run is always continued")
     mode.add_argument("--overwrite", action="store_true", help="replace INDEX if it exists")
     add_model_options(p, model_default=None)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or status lines")
@@ -88,10 +93,11 @@ def run(args: argparse.Namespace) -> int:
     if not out.parent.is_dir():
         raise CLIError(f"cannot write {out}: folder {out.parent} does not exist")
     existing = None
-    if out.exists():
-        if args.append:
-            existing = load_index(out, mmap=False)
-        elif not args.overwrite:
+    if out.exists() and not args.overwrite:
+        existing = load_index(out, mmap=False)
+        if existing.metadata.get("complete") is False:
+            log(args, f"{out}: resuming an interrupted run ({len(existing)} images indexed)")
+        elif not args.append:
             raise CLIError(
                 f"{out} exists; pass --append to add new images to it or --overwrite to replace it"
             )
@@ -129,6 +135,8 @@ def run(args: argparse.Namespace) -> int:
         log(args, f"{len(paths)} images found, {len(paths) - n_new} already in {out}")
         if not n_new:
             log(args, "nothing new to add")
+            if existing.metadata.pop("complete", True) is False:
+                existing.save(out)
             print(f"{out}: {len(existing)} images (unchanged)")
             return 0
         sig = have
@@ -177,21 +185,28 @@ def run(args: argparse.Namespace) -> int:
                 str(Path(state).resolve()) if state else
                 str(Path(root).resolve()) if root else "the indexed images")
     fit = None if sig.fitted else state_training_paths(args, cls)
+    def checkpoint(index: Any) -> None:  # an interrupted run keeps what it finished
+        index.metadata["complete"] = False
+        index.save(out)
+        log(args, f"{out}: {len(index)} images saved so far")
+
     try:
         res = build_index(paths, sig, segmenter=seg, append_to=existing, fit_paths=fit,
                           metadata=metadata, batch_size=args.batch_size,
-                          progress=not args.quiet, threads=args.threads,
+                          progress=not args.quiet, threads=args.threads, checkpoint=checkpoint,
+                          chunk_size=args.checkpoint_every,
                           log=None if args.quiet else (lambda m: log(args, m)))
     except ValueError as exc:
         raise CLIError(str(exc)) from None
     report_failed(res.failed)
     if res.index is None:
         raise CLIError(f"none of the {len(paths)} images could be read; no index written")
+    index = res.index
+    if index.metadata.pop("complete", True) is False or res.added:
+        index.save(out)
     if existing is not None and not res.added:
         print(f"{out}: {len(existing)} images (unchanged; {len(res.failed)} skipped)")
         return 0
-    index = res.index
-    index.save(out)
     dt = time.perf_counter() - t0
     counts = f"{len(index)} images ({len(res.added)} added, {len(res.failed)} skipped)"
     print(f"{out}: {counts} [{index.describe()}] in {dt:.1f} s")
