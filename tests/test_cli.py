@@ -155,6 +155,13 @@ def test_index_reports_skipped_files_and_info(env, built, capsys):
     )
     assert rc == 0 and "broken.jpg" in err and "1 unreadable files skipped" in err
     assert "5 images (5 added, 1 skipped)" in out
+    # --append remembers the unreadable file and does not try it again while it is unchanged
+    again = ["index", str(env["junk"]), str(env["tree"] / "reds"), "-o", str(out_dir),
+             "--model", env["model"], "--device", "cpu", "--append"]
+    rc, out, err = _run(capsys, again)
+    assert rc == 0 and "1 files that could not be read before" in err and "unchanged" in out
+    rc, out, err = _run(capsys, [*again, "--retry-unreadable"])
+    assert rc == 0 and "1 unreadable files skipped" in err
 
 
 def test_search_text_and_json(env, built, capsys):

@@ -208,7 +208,20 @@ def _finish(args: argparse.Namespace, result: Any, t0: float, about: str) -> int
         ours = ", ".join(f"{r.name} {r.p_at_k[20]:.4f}" for r in result.results)
         others = ", ".join(f"{k} {v:.2f}" for k, v in top7.items())
         print(f"top-20 precision (paper 000 Table 7): ours {ours}; paper: {others}")
+    _note_small_categories(result)
     return 0
+
+
+def _note_small_categories(result: Any) -> None:
+    """P@k cannot reach 1 when a category has fewer than k images (``--limit``): say so."""
+    import numpy as np
+
+    sizes = np.bincount(np.asarray(result.dataset.categories))
+    smallest = int(sizes[sizes > 0].min()) if sizes.size else 0
+    for k in result.settings.get("ks", []):
+        if smallest < k:
+            print(f"note: the smallest category has {smallest} images, so P@{k} is at most "
+                  f"{smallest / k:.2f} here (the papers' numbers are for full categories)")
 
 
 def _maybe_report(args: argparse.Namespace, result: Any) -> None:

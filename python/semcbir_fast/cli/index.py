@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,9 @@ def register(sub: Any) -> None:
     p.add_argument("--ignore-index", type=int, default=None, metavar="CLASS",
                    help="a class id to treat as void (not counted)")
     p.add_argument("--threads", type=int, default=0, help="feature threads (0 = all cores)")
+    p.add_argument("--retry-unreadable", action="store_true",
+                   help="with --append: try again the files an earlier run could not read "
+                   "(skipped while they are unchanged)")
     p.add_argument("--checkpoint-every", type=positive_int, default=256, metavar="N",
                    help="save the index every N images, so that an interrupted run keeps "
                    "them and a rerun continues (256)")
@@ -79,6 +83,33 @@ def _new_signature(args: argparse.Namespace, name: str, num_classes: int,
             except ValueError as exc:
                 raise CLIError(str(exc)) from None
     return sig
+
+
+def _stat(path: str) -> list[int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return [st.st_size, st.st_mtime_ns]
+
+
+def _known_unreadable(metadata: dict[str, Any], paths: list[str]) -> set[str]:
+    """Paths recorded as unreadable by an earlier run whose size and mtime are unchanged."""
+    rec = metadata.get("unreadable")
+    if not isinstance(rec, dict):
+        return set()
+    return {p for p in paths if isinstance(rec.get(p), list) and rec[p][:2] == _stat(p)}
+
+
+def _record_unreadable(metadata: dict[str, Any], failed: list[tuple[str, str]]) -> None:
+    """Remember files that could not be read (so that --append does not retry them)."""
+    if failed:
+        rec = dict(metadata.get("unreadable") or {})
+        for path, reason in failed:
+            st = _stat(path)
+            if st is not None:
+                rec[path] = [*st, reason]
+        metadata["unreadable"] = rec
 
 
 def run(args: argparse.Namespace) -> int:
@@ -131,6 +162,11 @@ def run(args: argparse.Namespace) -> int:
             raise CLIError(f"--ignore-index {args.ignore_index} differs from the index's "
                            f"{md.get('ignore_index')}")
         known = set(existing.keys()) if existing.has_keys else set()
+        bad = _known_unreadable(md, paths) if not args.retry_unreadable else set()
+        if bad:
+            log(args, f"{len(bad)} files that could not be read before and have not changed "
+                "are skipped (--retry-unreadable tries them again)")
+            paths = [p for p in paths if p not in bad]
         n_new = sum(p not in known for p in paths)
         log(args, f"{len(paths)} images found, {len(paths) - n_new} already in {out}")
         if not n_new:
@@ -199,10 +235,12 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise CLIError(str(exc)) from None
     report_failed(res.failed)
+    if res.index is not None:
+        _record_unreadable(res.index.metadata, res.failed)
     if res.index is None:
         raise CLIError(f"none of the {len(paths)} images could be read; no index written")
     index = res.index
-    if index.metadata.pop("complete", True) is False or res.added:
+    if index.metadata.pop("complete", True) is False or res.added or res.failed:
         index.save(out)
     if existing is not None and not res.added:
         print(f"{out}: {len(existing)} images (unchanged; {len(res.failed)} skipped)")
