@@ -14,8 +14,7 @@ from semcbir_fast import Inputs, create_signature, list_signatures, load_index
 from semcbir_fast.cli import main
 from semcbir_fast.eval.evaluate import evaluate
 from semcbir_fast.pipeline import Retriever
-from semcbir_fast.signatures import option, register_signature, unregister_signature
-from semcbir_fast.signatures import LocalSignature
+from semcbir_fast.signatures import LocalSignature, option, register_signature, unregister_signature
 
 
 @dataclass

@@ -194,7 +194,7 @@ class EvalResult:
         MAP, MAP with ties averaged, P@R, P@k, the published rows, encode / search time."""
         s = self.settings
         name = f"{s.get('dataset_label', s.get('dataset'))} ({s.get('segmentation', '?')})"
-        f4 = (lambda v: "-" if v is None else f"{v:.4f}")  # noqa: E731
+        f4 = (lambda v: "-" if v is None else f"{v:.4f}")
         rows: list[tuple[str, list[str]]] = [
             (f"MAP {name}", [f4(r.map) for r in self.results]),
             ("MAP, ties averaged", [f4(r.map_ties_avg) for r in self.results]),

@@ -31,7 +31,7 @@ from .._convert import check_int
 __all__ = ["Inputs", "Signature", "option"]
 
 
-def option(default: Any, *, flag: str | None = None, help: str = "",  # noqa: A002
+def option(default: Any, *, flag: str | None = None, help: str = "",
            sweep: bool = False, eval_default: Any = None, from_args: Any = None,
            flags: Sequence[tuple[str, dict[str, Any]]] | None = None,
            **argparse_kw: Any) -> Any:
@@ -75,7 +75,7 @@ class Inputs:
     def subset(self, rows: Sequence[int] | np.ndarray) -> Inputs:
         """The inputs of ``rows`` (in that order)."""
         rows = [int(r) for r in rows]
-        pick = (lambda xs: None if xs is None else [xs[r] for r in rows])  # noqa: E731
+        pick = (lambda xs: None if xs is None else [xs[r] for r in rows])
         return Inputs([self.label_maps[r] for r in rows] if self.label_maps else [],
                       pick(self.features), pick(self.paths))
 

@@ -8,7 +8,6 @@ from typing import Any
 import numpy as np
 
 from ..hybrid import HybridSignatures, hybrid_signatures
-from .base import Inputs
 from ._local import (
     LocalSignature,
     check_epsilon_field,
@@ -16,6 +15,7 @@ from ._local import (
     epsilon_option,
     method_option,
 )
+from .base import Inputs
 from .registry import register_signature
 
 __all__ = ["HybridParams", "HybridSignature"]

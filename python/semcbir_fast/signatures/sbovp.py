@@ -12,7 +12,6 @@ import numpy as np
 
 from .._convert import check_int
 from ..sbovp import NORMS, PhraseSignatures, Vocabulary, sbovp_signatures
-from .base import Inputs, option
 from ._local import (
     LocalSignature,
     check_epsilon_field,
@@ -20,6 +19,7 @@ from ._local import (
     epsilon_option,
     method_option,
 )
+from .base import Inputs, option
 from .registry import register_signature
 
 __all__ = ["SBoVPParams", "SBoVPSignature"]
