@@ -10,3 +10,4 @@ bash scripts/setup.sh
 DATA=${SEMCBIR_DATA:-../shared/data}
 semcbir index "$DATA/corel1k/images" -o corel1k.sbsi --levels 2 --append
 semcbir search corel1k.sbsi "$DATA/corel1k/images/300.jpg" "$DATA/corel1k/images/700.jpg" -k 10
+echo "Browse it: semcbir serve corel1k.sbsi  (then open http://127.0.0.1:8000)"

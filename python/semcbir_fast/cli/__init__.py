@@ -26,12 +26,12 @@ import sys
 from collections.abc import Sequence
 
 from . import eval as eval_cmd
-from . import gallery, index, info, search
+from . import gallery, index, info, search, serve
 from ._common import DEFAULT_MODEL, CLIError, err
 
 __all__ = ["DEFAULT_MODEL", "CLIError", "build_parser", "main"]
 
-COMMANDS = (index, search, info, eval_cmd, gallery)
+COMMANDS = (index, search, info, eval_cmd, gallery, serve)
 
 
 def build_parser() -> argparse.ArgumentParser:
