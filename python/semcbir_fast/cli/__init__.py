@@ -9,6 +9,7 @@ Commands (``semcbir COMMAND --help`` for every option; one module per command he
     semcbir eval --dataset corel1k|msrc|folders [--root DIR] [--oracle] [--report DIR]
                  [--signature sbs|sbovp|hybrid] [signature options, lists allowed]
     semcbir gallery INDEX IMAGE... -o DIR [-k 10] [--categories corel1k|msrc|parent]
+    semcbir serve INDEX [--host 127.0.0.1] [--port 8000]
 
 Signature options come from the registered signatures' parameters (their defaults are the
 ``"default"`` presets: ``semcbir_fast.signatures``). Also ``python -m semcbir_fast ...``. A
