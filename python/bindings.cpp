@@ -4,7 +4,9 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <memory>
+#include <new>
 #include <optional>
 #include <string>
 #include <vector>
@@ -16,6 +18,7 @@
 #include "semcbir/phrase.hpp"
 #include "semcbir/sbs.hpp"
 #include "semcbir/sparse_l2.hpp"
+#include "semcbir/topk.hpp"
 
 namespace py = pybind11;
 using namespace semcbir;
@@ -47,6 +50,21 @@ LabelType label_type(const py::array& a) {
 
 using Codes = py::array_t<uint8_t, py::array::c_style>;
 
+// Integer arguments arrive as int64 (the Python package has checked them already; anything
+// outside int64 is its ValueError, not pybind's TypeError). threads: >= 0, capped at
+// kMaxThreads.
+int threads_arg(int64_t threads) {
+    if (threads < 0)
+        throw py::value_error("threads must be >= 0 (0 = all cores), got " +
+                              std::to_string(threads));
+    return static_cast<int>(std::min<int64_t>(threads, kMaxThreads));
+}
+
+[[noreturn]] void memory_error(const std::string& msg) {
+    PyErr_SetString(PyExc_MemoryError, msg.c_str());
+    throw py::error_already_set();
+}
+
 CodeMatrix code_matrix(const Codes& a, const char* name) {
     if (a.ndim() != 2)
         throw py::value_error(std::string(name) + " must be a 2-D uint8 array (n, width)");
@@ -58,9 +76,10 @@ CodeMatrix code_matrix(const Codes& a, const char* name) {
     return m;
 }
 
-py::array_t<uint8_t> encode(const std::vector<py::array>& maps, int64_t num_classes, int levels,
-                            std::optional<int64_t> ignore_index, bool pyramid, int64_t stride,
-                            int threads) {
+py::array_t<uint8_t> encode(const std::vector<py::array>& maps, int64_t num_classes,
+                            int64_t levels, std::optional<int64_t> ignore_index, bool pyramid,
+                            int64_t stride, int64_t threads_in) {
+    const int threads = threads_arg(threads_in);
     const SbsLayout layout = make_sbs_layout(num_classes, levels, pyramid, stride);
     std::vector<LabelMap> views;
     views.reserve(maps.size());
@@ -79,20 +98,41 @@ py::array_t<uint8_t> encode(const std::vector<py::array>& maps, int64_t num_clas
     rule.has_ignore = ignore_index.has_value();
     rule.ignore_index = ignore_index.value_or(0);
     const auto n = static_cast<py::ssize_t>(views.size());
+    if (n > 0 && layout.stride > PY_SSIZE_T_MAX / 2 / n)
+        memory_error("encode_sbs: " + std::to_string(n) + " codes of " +
+                     std::to_string(layout.stride) + " bytes do not fit in memory");
     py::array_t<uint8_t> out({n, static_cast<py::ssize_t>(layout.stride)});
     uint8_t* dst = out.mutable_data();
+    bool out_of_memory = false;
     {
         py::gil_scoped_release release;
-        encode_sbs_batch(views.data(), static_cast<int64_t>(views.size()), layout, rule, dst,
-                         threads);
+        try {
+            encode_sbs_batch(views.data(), static_cast<int64_t>(views.size()), layout, rule, dst,
+                             threads);
+        } catch (const std::bad_alloc&) {
+            out_of_memory = true;  // raised below, with the GIL
+        }
+    }
+    if (out_of_memory) {
+        int64_t w = 0, px = 0;
+        for (const LabelMap& m : views) {
+            w = std::max(w, m.width);
+            px = std::max(px, m.height * m.width);
+        }
+        memory_error("encode_sbs: out of memory for the encoder's scratch memory (" +
+                     std::to_string(sbs_workspace_bytes(layout, w, px) >> 20) +
+                     " MiB per thread at levels=" + std::to_string(layout.levels) +
+                     ", num_classes=" + std::to_string(layout.num_classes) +
+                     "); use fewer levels or threads");
     }
     return out;
 }
 
 // (distances, ids) arrays of shape (nq, k), filled by `search(distances, ids)` without the GIL.
+// k and nq * k are checked before anything is allocated (the limits of topk.hpp).
 template <class D, class Search>
 py::tuple ranked_results(int64_t nq, int64_t k, Search&& search) {
-    if (k <= 0) throw py::value_error("k must be >= 1, got " + std::to_string(k));
+    check_topk_size(nq, k);
     py::array_t<D> dist({static_cast<py::ssize_t>(nq), static_cast<py::ssize_t>(k)});
     py::array_t<int64_t> ids({static_cast<py::ssize_t>(nq), static_cast<py::ssize_t>(k)});
     D* pd = dist.mutable_data();
@@ -104,7 +144,8 @@ py::tuple ranked_results(int64_t nq, int64_t k, Search&& search) {
     return py::make_tuple(dist, ids);
 }
 
-py::tuple topk(const Codes& queries, const Codes& database, int64_t k, int threads) {
+py::tuple topk(const Codes& queries, const Codes& database, int64_t k, int64_t threads_in) {
+    const int threads = threads_arg(threads_in);
     const CodeMatrix q = code_matrix(queries, "queries");
     const CodeMatrix d = code_matrix(database, "database");
     return ranked_results<int32_t>(q.n, k, [&](int32_t* pd, int64_t* pi) {
@@ -112,9 +153,13 @@ py::tuple topk(const Codes& queries, const Codes& database, int64_t k, int threa
     });
 }
 
-py::array_t<int32_t> distances(const Codes& a, const Codes& b, int threads) {
+py::array_t<int32_t> distances(const Codes& a, const Codes& b, int64_t threads_in) {
+    const int threads = threads_arg(threads_in);
     const CodeMatrix ma = code_matrix(a, "a");
     const CodeMatrix mb = code_matrix(b, "b");
+    if (ma.n > 0 && mb.n > PY_SSIZE_T_MAX / 8 / ma.n)
+        memory_error("hamming_distances: a " + std::to_string(ma.n) + " x " +
+                     std::to_string(mb.n) + " int32 matrix does not fit in memory");
     py::array_t<int32_t> out({static_cast<py::ssize_t>(ma.n), static_cast<py::ssize_t>(mb.n)});
     int32_t* po = out.mutable_data();
     {
@@ -137,8 +182,9 @@ py::array_t<T> to_numpy_vec(const std::vector<T>& v) {
 }
 
 py::tuple build_phrases(const std::vector<F32>& xy, const std::vector<I32>& words,
-                        const std::vector<I32>& classes, int64_t vocab_size, int phrase_len,
-                        int threads) {
+                        const std::vector<I32>& classes, int64_t vocab_size, int64_t phrase_len,
+                        int64_t threads_in) {
+    const int threads = threads_arg(threads_in);
     if (words.size() != xy.size() || classes.size() != xy.size())
         throw py::value_error("xy, words and classes must have one array per image, got " +
                               std::to_string(xy.size()) + ", " + std::to_string(words.size()) +
@@ -191,7 +237,8 @@ CsrView csr_view(const I64& indptr, const I64& indices, const F32& data, int64_t
 
 py::tuple sparse_topk(const I64& q_indptr, const I64& q_indices, const F32& q_data,
                       const I64& d_indptr, const I64& d_indices, const F32& d_data, int64_t cols,
-                      int64_t k, int threads) {
+                      int64_t k, int64_t threads_in) {
+    const int threads = threads_arg(threads_in);
     const CsrView q = csr_view(q_indptr, q_indices, q_data, cols, "queries");
     const CsrView d = csr_view(d_indptr, d_indices, d_data, cols, "database");
     return ranked_results<float>(q.rows, k, [&](float* pd, int64_t* pi) {
@@ -200,7 +247,8 @@ py::tuple sparse_topk(const I64& q_indptr, const I64& q_indices, const F32& q_da
 }
 
 py::tuple index_search(const SparseL2Index& index, const I64& q_indptr, const I64& q_indices,
-                       const F32& q_data, int64_t k, int threads) {
+                       const F32& q_data, int64_t k, int64_t threads_in) {
+    const int threads = threads_arg(threads_in);
     const CsrView q = csr_view(q_indptr, q_indices, q_data, index.cols(), "queries");
     return ranked_results<float>(q.rows, k, [&](float* pd, int64_t* pi) {
         index.search(q, k, pd, pi, threads);
@@ -208,7 +256,8 @@ py::tuple index_search(const SparseL2Index& index, const I64& q_indptr, const I6
 }
 
 std::unique_ptr<SparseL2Index> make_index(const I64& indptr, const I64& indices, const F32& data,
-                                        int64_t cols, int threads) {
+                                        int64_t cols, int64_t threads_in) {
+    const int threads = threads_arg(threads_in);
     const CsrView v = csr_view(indptr, indices, data, cols, "database");
     py::gil_scoped_release release;
     return std::make_unique<SparseL2Index>(v, threads);

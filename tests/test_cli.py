@@ -174,17 +174,22 @@ def test_search_text_and_json(env, built, capsys):
     looked = json.loads(out)["queries"][0]
     rc, out, _ = _run(
         capsys,
-        ["search", str(built), str(q), "-k", "4", "--json", "--resegment", "--device", "cpu", "-q"],
+        ["search", str(built), str(q), "-k", "4", "--json", "--resegment", "--device", "cpu", "-q",
+         "--model", env["model"]],
     )
     fresh = json.loads(out)["queries"][0]
     assert looked["code_from"] == "index" and fresh["code_from"] == "segmented"
     assert looked["results"] == fresh["results"]  # same codes either way
     assert [r["rank"] for r in fresh["results"]] == [1, 2, 3, 4]
     assert all("reds" in r["key"] for r in fresh["results"][:3])
-    # an image outside the index is segmented with the model recorded in the index
+    # an image outside the index is segmented with the model the user names: the index
+    # records a model file, which it may not choose on its own (issue 11)
     outside = env["base"] / "outside.png"
     cv2.imwrite(str(outside), _image(np.random.default_rng(5), 2)[:, :, ::-1])
-    rc, out, _ = _run(capsys, ["search", str(built), str(outside), "-k", "2", "--json", "-q"])
+    rc, _, err = _run(capsys, ["search", str(built), str(outside), "-k", "2", "--json", "-q"])
+    assert rc == 1 and "pass --model" in err
+    rc, out, _ = _run(capsys, ["search", str(built), str(outside), "-k", "2", "--json", "-q",
+                               "--model", env["model"]])
     res = json.loads(out)["queries"][0]
     assert rc == 0 and res["code_from"] == "segmented" and "blues" in res["results"][0]["key"]
 
@@ -341,6 +346,8 @@ def test_gallery_command(env, built, capsys):
             "--categories",
             "parent",
             "--overlay",
+            "--model",
+            env["model"],
             "--device",
             "cpu",
             "-q",

@@ -22,6 +22,7 @@ constexpr int64_t kBufferInts = 8 * 1024;      // distances held per tile (queri
 constexpr int64_t kMaxTileRows = 256;          // narrow codes: more queries per tile instead
 constexpr int64_t kBytesPerWorker = 4 << 20;   // below this a thread costs more than it saves
 constexpr int64_t kCachedDatabaseBytes = 8 << 20;  // databases up to this size count as cached
+constexpr int64_t kMergeHeapEntries = int64_t{1} << 24;  // split-database heaps, all workers
 constexpr int32_t kMissingDistance = std::numeric_limits<int32_t>::max();
 
 struct Tiling {
@@ -38,9 +39,12 @@ Tiling make_tiling(int64_t width, int64_t nq, int64_t n) {
     return t;
 }
 
-int workers_for(int threads, int64_t bytes, int64_t parts) {
+// `bytes`: the work in code bytes compared, as a double (a product of three sizes may not
+// fit in 64 bits).
+int workers_for(int threads, double bytes, int64_t parts) {
     int64_t w = resolve_threads(threads);
-    w = std::min<int64_t>(w, std::max<int64_t>(1, bytes / kBytesPerWorker));
+    if (bytes / kBytesPerWorker < static_cast<double>(w))
+        w = std::max<int64_t>(1, static_cast<int64_t>(bytes / kBytesPerWorker));
     w = std::min<int64_t>(w, std::max<int64_t>(parts, 1));
     return static_cast<int>(std::max<int64_t>(w, 1));
 }
@@ -102,7 +106,7 @@ void hamming_distances(const CodeMatrix& a, const CodeMatrix& b, int32_t* out, i
     check_widths(a, b);
     if (a.n == 0 || b.n == 0) return;
     const detail::HammingTileFn kernel = detail::kernels().hamming_tile;
-    const int64_t bytes = a.n * b.n * a.width;
+    const double bytes = static_cast<double>(a.n) * static_cast<double>(b.n) * a.width;
     const bool split_rows = a.n >= b.n || a.n >= resolve_threads(threads);
     const int workers = workers_for(threads, bytes, split_rows ? a.n : b.n);
     auto run = [&](int64_t a0, int64_t a1, int64_t b0, int64_t b1) {
@@ -125,15 +129,20 @@ void hamming_distances(const CodeMatrix& a, const CodeMatrix& b, int32_t* out, i
 void hamming_topk(const CodeMatrix& queries, const CodeMatrix& database, int64_t k,
                   int32_t* distances, int64_t* ids, int threads) {
     check_widths(queries, database);
-    if (k <= 0) throw std::invalid_argument("k must be >= 1, got " + std::to_string(k));
+    check_topk_size(queries.n, k);
     const int64_t nq = queries.n, n = database.n;
     if (nq == 0) return;
     const int64_t kk = std::min(k, n);  // heap capacity
-    const int64_t bytes = nq * n * queries.width;
+    const double bytes = static_cast<double>(nq) * static_cast<double>(n) * queries.width;
     const int max_workers = resolve_threads(threads);
     // A database that stays in cache can be rescanned by every worker for its own queries;
     // a larger one is split so that it streams from memory once.
-    const bool split_queries = n == 0 || (nq >= max_workers && n * database.width <= kCachedDatabaseBytes);
+    // Splitting the database gives every worker heaps for all queries: only while they
+    // stay small (nq * k * workers entries).
+    const int db_workers = workers_for(threads, bytes, n);
+    const bool split_queries =
+        n == 0 || (nq >= max_workers && n * database.width <= kCachedDatabaseBytes) ||
+        nq * kk > kMergeHeapEntries / db_workers;
     if (split_queries) {
         // Each worker owns a contiguous query range and scans the whole database.
         const int workers = workers_for(threads, bytes, nq);
@@ -153,7 +162,7 @@ void hamming_topk(const CodeMatrix& queries, const CodeMatrix& database, int64_t
         return;
     }
     // Few queries: split the database; every worker keeps heaps for all queries, then merge.
-    const int workers = workers_for(threads, bytes, n);
+    const int workers = db_workers;
     std::vector<std::vector<int32_t>> hd(static_cast<size_t>(workers));
     std::vector<std::vector<int64_t>> hi(static_cast<size_t>(workers));
     std::vector<std::vector<int64_t>> sizes(static_cast<size_t>(workers));

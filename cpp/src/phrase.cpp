@@ -142,7 +142,7 @@ void run_lengths(const std::vector<int64_t>& pairs, std::vector<int64_t>& idx,
 }  // namespace
 
 void validate_keypoints(const KeypointSet* images, int64_t n_images, int64_t vocab_size,
-                        int phrase_len) {
+                        int64_t phrase_len) {
     if (vocab_size < 1 || vocab_size > std::numeric_limits<int32_t>::max())
         throw std::invalid_argument("vocab_size must be in [1, 2^31 - 1], got " +
                                     std::to_string(vocab_size));
@@ -171,7 +171,7 @@ void validate_keypoints(const KeypointSet* images, int64_t n_images, int64_t voc
 }
 
 SparseRows build_phrase_matrices(const KeypointSet* images, int64_t n_images,
-                                 int64_t vocab_size, int phrase_len, int threads) {
+                                 int64_t vocab_size, int64_t phrase_len, int threads) {
     validate_keypoints(images, n_images, vocab_size, phrase_len);
     std::vector<std::vector<int64_t>> idx(static_cast<size_t>(n_images));
     std::vector<std::vector<float>> cnt(static_cast<size_t>(n_images));
@@ -183,7 +183,7 @@ SparseRows build_phrase_matrices(const KeypointSet* images, int64_t n_images,
     parallel_chunks(n_images, workers, [&](int, int64_t begin, int64_t end) {
         PhraseWorkspace ws;
         for (int64_t i = begin; i < end; ++i) {
-            image_pairs(images[i], vocab_size, phrase_len, ws);
+            image_pairs(images[i], vocab_size, static_cast<int>(phrase_len), ws);
             run_lengths(ws.pairs, idx[static_cast<size_t>(i)], cnt[static_cast<size_t>(i)]);
         }
     });

@@ -13,25 +13,33 @@
 
 namespace semcbir {
 
-SbsLayout make_sbs_layout(int64_t num_classes, int levels, bool pyramid, int64_t stride) {
+SbsLayout make_sbs_layout(int64_t num_classes, int64_t levels, bool pyramid, int64_t stride) {
     if (num_classes <= 0 || num_classes > 65536)
         throw std::invalid_argument("num_classes must be in [1, 65536], got " +
                                     std::to_string(num_classes));
-    if (levels < 0 || levels > 12)
-        throw std::invalid_argument("levels must be in [0, 12], got " + std::to_string(levels));
+    if (levels < 0 || levels > kMaxSbsLevels)
+        throw std::invalid_argument("levels must be in [0, " + std::to_string(kMaxSbsLevels) +
+                                    "], got " + std::to_string(levels));
     SbsLayout l;
     l.num_classes = num_classes;
-    l.levels = levels;
+    l.levels = static_cast<int>(levels);
     l.pyramid = pyramid;
     l.blocks = 0;
-    for (int lv = pyramid ? 0 : levels; lv <= levels; ++lv) l.blocks += int64_t{1} << (2 * lv);
-    l.nbits = 5 * num_classes * l.blocks;
+    for (int64_t lv = pyramid ? 0 : levels; lv <= levels; ++lv) l.blocks += int64_t{1} << (2 * lv);
+    l.nbits = 5 * num_classes * l.blocks;  // <= 5 * 2^16 * 2^25: no overflow
     l.nbytes = (l.nbits + 7) / 8;
+    if (l.nbytes > kMaxSbsCodeBytes)
+        throw std::invalid_argument(
+            "levels=" + std::to_string(levels) + " with num_classes=" +
+            std::to_string(num_classes) + (pyramid ? " (pyramid)" : "") + " makes codes of " +
+            std::to_string(l.nbytes) + " bytes, more than the maximum of " +
+            std::to_string(kMaxSbsCodeBytes) + " bytes (4 MiB); use fewer levels");
     const int64_t minimal = (l.nbytes + 7) / 8 * 8;
     if (stride == 0) stride = minimal;
-    if (stride < l.nbytes || stride % 8 != 0)
-        throw std::invalid_argument("stride must be a multiple of 8 and >= nbytes=" +
-                                    std::to_string(l.nbytes) + ", got " + std::to_string(stride));
+    if (stride < l.nbytes || stride % 8 != 0 || stride > minimal + kMaxSbsCodeBytes)
+        throw std::invalid_argument("stride must be a multiple of 8 in [nbytes, nbytes + 4 MiB], "
+                                    "nbytes=" + std::to_string(l.nbytes) + ", got " +
+                                    std::to_string(stride));
     l.stride = stride;
     return l;
 }
@@ -128,15 +136,21 @@ void count_u8_simd(const LabelMap& map, int64_t m, int g, const VoidRule& rule,
     int16_t lut[256];
     for (int v = 0; v < 256; ++v) lut[v] = static_cast<int16_t>(class_of(static_cast<uint8_t>(v), m, rule));
     const int64_t w = map.width;
-    ws.col_block.resize(static_cast<size_t>(w));
-    ws.col_starts.assign(static_cast<size_t>((w >> 6) + 2), 0);
+    // Sized by reserve_sbs_workspace (no allocation here: this runs inside noexcept code).
+    int64_t* col_bounds = ws.col_bounds.data();
+    int32_t* col_block = w <= detail::kColumnTableMax ? ws.col_block.data() : nullptr;
+    uint64_t* col_starts = ws.col_starts.data();
+    std::fill_n(col_starts, static_cast<size_t>((w >> 6) + 2), uint64_t{0});
     for (int bx = 0; bx < g; ++bx) {
         const int64_t x0 = detail::bound(bx, w, g), x1 = detail::bound(bx + 1, w, g);
-        for (int64_t x = x0; x < x1; ++x) ws.col_block[static_cast<size_t>(x)] = bx;
-        if (x0 > 0 && x0 < x1) ws.col_starts[static_cast<size_t>(x0 >> 6)] |= uint64_t{1} << (x0 & 63);
+        col_bounds[bx] = x0;
+        if (col_block != nullptr)
+            for (int64_t x = x0; x < x1; ++x) col_block[x] = bx;
+        if (x0 > 0 && x0 < x1) col_starts[x0 >> 6] |= uint64_t{1} << (x0 & 63);
     }
+    col_bounds[g] = w;
     const detail::U8Rows in{static_cast<const uint8_t*>(map.data), map.height, w, g, lut,
-                            ws.col_block.data(), ws.col_starts.data()};
+                            col_bounds, col_block, col_starts};
     kernel(in, cc);
 }
 
@@ -197,23 +211,24 @@ int64_t level_offset(const SbsLayout& layout, int l) noexcept {
 
 }  // namespace
 
-void encode_sbs(const LabelMap& map, const SbsLayout& layout, const VoidRule& rule, uint8_t* out,
-                SbsWorkspace& ws) noexcept {
+namespace {
+
+// Cells of level l: 4^l blocks x M classes.
+inline int64_t level_cells(int l, int64_t m) noexcept { return (int64_t{1} << (2 * l)) * m; }
+
+// Saturating a + b for non-negative sizes.
+inline int64_t add_sat(int64_t a, int64_t b) noexcept {
+    return a > std::numeric_limits<int64_t>::max() - b ? std::numeric_limits<int64_t>::max()
+                                                       : a + b;
+}
+
+// Encodes one map with a workspace sized by reserve_sbs_workspace (allocates nothing).
+void encode_prepared(const LabelMap& map, const SbsLayout& layout, const VoidRule& rule,
+                     uint8_t* out, SbsWorkspace& ws) noexcept {
     const int64_t m = layout.num_classes;
     const int n = layout.levels;
     const int g = 1 << n;
     std::memset(out, 0, static_cast<size_t>(layout.stride));
-    if (ws.levels.size() < static_cast<size_t>(n + 1)) ws.levels.resize(static_cast<size_t>(n + 1));
-    for (int l = layout.pyramid ? 0 : n; l <= n; ++l) {
-        auto& lv = ws.levels[static_cast<size_t>(l)];
-        const size_t cells = (size_t{1} << (2 * l)) * static_cast<size_t>(m);
-        if (lv.counts.size() != cells) {
-            lv.counts.assign(cells, 0);
-            lv.totals.assign(size_t{1} << (2 * l), 0);
-            lv.touched.assign(cells, 0);
-            lv.ntouched = 0;
-        }
-    }
     SbsWorkspace::Level& finest = ws.levels[static_cast<size_t>(n)];
     detail::CellCounter cc = counter_of(finest, m);
     const detail::CountRowsU8Fn u8_kernel = detail::kernels().count_rows_u8;  // may be null
@@ -246,13 +261,81 @@ void encode_sbs(const LabelMap& map, const SbsLayout& layout, const VoidRule& ru
     reset(finest);
 }
 
+}  // namespace
+
+int64_t sbs_workspace_bytes(const SbsLayout& layout, int64_t max_width,
+                            int64_t max_pixels) noexcept {
+    const int64_t m = layout.num_classes;
+    int64_t bytes = 0;
+    for (int l = layout.pyramid ? 0 : layout.levels; l <= layout.levels; ++l) {
+        const int64_t cells = level_cells(l, m);
+        // counts + totals + touched (a cell is touched by at least one pixel)
+        bytes = add_sat(bytes, 8 * cells + 8 * (int64_t{1} << (2 * l)) +
+                                   8 * std::min(cells, std::max<int64_t>(max_pixels, 1)));
+    }
+    const int64_t w = std::max<int64_t>(max_width, 0);
+    if (w > std::numeric_limits<int64_t>::max() / 8) return std::numeric_limits<int64_t>::max();
+    return add_sat(bytes, 8 * ((int64_t{1} << layout.levels) + 1) +
+                              4 * std::min(w, detail::kColumnTableMax) + 8 * ((w >> 6) + 2));
+}
+
+void reserve_sbs_workspace(SbsWorkspace& ws, const SbsLayout& layout, int64_t max_width,
+                           int64_t max_pixels) {
+    const int64_t m = layout.num_classes;
+    const int n = layout.levels;
+    if (ws.levels.size() < static_cast<size_t>(n + 1)) ws.levels.resize(static_cast<size_t>(n + 1));
+    for (int l = layout.pyramid ? 0 : n; l <= n; ++l) {
+        auto& lv = ws.levels[static_cast<size_t>(l)];
+        const auto cells = static_cast<size_t>(level_cells(l, m));
+        if (lv.counts.size() != cells) {  // another layout: all counts zero from here on
+            lv.counts.assign(cells, 0);
+            lv.totals.assign(size_t{1} << (2 * l), 0);
+            lv.touched.clear();
+            lv.ntouched = 0;
+        }
+        const auto touched =
+            std::min(cells, static_cast<size_t>(std::max<int64_t>(max_pixels, 1)));
+        if (lv.touched.size() < touched) lv.touched.resize(touched);
+    }
+    const auto w = static_cast<size_t>(std::max<int64_t>(max_width, 0));
+    const auto g = size_t{1} << n;
+    if (ws.col_bounds.size() < g + 1) ws.col_bounds.resize(g + 1);
+    const size_t table = std::min(w, static_cast<size_t>(detail::kColumnTableMax));
+    if (ws.col_block.size() < table) ws.col_block.resize(table);
+    if (ws.col_starts.size() < (w >> 6) + 2) ws.col_starts.resize((w >> 6) + 2);
+}
+
+void encode_sbs(const LabelMap& map, const SbsLayout& layout, const VoidRule& rule, uint8_t* out,
+                SbsWorkspace& ws) {
+    reserve_sbs_workspace(ws, layout, map.width, map.height * map.width);
+    encode_prepared(map, layout, rule, out, ws);
+}
+
 void encode_sbs_batch(const LabelMap* maps, int64_t n, const SbsLayout& layout,
                       const VoidRule& rule, uint8_t* out, int threads) {
-    const int workers = static_cast<int>(std::min<int64_t>(resolve_threads(threads), n));
+    int64_t max_width = 0, max_pixels = 0;
+    for (int64_t i = 0; i < n; ++i) {
+        if (maps[i].height < 0 || maps[i].width < 0)
+            throw std::invalid_argument("labels: map " + std::to_string(i) +
+                                        " has a negative size");
+        max_width = std::max(max_width, maps[i].width);
+        max_pixels = std::max(max_pixels, maps[i].height * maps[i].width);
+    }
+    // Fewer threads when their workspaces together would exceed the budget.
+    const int64_t per_worker = std::max<int64_t>(1, sbs_workspace_bytes(layout, max_width, max_pixels));
+    const int64_t by_memory = std::max<int64_t>(1, kSbsWorkspaceBudget / per_worker);
+    const int workers =
+        static_cast<int>(std::min<int64_t>({resolve_threads(threads), n, by_memory}));
     parallel_chunks(n, workers, [&](int, int64_t begin, int64_t end) {
+        int64_t w = 0, px = 0;
+        for (int64_t i = begin; i < end; ++i) {
+            w = std::max(w, maps[i].width);
+            px = std::max(px, maps[i].height * maps[i].width);
+        }
         SbsWorkspace ws;
+        reserve_sbs_workspace(ws, layout, w, px);  // may throw std::bad_alloc (-> MemoryError)
         for (int64_t i = begin; i < end; ++i)
-            encode_sbs(maps[i], layout, rule, out + i * layout.stride, ws);
+            encode_prepared(maps[i], layout, rule, out + i * layout.stride, ws);
     });
 }
 

@@ -9,23 +9,38 @@ namespace semcbir::detail {
 
 /// Plain view of one level's counters (no std:: containers cross ISA boundaries).
 struct CellCounter {
-    int32_t* counts;   // blocks x M
+    int64_t* counts;   // blocks x M (64-bit: a block may hold more than 2^31 pixels)
     int64_t* totals;   // blocks
     int64_t* touched;  // cells that became non-zero
     int64_t ntouched;
     int64_t m;
 };
 
-/// Inputs of a uint8 row counter: `lut[v]` is the class of label v or -1 (void),
-/// `col_block[x]` the block column of x, `col_starts` bit x set where a block column starts.
+/// Inputs of a uint8 row counter: `lut[v]` is the class of label v or -1 (void), block
+/// column bx spans the columns [col_bounds[bx], col_bounds[bx + 1]), `col_block[x]` is the
+/// block column of x (only for maps up to kColumnTableMax columns, else null: a (1, 2^31)
+/// map would need 8 GB of table), `col_starts` has bit x set where a block column starts.
 struct U8Rows {
     const uint8_t* data;
     int64_t height, width;
     int g;
     const int16_t* lut;
-    const int32_t* col_block;
+    const int64_t* col_bounds;   // g + 1 entries, col_bounds[g] == width
+    const int32_t* col_block;    // width entries, or null
     const uint64_t* col_starts;  // (width >> 6) + 2 words, zero padded
 };
+
+/// Widest map that gets a column -> block column table (256 KiB).
+constexpr int64_t kColumnTableMax = int64_t{1} << 16;
+
+/// The block column of a row's runs, advanced as they move right (runs never cross a block
+/// column start: those are run starts too).
+struct ColumnCursor {
+    int64_t bx;
+    int64_t next;  // col_bounds[bx + 1]
+};
+
+inline ColumnCursor first_column(const U8Rows& in) noexcept { return {0, in.col_bounds[1]}; }
 
 using CountRowsU8Fn = void (*)(const U8Rows& in, CellCounter& cc) noexcept;
 
@@ -41,15 +56,24 @@ namespace {
 inline void add_cell(CellCounter& cc, int64_t b, int64_t c, int64_t len) noexcept {
     const int64_t idx = b * cc.m + c;
     if (cc.counts[idx] == 0) cc.touched[cc.ntouched++] = idx;
-    cc.counts[idx] += static_cast<int32_t>(len);
+    cc.counts[idx] += len;
     cc.totals[b] += len;
 }
 
-// A run of equal labels [start, end) of one row, inside one block column.
+// A run of equal labels [start, end) of one row, inside one block column; runs come left to
+// right. Table: the block column from col_block (moderate widths); else `col` follows the runs.
+template <bool Table>
 inline void add_run(const U8Rows& in, CellCounter& cc, const uint8_t* row, int64_t block_row,
-                    int64_t start, int64_t end) noexcept {
+                    ColumnCursor& col, int64_t start, int64_t end) noexcept {
+    int64_t bx;
+    if constexpr (Table) {
+        bx = in.col_block[start];
+    } else {
+        while (start >= col.next) col.next = in.col_bounds[++col.bx + 1];  // empty ones too
+        bx = col.bx;
+    }
     const int16_t c = in.lut[row[start]];
-    if (c >= 0) add_cell(cc, block_row + in.col_block[start], c, end - start);
+    if (c >= 0) add_cell(cc, block_row + bx, c, end - start);
 }
 
 // 64 bits of `bits` starting at bit x.

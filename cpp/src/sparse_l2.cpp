@@ -108,6 +108,12 @@ struct SparseL2Index::Impl {
     std::vector<int64_t> start;         // slots + 1
     std::vector<Posting> postings;      // nnz
     std::vector<double> sq_norms;       // database rows
+    // The database rows themselves (a CSR copy): the exact distance of a near-tie is
+    // recomputed from both rows (pair_d2).
+    std::vector<int64_t> row_ptr;       // rows + 1
+    std::vector<int64_t> row_cols;      // nnz
+    std::vector<float> row_vals;        // nnz
+    int64_t max_row_entries = 0;        // most stored entries of one row
 
     // Slot of column c (in [0, cols)), or -1 when no database row has it.
     int64_t slot(int64_t c) const noexcept { return direct ? c : columns.find(c); }
@@ -135,6 +141,11 @@ void build_inverted(const CsrView& db, int threads, SparseL2Index::Impl& inv) {
     }
     const int workers = static_cast<int>(
         std::min<int64_t>(resolve_threads(threads), 1 + nnz / (int64_t{1} << 19)));
+    inv.row_ptr.assign(db.indptr, db.indptr + db.rows + 1);
+    inv.row_cols.assign(db.indices, db.indices + nnz);
+    inv.row_vals.assign(db.data, db.data + nnz);
+    for (int64_t r = 0; r < db.rows; ++r)
+        inv.max_row_entries = std::max(inv.max_row_entries, db.indptr[r + 1] - db.indptr[r]);
     // Squared norms, in parallel over rows.
     inv.sq_norms.assign(static_cast<size_t>(db.rows), 0.0);
     parallel_chunks(db.rows, workers, [&](int, int64_t begin, int64_t end) {
@@ -177,6 +188,70 @@ void build_inverted(const CsrView& db, int threads, SparseL2Index::Impl& inv) {
 }
 
 using Heap = TopK<double>;
+
+// ---- The squared distance of one (query, database row) pair ----
+//
+// The fast form e = max(0, (|q|^2 + |d|^2) - 2 q.d) (float64, products exact) loses every
+// digit when the distance is tiny next to the norms (near-duplicates, huge values: q = (1e8, 1),
+// d = (1e8, 0) gives 0 instead of 1). Its error, and that of the direct sum below, is at most
+// bound = (4 (n_q + n_d) + 16) 2^-52 (|q|^2 + |d|^2), n_q and n_d the rows' stored entries
+// (a few times the worst case of recursive summation). So:
+//   d2 = e                                   when e >= 2^26 bound (then accurate to 2^-26),
+//   d2 = sum over the union of the columns, in ascending order, of (q_c - d_c)^2 otherwise.
+// A function of the two rows only: every path, every ISA and the numba backend give the
+// same bits. The searches prune with e - bound >= worst, which never drops a pair whose d2
+// beats the k-th best.
+constexpr double kUlpUnit = 0x1p-52;
+constexpr double kDirectTrust = 0x1p26;
+
+inline double error_factor(int64_t entries) noexcept {
+    return (4.0 * static_cast<double>(entries) + 16.0) * kUlpUnit;
+}
+
+// sum over the union of the columns of (q_c - d_c)^2, in ascending column order.
+double direct_d2(const int64_t* qc, const float* qv, int64_t nq, const int64_t* dc,
+                 const float* dv, int64_t nd) noexcept {
+    double sum = 0.0;
+    int64_t i = 0, j = 0;
+    while (i < nq && j < nd) {
+        double x;
+        if (qc[i] < dc[j]) {
+            x = static_cast<double>(qv[i++]);
+        } else if (dc[j] < qc[i]) {
+            x = static_cast<double>(dv[j++]);
+        } else {
+            x = static_cast<double>(qv[i++]) - static_cast<double>(dv[j++]);
+        }
+        sum += x * x;
+    }
+    for (; i < nq; ++i) {
+        const double x = static_cast<double>(qv[i]);
+        sum += x * x;
+    }
+    for (; j < nd; ++j) {
+        const double x = static_cast<double>(dv[j]);
+        sum += x * x;
+    }
+    return sum;
+}
+
+// One CSR row: columns ascending, values.
+struct RowRef {
+    const int64_t* cols;
+    const float* vals;
+    int64_t n;
+};
+
+inline RowRef row_of(const CsrView& m, int64_t r) noexcept {
+    const int64_t b = m.indptr[r];
+    return {m.indices + b, m.data + b, m.indptr[r + 1] - b};
+}
+
+// d2 of the pair from its fast form e and s = |q|^2 + |d|^2 (see above).
+inline double pair_d2(double e, double s, const RowRef& q, const RowRef& d) noexcept {
+    if (e >= kDirectTrust * (error_factor(q.n + d.n) * s)) return e;
+    return direct_d2(q.cols, q.vals, q.n, d.cols, d.vals, d.n);
+}
 
 // Sorted top-k of a heap into the output row: distances sqrt(d2) rounded to float32, missing
 // slots id -1 and distance +inf.
@@ -227,11 +302,22 @@ void search_range(const CsrView& q, const SparseL2Index::Impl& inv, int64_t n_db
         }
         // Every row is scanned (and its accumulator reset): rows sharing no column with the
         // query still have distance^2 = |q|^2 + |d|^2 and may belong to the top k.
+        // A row can only enter when e - slack (|q|^2 + |d|^2) < worst (slack: the error
+        // factor of the largest pair, see pair_d2); the pair's d2 then decides.
+        const RowRef qrow = row_of(q, r);
+        const int64_t* rp = inv.row_ptr.data();
+        const double slack = error_factor(qrow.n + inv.max_row_entries);
         Heap top(heap_d.data(), heap_i.data(), static_cast<int64_t>(heap_d.size()));
+        double worst = std::numeric_limits<double>::infinity();
         for (int64_t j = 0; j < n_db; ++j) {
-            const double d2 = std::max(0.0, qn + dn[j] - 2.0 * a[j]);
+            const double sum = qn + dn[j];
+            const double e = std::max(0.0, sum - 2.0 * a[j]);
             a[j] = 0.0;
-            top.push(d2, j);
+            if (!(e - slack * sum < worst)) continue;
+            const RowRef drow{inv.row_cols.data() + rp[j], inv.row_vals.data() + rp[j],
+                              rp[j + 1] - rp[j]};
+            top.push(pair_d2(e, sum, qrow, drow), j);
+            if (top.full()) worst = top.worst();
         }
         write_row(heap_d.data(), heap_i.data(), top.size(), k, sorted, out_d + r * k,
                   out_i + r * k);
@@ -276,7 +362,9 @@ public:
         kk_ = kk;
         // Query norms (every non-zero, in column order, as search_range).
         qn_.assign(static_cast<size_t>(nb), 0.0);
+        int64_t q_entries = 0;  // most stored entries of one query row of the block
         for (int64_t r = qb; r < qe; ++r) {
+            q_entries = std::max(q_entries, q.indptr[r + 1] - q.indptr[r]);
             double qn = 0.0;
             for (int64_t e = q.indptr[r]; e < q.indptr[r + 1]; ++e) {
                 const double v = static_cast<double>(q.data[e]);
@@ -294,8 +382,8 @@ public:
         // (Direct mode: the next power of two >= cols, so that c & fmask == c.)
         uint64_t fmask = (uint64_t{1} << 23) - 1;
         if (direct_) {
-            fmask = 63;
-            while (fmask < static_cast<uint64_t>(cols_ - 1)) fmask = 2 * fmask + 1;
+            fmask = 63;  // cols_ may be 0 (every row empty): one word
+            while (cols_ > 0 && fmask < static_cast<uint64_t>(cols_ - 1)) fmask = 2 * fmask + 1;
         }
         bits_.assign(static_cast<size_t>(fmask / 64 + 1), 0);
         for (int64_t e = e0; e < e1; ++e) {
@@ -407,12 +495,17 @@ public:
             // full). Ids arrive ascending, so d2 >= worst[t] can never enter: the common
             // rejection is one compare, in a SIMD kernel that also resets the accumulators
             // and lists the few queries whose heap takes the row.
-            const int64_t n_in =
-                row_distances_(qn_.data(), dj, a, worst_.data(), d2_.data(), enter_.data(), nb);
+            // The kernel keeps the pairs with e - slack (|q|^2 + |d|^2) < worst, slack >= the
+            // error factor of every pair of the row (pair_d2), and the exact d2 decides.
+            const double slack = error_factor(q_entries + (re - rb));
+            const int64_t n_in = row_distances_(qn_.data(), dj, a, worst_.data(), slack,
+                                                d2_.data(), enter_.data(), nb);
+            const RowRef drow = row_of(db, j);
             for (int64_t i = 0; i < n_in; ++i) {
                 const int64_t t = enter_[static_cast<size_t>(i)];
                 Heap& h = heaps_[static_cast<size_t>(t)];
-                h.push(d2_[static_cast<size_t>(t)], j);
+                const double sum = qn_[static_cast<size_t>(t)] + dj;
+                h.push(pair_d2(d2_[static_cast<size_t>(t)], sum, row_of(q, qb + t), drow), j);
                 if (h.size() == kk) worst_[static_cast<size_t>(t)] = heap_d_[static_cast<size_t>(t * kk)];
             }
         }
@@ -492,7 +585,7 @@ int64_t SparseL2Index::nnz() const noexcept { return static_cast<int64_t>(impl_-
 
 void SparseL2Index::search(const CsrView& queries, int64_t k, float* distances, int64_t* ids,
                          int threads) const {
-    if (k <= 0) throw std::invalid_argument("k must be >= 1, got " + std::to_string(k));
+    check_topk_size(queries.rows, k);
     if (queries.cols != impl_->cols)
         throw std::invalid_argument("queries and database must have the same number of columns: " +
                                     std::to_string(queries.cols) + " vs " +
@@ -511,7 +604,7 @@ void SparseL2Index::search(const CsrView& queries, int64_t k, float* distances, 
 
 void sparse_l2_topk(const CsrView& queries, const CsrView& database, int64_t k, float* distances,
                     int64_t* ids, int threads) {
-    if (k <= 0) throw std::invalid_argument("k must be >= 1, got " + std::to_string(k));
+    check_topk_size(queries.rows, k);
     if (queries.cols != database.cols)
         throw std::invalid_argument("queries and database must have the same number of columns: " +
                                     std::to_string(queries.cols) + " vs " +

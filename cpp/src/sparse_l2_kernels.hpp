@@ -14,11 +14,13 @@
 namespace semcbir::detail {
 
 /// Distances of one database row to the n queries of a block, and the queries whose heap
-/// takes the row: d2s[t] = max(0, (qn[t] + dj) - 2 a[t]) (the double operations of the
-/// scalar search, so the same value), a[t] reset to 0, and every t with d2s[t] < worst[t]
-/// appended to `enter` in ascending order (d2s is only written for those). Returns how many.
+/// may take the row: e[t] = max(0, (qn[t] + dj) - 2 a[t]) (the double operations of the
+/// scalar search, so the same value), a[t] reset to 0, and every t with
+/// e[t] - slack (qn[t] + dj) < worst[t] appended to `enter` in ascending order (d2s[t] = e[t]
+/// is only written for those; the caller then computes the pair's exact d2). Returns how many.
 using RowDistancesFn = int64_t (*)(const double* qn, double dj, double* a, const double* worst,
-                                   double* d2s, int32_t* enter, int64_t n) noexcept;
+                                   double slack, double* d2s, int32_t* enter,
+                                   int64_t n) noexcept;
 
 /// Pass 1 of a database row [rb, re) against a query block in direct column mode: for every
 /// non-zero whose column the block uses, the pair (position, slot) goes into cand, the slot
@@ -29,19 +31,19 @@ using CollectDirectFn = int64_t (*)(const int64_t* indices, const float* data, i
                                     int64_t re, const uint64_t* bits, const uint32_t* rank,
                                     const int64_t* start, int64_t* cand, double& dj) noexcept;
 
-int64_t row_distances_scalar(const double*, double, double*, const double*, double*, int32_t*,
-                             int64_t) noexcept;
+int64_t row_distances_scalar(const double*, double, double*, const double*, double, double*,
+                             int32_t*, int64_t) noexcept;
 int64_t collect_direct_scalar(const int64_t*, const float*, int64_t, int64_t, const uint64_t*,
                               const uint32_t*, const int64_t*, int64_t*, double&) noexcept;
 #if defined(SEMCBIR_HAVE_AVX2)
-int64_t row_distances_avx2(const double*, double, double*, const double*, double*, int32_t*,
-                           int64_t) noexcept;
+int64_t row_distances_avx2(const double*, double, double*, const double*, double, double*,
+                           int32_t*, int64_t) noexcept;
 int64_t collect_direct_avx2(const int64_t*, const float*, int64_t, int64_t, const uint64_t*,
                             const uint32_t*, const int64_t*, int64_t*, double&) noexcept;
 #endif
 #if defined(SEMCBIR_HAVE_AVX512)
-int64_t row_distances_avx512(const double*, double, double*, const double*, double*, int32_t*,
-                             int64_t) noexcept;
+int64_t row_distances_avx512(const double*, double, double*, const double*, double, double*,
+                             int32_t*, int64_t) noexcept;
 int64_t collect_direct_avx512(const int64_t*, const float*, int64_t, int64_t, const uint64_t*,
                               const uint32_t*, const int64_t*, int64_t*, double&) noexcept;
 #endif
@@ -51,13 +53,14 @@ namespace {
 // The tail (n % width queries) of the SIMD row-distance kernels, from query t on, m entered
 // so far.
 [[maybe_unused]] inline int64_t row_distances_tail(const double* qn, double dj, double* a,
-                                                   const double* worst, double* d2s,
-                                                   int32_t* enter, int64_t t, int64_t n,
-                                                   int64_t m) noexcept {
+                                                   const double* worst, double slack,
+                                                   double* d2s, int32_t* enter, int64_t t,
+                                                   int64_t n, int64_t m) noexcept {
     for (; t < n; ++t) {
-        const double d2 = std::max(0.0, qn[t] + dj - 2.0 * a[t]);
+        const double s = qn[t] + dj;
+        const double d2 = std::max(0.0, s - 2.0 * a[t]);
         a[t] = 0.0;
-        if (d2 < worst[t]) {
+        if (d2 - slack * s < worst[t]) {
             d2s[t] = d2;
             enter[m++] = static_cast<int32_t>(t);
         }

@@ -7,20 +7,21 @@
 namespace semcbir::detail {
 
 int64_t row_distances_scalar(const double* qn, double dj, double* a, const double* worst,
-                             double* d2s, int32_t* enter, int64_t n) noexcept {
+                             double slack, double* d2s, int32_t* enter, int64_t n) noexcept {
     int64_t m = 0;
     for (int64_t t0 = 0; t0 < n; t0 += 16) {
         const int64_t t1 = std::min(n, t0 + 16);
         bool any = false;
         for (int64_t t = t0; t < t1; ++t) {
-            const double d2 = std::max(0.0, qn[t] + dj - 2.0 * a[t]);
+            const double s = qn[t] + dj;
+            const double d2 = std::max(0.0, s - 2.0 * a[t]);
             d2s[t] = d2;
             a[t] = 0.0;
-            any |= d2 < worst[t];
+            any |= d2 - slack * s < worst[t];
         }
         if (!any) continue;
         for (int64_t t = t0; t < t1; ++t)
-            if (d2s[t] < worst[t]) enter[m++] = static_cast<int32_t>(t);
+            if (d2s[t] - slack * (qn[t] + dj) < worst[t]) enter[m++] = static_cast<int32_t>(t);
     }
     return m;
 }

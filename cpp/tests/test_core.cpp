@@ -16,9 +16,11 @@
 #include "semcbir/csr.hpp"
 #include "semcbir/hamming.hpp"
 #include "semcbir/isa.hpp"
+#include "semcbir/parallel.hpp"
 #include "semcbir/phrase.hpp"
 #include "semcbir/sbs.hpp"
 #include "semcbir/sparse_l2.hpp"
+#include "semcbir/topk.hpp"
 
 using namespace semcbir;
 
@@ -67,10 +69,14 @@ static std::vector<uint8_t> naive_sbs(const std::vector<int64_t>& lab, int64_t h
     return out;
 }
 
+// wide: maps wider than the encoder's column table (2^16 columns), whose row counters
+// follow the block columns along each row instead.
 template <class T>
-static void check_encoder(std::mt19937_64& rng, LabelType type) {
-    for (int trial = 0; trial < 60; ++trial) {
-        const int64_t h = 1 + rng() % 70, w = 1 + rng() % 70, m = 1 + rng() % 20;
+static void check_encoder(std::mt19937_64& rng, LabelType type, bool wide_maps = false) {
+    for (int trial = 0; trial < (wide_maps ? 6 : 60); ++trial) {
+        const int64_t h = wide_maps ? 1 + rng() % 3 : 1 + rng() % 70;
+        const int64_t w = wide_maps ? 65537 + rng() % 5000 : 1 + rng() % 70;
+        const int64_t m = 1 + rng() % 20;
         const int levels = static_cast<int>(rng() % 5);
         const bool pyramid = rng() % 2, has_ignore = rng() % 2;
         const int64_t ignore = static_cast<int64_t>(rng() % 5);
@@ -364,11 +370,166 @@ static void check_sparse_isas_identical(std::mt19937_64& rng, int64_t cols_scale
 }
 // ---- end phrase building and sparse L2 (SBoVP) ----
 
+// ---- hardening (issue 11): limits are checked before anything is allocated ----
+template <class Fn>
+static std::string invalid_message(Fn&& fn) {
+    try {
+        fn();
+    } catch (const std::invalid_argument& e) {
+        return e.what();
+    }
+    return "";
+}
+
+static void check_limits() {
+    // levels: the range, then the code size (a 1x1 map at levels 10 with 150 classes asked
+    // for ~1.9 GiB of scratch memory per thread).
+    CHECK(invalid_message([] { make_sbs_layout(150, 10, false); }).find("4 MiB") !=
+              std::string::npos, "levels 10 x 150 classes refused");
+    CHECK(!invalid_message([] { make_sbs_layout(150, int64_t{1} << 40, false); }).empty(),
+          "levels 2^40 refused");
+    CHECK(!invalid_message([] { make_sbs_layout(150, -1, false); }).empty(), "levels -1");
+    CHECK(invalid_message([] { make_sbs_layout(151, 7, false); }).empty(), "levels 7 x 151 ok");
+    CHECK(!invalid_message([] { make_sbs_layout(151, 7, true); }).empty() ==
+              (make_sbs_layout(151, 7, false).nbytes * 4 / 3 > kMaxSbsCodeBytes),
+          "pyramid code size");
+    CHECK(sbs_workspace_bytes(make_sbs_layout(3, 2, false), 10, 1) < 1024, "workspace estimate");
+    // k and queries x k.
+    CHECK(invalid_message([] { check_topk_size(1, 0); }) == "k must be >= 1, got 0", "k=0");
+    CHECK(!invalid_message([] { check_topk_size(1, kMaxK + 1); }).empty(), "k > kMaxK");
+    CHECK(invalid_message([] { check_topk_size(1, kMaxK); }).empty(), "k = kMaxK");
+    CHECK(!invalid_message([] { check_topk_size(int64_t{1} << 40, kMaxK); }).empty(), "nq x k");
+    CHECK(!invalid_message([] { check_topk_size(kMaxResultSlots + 1, 1); }).empty(), "nq x 1");
+    // The searches check before they touch their (here absent) outputs.
+    const uint8_t code[8] = {};
+    const CodeMatrix one{code, 1, 8, 8};
+    CHECK(!invalid_message([&] {
+              hamming_topk(one, one, int64_t{1} << 62, nullptr, nullptr, 0);
+          }).empty(), "hamming_topk k = 2^62");
+    const int64_t ip[2] = {0, 0};
+    const CsrView empty_row{ip, nullptr, nullptr, 1, 4};
+    CHECK(!invalid_message([&] {
+              sparse_l2_topk(empty_row, empty_row, int64_t{1} << 62, nullptr, nullptr, 0);
+          }).empty(), "sparse_l2_topk k = 2^62");
+    // Threads: capped, one chunk per work item, every chunk exactly once.
+    CHECK(resolve_threads(1 << 30) == kMaxThreads && resolve_threads(0) >= 1, "thread cap");
+    std::vector<int> seen(5, 0);
+    parallel_chunks(5, 1 << 20, [&](int w, int64_t b, int64_t e) {
+        CHECK(e == b + 1 && w == b, "chunk %d [%lld, %lld)", w, (long long)b, (long long)e);
+        seen[static_cast<size_t>(b)] += 1;
+    });
+    CHECK(seen == std::vector<int>(5, 1), "parallel_chunks covers [0, 5) once");
+    int64_t covered = 0;
+    parallel_chunks(int64_t{1} << 62, 3, [&](int, int64_t b, int64_t e) {  // bounds: no overflow
+        CHECK(b >= 0 && e > b, "huge range chunk");
+        if (e == int64_t{1} << 62) covered = 1;
+    });
+    CHECK(covered == 1, "huge range reaches n");
+}
+
+// Squared distances that cancel in |q|^2 + |d|^2 - 2 q.d (near-duplicates, huge values) come
+// from the direct sum: every ISA, path and thread count agree and are accurate.
+static void check_sparse_cancellation(std::mt19937_64& rng) {
+    {  // the issue's case: true distance 1, the fast form gives 0
+        const int64_t qi[2] = {0, 2}, qx[2] = {0, 1}, di[2] = {0, 1}, dx[1] = {0};
+        const float qd[2] = {1e8f, 1.0f}, dd[1] = {1e8f};
+        const CsrView q{qi, qx, qd, 1, 2}, db{di, dx, dd, 1, 2};
+        for (Isa isa : supported_isas()) {
+            set_active_isa(isa);
+            float dist[2];
+            int64_t ids[2];
+            sparse_l2_topk(q, db, 2, dist, ids, 1);
+            CHECK(dist[0] == 1.0f && ids[0] == 0 && ids[1] == -1, "1e8 case %s: %g", isa_name(isa),
+                  double(dist[0]));
+            SparseL2Index(db, 1).search(q, 2, dist, ids, 1);
+            CHECK(dist[0] == 1.0f && ids[0] == 0, "1e8 case index %s: %g", isa_name(isa),
+                  double(dist[0]));
+        }
+    }
+    // Rows near a common large point: offsets of 1e4 with deltas in [0, 4).
+    const int64_t nq = 9, nd = 300, dim = 40;
+    std::uniform_real_distribution<float> delta(0.0f, 4.0f);
+    auto rows = [&](int64_t n, std::vector<int64_t>& ip, std::vector<int64_t>& ix,
+                    std::vector<float>& d) {
+        ip.assign(1, 0);
+        for (int64_t r = 0; r < n; ++r) {
+            for (int64_t j = 0; j < dim; ++j)
+                if (rng() % 3 != 0) {
+                    ix.push_back(j);
+                    d.push_back(1e4f + (rng() % 4 == 0 ? 0.0f : delta(rng)));
+                }
+            ip.push_back(static_cast<int64_t>(ix.size()));
+        }
+    };
+    std::vector<int64_t> qi, qx, di, dx;
+    std::vector<float> qd, dd;
+    rows(nq - 3, qi, qx, qd);
+    rows(nd, di, dx, dd);
+    for (int64_t src : {5, 22, 39}) {  // exact duplicates of database rows among the queries
+        for (int64_t e = di[src]; e < di[src + 1]; ++e) {
+            qx.push_back(dx[static_cast<size_t>(e)]);
+            qd.push_back(dd[static_cast<size_t>(e)]);
+        }
+        qi.push_back(static_cast<int64_t>(qx.size()));
+    }
+    const CsrView q{qi.data(), qx.data(), qd.data(), nq, dim};
+    const CsrView db{di.data(), dx.data(), dd.data(), nd, dim};
+    const int64_t k = 25;
+    const size_t size = static_cast<size_t>(nq * k);
+    std::vector<float> want_d(size), got_d(size);
+    std::vector<int64_t> want_i(size), got_i(size);
+    set_active_isa(Isa::scalar);
+    sparse_l2_topk(q, db, k, want_d.data(), want_i.data(), 1);
+    for (int64_t i = 0; i < nq; ++i) {  // against the direct sum in long double
+        for (int64_t r = 0; r < k; ++r) {
+            const int64_t j = want_i[static_cast<size_t>(i * k + r)];
+            std::vector<long double> a(dim, 0), b(dim, 0);
+            for (int64_t e = qi[i]; e < qi[i + 1]; ++e) a[qx[e]] = qd[e];
+            for (int64_t e = di[j]; e < di[j + 1]; ++e) b[dx[e]] = dd[e];
+            long double d2 = 0;
+            for (int64_t t = 0; t < dim; ++t) d2 += (a[t] - b[t]) * (a[t] - b[t]);
+            const double want = std::sqrt(static_cast<double>(d2));
+            const double got = want_d[static_cast<size_t>(i * k + r)];
+            CHECK(std::fabs(got - want) <= 1e-6 * want + 1e-30, "cancellation q=%lld r=%lld: %g vs %g",
+                  (long long)i, (long long)r, got, want);
+        }
+    }
+    for (Isa isa : supported_isas()) {
+        set_active_isa(isa);
+        for (int threads : {1, 2, 3}) {
+            sparse_l2_topk(q, db, k, got_d.data(), got_i.data(), threads);
+            CHECK(std::memcmp(got_d.data(), want_d.data(), size * sizeof(float)) == 0 &&
+                      got_i == want_i, "cancellation one-shot %s t=%d", isa_name(isa), threads);
+            SparseL2Index(db, threads).search(q, k, got_d.data(), got_i.data(), threads);
+            CHECK(std::memcmp(got_d.data(), want_d.data(), size * sizeof(float)) == 0 &&
+                      got_i == want_i, "cancellation index %s t=%d", isa_name(isa), threads);
+        }
+    }
+    // 0 columns: every row is empty, every distance 0 (this asked for 2^61 bytes).
+    const int64_t zp[4] = {0, 0, 0, 0};
+    const CsrView z{zp, nullptr, nullptr, 3, 0};
+    for (Isa isa : supported_isas()) {
+        set_active_isa(isa);
+        float dist[3 * 4];
+        int64_t ids[3 * 4];
+        sparse_l2_topk(z, z, 4, dist, ids, 2);
+        bool ok = true;
+        for (int64_t i = 0; i < 3; ++i)
+            for (int64_t r = 0; r < 4; ++r)
+                ok = ok && (r < 3 ? dist[i * 4 + r] == 0.0f && ids[i * 4 + r] == r
+                                  : std::isinf(dist[i * 4 + r]) && ids[i * 4 + r] == -1);
+        CHECK(ok, "0 columns one-shot %s", isa_name(isa));
+        SparseL2Index(z, 1).search(z, 4, dist, ids, 1);
+        CHECK(dist[0] == 0.0f && ids[2] == 2 && ids[3] == -1, "0 columns index %s", isa_name(isa));
+    }
+}
+
 int main() {
     std::mt19937_64 rng(12345);
     for (Isa isa : supported_isas()) {  // uint8 maps have per-ISA row counters
         set_active_isa(isa);
         check_encoder<uint8_t>(rng, LabelType::u8);
+        check_encoder<uint8_t>(rng, LabelType::u8, true);
     }
     check_encoder<int8_t>(rng, LabelType::i8);
     check_encoder<uint16_t>(rng, LabelType::u16);
@@ -389,6 +550,8 @@ int main() {
     check_sparse_bad_database();
     check_sparse_isas_identical(rng, 1);
     check_sparse_isas_identical(rng, int64_t{1} << 30);
+    check_limits();
+    check_sparse_cancellation(rng);
     std::printf("semcbir core tests: %d failure(s); ISA levels checked:", failures);
     for (Isa isa : supported_isas()) std::printf(" %s", isa_name(isa));
     std::printf("\n");

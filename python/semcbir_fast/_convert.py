@@ -4,12 +4,40 @@ from __future__ import annotations
 
 import functools
 import operator
+import os
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-__all__ = ["as_codes", "as_label_maps", "check_int", "check_threads", "is_torch_tensor", "to_numpy"]
+__all__ = [
+    "MAX_K",
+    "MAX_RESULT_SLOTS",
+    "MAX_THREADS",
+    "as_codes",
+    "as_label_maps",
+    "check_alloc",
+    "check_int",
+    "check_k",
+    "check_threads",
+    "check_topk_size",
+    "is_torch_tensor",
+    "physical_memory",
+    "to_numpy",
+]
+
+#: Most threads one call uses (``kMaxThreads`` of the C++ core): larger ``threads`` values,
+#: and ``threads=0`` on a larger machine, are capped here; a call also never uses more
+#: threads than it has work items. Results never depend on the thread count.
+MAX_THREADS = 1024
+
+#: Largest ``k`` of a search (results per query, ``kMaxK``). A larger ``k`` could only add
+#: padding slots (id -1), yet they would be allocated: it is refused with a ValueError.
+MAX_K = 2**24
+
+#: Most result slots (queries x k) one search call returns (``kMaxResultSlots``: 3 GiB of
+#: distances and ids); search more queries in several calls.
+MAX_RESULT_SLOTS = 2**28
 
 
 def is_torch_tensor(x: Any) -> bool:
@@ -41,7 +69,72 @@ def check_int(
 
 
 def check_threads(threads: Any) -> int:
-    return check_int(threads, "threads", 0, hint=" (0 = all cores)")
+    """``threads`` as an int in ``[0, 2**31 - 1]`` (0 = all cores; values above
+    :data:`MAX_THREADS` are capped there by the kernels)."""
+    return check_int(threads, "threads", 0, 2**31 - 1,
+                     hint=f" (0 = all cores; more than {MAX_THREADS} are capped)")
+
+
+def check_topk_size(nq: int, k: int) -> None:
+    """The C++ ``check_topk_size``: ValueError unless ``1 <= k <= MAX_K`` and
+    ``nq * k <= MAX_RESULT_SLOTS`` (same messages)."""
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    if k > MAX_K:
+        raise ValueError(f"k must be <= {MAX_K} (results per query), got {k}")
+    if nq > MAX_RESULT_SLOTS // k:
+        raise ValueError(
+            f"queries x k = {nq} x {k} result slots exceed the maximum of {MAX_RESULT_SLOTS} "
+            f"per call; search at most {MAX_RESULT_SLOTS // k} queries at a time"
+        )
+
+
+def check_k(k: Any, nq: int = 1) -> int:
+    """``k`` of a search as an int (bools refused) with :func:`check_topk_size`'s limits for
+    ``nq`` queries: ``1 <= k <= MAX_K`` and ``nq * k <= MAX_RESULT_SLOTS``. ``k`` larger than
+    the database stays allowed (the extra slots are padding)."""
+    if isinstance(k, bool):
+        raise ValueError(f"k must be an int, got {k!r}")  # noqa: TRY004
+    try:
+        v = operator.index(k)
+    except TypeError:
+        raise ValueError(f"k must be an int, got {k!r}") from None
+    check_topk_size(int(nq), v)
+    return v
+
+
+@functools.lru_cache(maxsize=1)
+def physical_memory() -> int:
+    """Bytes of memory this process can have at most: the machine's physical memory, or the
+    cgroup limit when lower (unknown: 2**62)."""
+    total = 2**62
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # pragma: no cover - non-POSIX
+        pass
+    try:
+        with open("/sys/fs/cgroup/memory.max") as f:
+            limit = f.read().strip()
+        if limit.isdigit():
+            total = min(total, int(limit))
+    except OSError:
+        pass
+    return int(total)
+
+
+def check_alloc(nbytes: int, what: str) -> None:
+    """MemoryError naming ``what`` and the size when ``nbytes`` exceed
+    :func:`physical_memory` (such an allocation could only fail or exhaust the machine)."""
+    limit = physical_memory()
+    if nbytes > limit:
+        raise MemoryError(
+            f"{what} needs {_gib(nbytes)} of memory, more than this machine has "
+            f"({_gib(limit)}); split the call into smaller batches"
+        )
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**28 else f"{n / 2**20:.1f} MiB"
 
 
 @functools.lru_cache(maxsize=64)

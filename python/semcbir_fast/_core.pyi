@@ -3,6 +3,12 @@
 This is also the backend contract: the numba package ``semcbir_fast._numba`` exports the same
 names with the same parameter names (checked by tests/test_hamming.py), so the public functions
 call ``_backend.core().<name>(...)`` whichever backend is active.
+
+Integer arguments are int64 (the public functions check them first, with the library's
+messages): ``threads`` >= 0 (0 = all cores) and capped at 1024; ``k`` in ``[1, 2**24]`` with
+``nq * k <= 2**28``, checked before the outputs are allocated (ValueError); ``levels`` in
+``[0, 12]`` with codes of at most 4 MiB (ValueError). Scratch memory that cannot be had is
+MemoryError.
 """
 
 import numpy as np

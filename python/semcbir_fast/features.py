@@ -308,13 +308,38 @@ def save_features(path: str | os.PathLike[str], features: Sequence[Features]) ->
 
 
 def load_features(path: str | os.PathLike[str]) -> list[Features]:
-    """Read a file written by :func:`save_features`."""
-    with np.load(Path(path), allow_pickle=False) as z:
-        if "format" not in z.files or str(z["format"]) != "semcbir_fast.features/1":
-            raise ValueError(f"{path} is not a semcbir_fast features file")
-        counts = z["counts"]
-        ends = np.cumsum(counts)
-        starts = ends - counts
-        xy, desc, sizes, method = z["xy"], z["descriptors"], z["image_size"], str(z["method"])
-    return [Features(xy[s:e], desc[s:e], tuple(sizes[i]), method)
+    """Read a file written by :func:`save_features` (``ValueError`` for a file that is not
+    one, or is damaged: every array is checked against the others)."""
+    from ._serialize import read_arrays
+
+    z = read_arrays(path, "features")
+    tag, method = z.get("format"), z.get("method")
+    if tag is None or tag.ndim != 0 or str(tag) != "semcbir_fast.features/1" \
+            or not {"counts", "xy", "descriptors", "image_size"} <= set(z):
+        raise ValueError(f"{path} is not a semcbir_fast features file")
+    counts, xy, desc, sizes = z["counts"], z["xy"], z["descriptors"], z["image_size"]
+    bad = None
+    if method is None or method.ndim != 0 or method.dtype.kind != "U" \
+            or str(method) not in (*DESCRIPTOR_METHODS, ""):
+        bad = f"method {method!r}"
+    elif counts.ndim != 1 or counts.dtype.kind not in "iu" or (counts < 0).any():
+        bad = "counts are not integers >= 0"
+    elif sizes.shape != (counts.shape[0], 2) or sizes.dtype.kind not in "iu" \
+            or (sizes <= 0).any():
+        bad = f"image sizes of shape {sizes.shape} for {counts.shape[0]} images"
+    elif xy.ndim != 2 or xy.shape[1] != 2 or xy.dtype.kind != "f" \
+            or not np.isfinite(xy).all():
+        bad = "keypoints are not finite (n, 2) coordinates"
+    elif desc.ndim != 2 or desc.dtype not in (np.float32, np.uint8) or (
+            desc.dtype == np.float32 and not np.isfinite(desc).all()):
+        bad = f"descriptors of shape {desc.shape} and dtype {desc.dtype}"
+    elif sum(counts.tolist()) != xy.shape[0] or desc.shape[0] != xy.shape[0]:
+        bad = (f"{sum(counts.tolist())} keypoints counted, {xy.shape[0]} stored, "
+               f"{desc.shape[0]} descriptors")
+    if bad is not None:
+        raise ValueError(f"{path}: corrupted features file ({bad})")
+    ends = np.cumsum(counts.astype(np.int64))
+    starts = ends - counts
+    m = str(method)
+    return [Features(xy[s:e], desc[s:e], tuple(sizes[i]), m)
             for i, (s, e) in enumerate(zip(starts.tolist(), ends.tolist()))]

@@ -300,7 +300,7 @@ def write_gallery(
             if 0 <= c < pal.shape[0]:
                 name = class_names[c] if class_names and c < len(class_names) else str(c)
                 rgb = "#%02x%02x%02x" % tuple(int(v) for v in pal[c])
-                items.append(f'<span><i style="background:{rgb}"></i>{html.escape(name)}</span>')
+                items.append(f'<span><i style="background:{rgb}"></i>{html.escape(str(name))}</span>')
         legend = (
             f'<input type="checkbox" id="ovt"> <label for="ovt">overlay the label maps</label>'
             f'<div class="legend"><span>classes covering 1% or more of a shown image:</span>'

@@ -7,10 +7,16 @@ from dataclasses import dataclass
 
 from ._convert import check_int
 
-__all__ = ["MAX_LEVELS", "MAX_CLASSES", "SBSLayout", "sbs_layout"]
+__all__ = ["MAX_CLASSES", "MAX_CODE_BYTES", "MAX_LEVELS", "SBSLayout", "check_code_size",
+           "sbs_layout"]
 
 MAX_LEVELS = 12
 MAX_CLASSES = 65536
+#: Largest code (``nbytes``) that :func:`~semcbir_fast.encode_sbs` makes, 4 MiB: it bounds
+#: ``levels`` by the number of classes (151 classes: levels <= 7; 1 class: levels <= 11),
+#: and with it the encoder's scratch memory (13 to 26 bytes per code byte and thread: at most
+#: 107 MiB).
+MAX_CODE_BYTES = 2**22
 
 
 @dataclass(frozen=True)
@@ -75,6 +81,9 @@ class SBSLayout:
 def sbs_layout(num_classes: int, levels: int, pyramid: bool = False) -> SBSLayout:
     """Layout of the SBS code for ``num_classes`` classes and ``4**levels`` blocks.
 
+    Any size is described; :func:`~semcbir_fast.encode_sbs` encodes codes of at most
+    :data:`MAX_CODE_BYTES` (see :func:`check_code_size`).
+
     Raises
     ------
     ValueError
@@ -82,6 +91,18 @@ def sbs_layout(num_classes: int, levels: int, pyramid: bool = False) -> SBSLayou
     """
     m = check_int(num_classes, "num_classes", 1, MAX_CLASSES)
     return _layout(m, check_int(levels, "levels", 0, MAX_LEVELS), bool(pyramid))
+
+
+def check_code_size(layout: SBSLayout) -> None:
+    """ValueError (the message of the C++ encoder) when ``layout``'s codes are larger than
+    :data:`MAX_CODE_BYTES`: ``5 * num_classes * 4**levels`` bits (summed over the levels
+    with ``pyramid``) must fit in 4 MiB."""
+    if layout.nbytes > MAX_CODE_BYTES:
+        raise ValueError(
+            f"levels={layout.levels} with num_classes={layout.num_classes}"
+            f"{' (pyramid)' if layout.pyramid else ''} makes codes of {layout.nbytes} bytes, "
+            f"more than the maximum of {MAX_CODE_BYTES} bytes (4 MiB); use fewer levels"
+        )
 
 
 @functools.lru_cache(maxsize=256)

@@ -32,6 +32,56 @@ import numpy as np
 
 __all__ = ["gallery_rows_from_eval", "write_report"]
 
+# Names in a report come from the data (category folders, file paths, the command line):
+# report.md shows them as text, never as Markdown / HTML (`<img onerror=...>`, links, table
+# breaks), and the plots show them literally (matplotlib would parse `$...$` as mathtext and
+# fail on a bad formula). report.json keeps them exact.
+_MD_SPECIAL = frozenset("\\`*_[]|~$!#")
+
+
+class _Markdown(str):
+    """Text the report formats itself (written into report.md as is)."""
+
+
+def _md(text: Any) -> str:
+    """``text`` as literal Markdown text: ``&``, ``<``, ``>`` as HTML entities, Markdown's
+    punctuation backslash-escaped, line breaks as spaces, other control characters as
+    escapes (``\\x1b``)."""
+    if isinstance(text, _Markdown):
+        return str(text)
+    out = []
+    for ch in str(text):
+        if ch in "&<>":
+            out.append({"&": "&amp;", "<": "&lt;", ">": "&gt;"}[ch])
+        elif ch in _MD_SPECIAL:
+            out.append("\\" + ch)
+        elif ch in "\r\n\t":
+            out.append(" ")
+        elif ord(ch) < 32 or 0x7F <= ord(ch) < 0xA0 or ch in "\u2028\u2029":
+            out.append(ch.encode("unicode_escape").decode("ascii"))
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def _md_code(text: str) -> str:
+    """``text`` as one inline code span (literal whatever it holds: the fence is longer than
+    any run of backticks inside; line breaks become spaces)."""
+    body = " ".join(str(text).splitlines())
+    body = "".join(ch.encode("unicode_escape").decode("ascii") if ord(ch) < 32 else ch
+                   for ch in body)
+    run = longest = 0
+    for ch in body:
+        run = run + 1 if ch == "`" else 0
+        longest = max(longest, run)
+    fence = "`" * (longest + 1)
+    return f"{fence} {body} {fence}" if longest else f"`{body}`"
+
+
+def _plot_text(text: Any) -> str:
+    """``text`` for a matplotlib label: shown literally (``$`` escaped: no mathtext)."""
+    return str(text).replace("$", "\\$")
+
 
 def _figure(w: float, h: float) -> Any:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -72,8 +122,9 @@ def plot_map_vs_blocks(result: Any, path: Path) -> None:
     for label, vals in result.published_rows():
         col, ls = next(styles, ("#777", ":"))
         ys = [np.nan if v is None else v for v in vals]
-        ax.plot(x, ys, "^" + ls, color=col, label=f"{label} (HRNet-W48)")
-    ax.set_xticks(x, [r.column or r.name for r in res], rotation=15, ha="right", fontsize=8)
+        ax.plot(x, ys, "^" + ls, color=col, label=_plot_text(f"{label} (HRNet-W48)"))
+    ax.set_xticks(x, [_plot_text(r.column or r.name) for r in res], rotation=15, ha="right",
+                  fontsize=8)
     ax.set_xlabel(result.signature_class.axis.lower())
     ax.set_ylabel("score")
     lo = min([r.p_at_r for r in res] + [r.map for r in res] + [0.7])
@@ -81,8 +132,8 @@ def plot_map_vs_blocks(result: Any, path: Path) -> None:
     ax.grid(alpha=0.3)
     s = result.settings
     ax.set_title(
-        f"{_title(result)} on {s.get('dataset_label', s.get('dataset'))}: "
-        f"{s.get('segmentation', '')}",
+        _plot_text(f"{_title(result)} on {s.get('dataset_label', s.get('dataset'))}: "
+                   f"{s.get('segmentation', '')}"),
         fontsize=10,
     )
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
@@ -99,7 +150,7 @@ def plot_pr_curves(result: Any, path: Path) -> None:
             r.pr_precision,
             "o-",
             ms=3,
-            label=f"{r.name} (MAP {r.map:.3f})",
+            label=_plot_text(f"{r.name} (MAP {r.map:.3f})"),
         )
     ax.set_xlabel("recall")
     ax.set_ylabel("interpolated precision")
@@ -124,9 +175,9 @@ def plot_per_category_ap(result: Any, path: Path) -> None:
             x + (i - (len(res) - 1) / 2) * width,
             [r.per_category_ap[c] for c in cats],
             width,
-            label=r.name,
+            label=_plot_text(r.name),
         )
-    ax.set_xticks(x, cats, rotation=30, ha="right", fontsize=8)
+    ax.set_xticks(x, [_plot_text(c) for c in cats], rotation=30, ha="right", fontsize=8)
     ax.set_ylabel("mean AP of the category's queries")
     ax.set_ylim(0, 1)
     ax.grid(axis="y", alpha=0.3)
@@ -202,12 +253,14 @@ def _setting(result: Any, level: int | None) -> Any:
 
 
 def _md_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A Markdown table; cells are text (:func:`_md`) unless they are :class:`_Markdown`."""
+
     def fmt(v: Any) -> str:
         if v is None:
             return "-"
         if isinstance(v, float):
             return f"{v:.4f}"
-        return str(v)
+        return _md(v)
 
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(fmt(v) for v in r) + " |" for r in rows]
@@ -320,27 +373,29 @@ def write_report(
     files["json"].write_text(json.dumps(data, indent=1, default=str))
 
     md: list[str] = []
-    dname = s.get("dataset_label", s.get("dataset"))
-    md.append(f"# {title} retrieval on {dname} ({s.get('segmentation')})\n")
+    dname = _md(s.get("dataset_label", s.get("dataset")))
+    md.append(f"# {_md(title)} retrieval on {dname} ({_md(s.get('segmentation'))})\n")
     if command:
-        md.append(f"Command: `{command}`\n")
-    void = "" if s.get("ignore_index") is None else f", class {s['ignore_index']} void"
-    extra_what = "".join([f", {s['method']} keypoints" if s.get("method") else "",
+        md.append(f"Command: {_md_code(command)}\n")
+    void = "" if s.get("ignore_index") is None else f", class {_md(s['ignore_index'])} void"
+    extra_what = "".join([f", {_md(s['method'])} keypoints" if s.get("method") else "",
                           ", pyramid" if s.get("pyramid") else "",
-                          f", semantic-histogram filter {s['filter']}" if "filter" in s else ""])
-    what = (f"{kind.distance} over {title} signatures ({s['num_classes']} classes{void}"
-            f"{extra_what}). Results are ranked by (penalised, distance, smaller database id)")
+                          f", semantic-histogram filter {_md(s['filter'])}" if "filter" in s
+                          else ""])
+    what = (f"{_md(kind.distance)} over {_md(title)} signatures ({_md(s['num_classes'])} "
+            f"classes{void}{extra_what}). Results are ranked by (penalised, distance, smaller "
+            "database id)")
     md.append(
-        f"{s['images']} images in {s['categories']} categories; mode **{s['mode']}** "
-        f"({s['queries']} queries, database of {s['database']}"
+        f"{_md(s['images'])} images in {_md(s['categories'])} categories; mode "
+        f"**{_md(s['mode'])}** ({_md(s['queries'])} queries, database of {_md(s['database'])}"
         f"{', the query excluded from its own ranking' if s['exclude_query'] else ', each query stays in the database'}); "
         f"{what}; *MAP, ties averaged* scores every tie group by its expected value over all "
         "orders instead.\n"
     )
-    md.append(f"## MAP per {kind.axis.lower()}\n")
+    md.append(f"## MAP per {_md(kind.axis.lower())}\n")
     header = ["", *[r.column or r.name for r in res]]
     rows_md: list[list[Any]] = [
-        ["**MAP (ours)**", *[r.map for r in res]],
+        [_Markdown("**MAP (ours)**"), *[r.map for r in res]],
         ["MAP, ties averaged", *[r.map_ties_avg for r in res]],
         ["P@R (R = category size)", *[r.p_at_r for r in res]],
     ]
@@ -355,13 +410,15 @@ def write_report(
     md.append(_md_table(header, rows_md) + "\n")
     scalars = {k: v for k, v in (ref.get("rows") or {}).items() if isinstance(v, (int, float))}
     if scalars:
-        md.append(f"Published MAP ({ref['source']}; segmentation and descriptor as named):\n")
+        md.append(f"Published MAP ({_md(ref['source'])}; segmentation and descriptor as "
+                  "named):\n")
         md.append(_md_table(["setting", "MAP"], [[k, v] for k, v in scalars.items()]) + "\n")
     md.append(f"![MAP per setting]({files[map_key].name})\n")
     if s.get("dataset") == "corel1k" and res and all(20 in r.p_at_k for r in res):
         md.append("## Top-20 precision (paper 000 Table 7, paper 001 Table 5)\n")
         t7: list[list[Any]] = [[name, v] for name, v in TABLE7_TOP20.items()]
-        t7 += [[f"**{title}, ours ({r.name})**", r.p_at_k[20]] for r in res]
+        t7 += [[_Markdown(f"**{_md(title)}, ours ({_md(r.name)})**"), r.p_at_k[20]]
+               for r in res]
         md.append(_md_table(["method", "top 20"], t7) + "\n")
         md.append("The paper's 0.94 is its SBoVP signature (visual phrases).\n")
     md.append("## Per-category AP\n")
@@ -378,7 +435,7 @@ def write_report(
     if "gallery" in files and shown is not None:
         md.append(
             f"## Gallery\n\n[gallery.html](gallery.html): one query per category and its top "
-            f"{gallery_k} at {shown.name} (green: same category, red: "
+            f"{gallery_k} at {_md(shown.name)} (green: same category, red: "
             "other).\n\n![gallery](gallery.png)\n"
         )
     md.append("## Settings and versions\n")

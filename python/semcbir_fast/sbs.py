@@ -7,8 +7,8 @@ from typing import Any
 import numpy as np
 
 from . import _backend
-from ._convert import as_codes, as_label_maps, check_int, check_threads
-from .layout import SBSLayout, sbs_layout
+from ._convert import as_codes, as_label_maps, check_alloc, check_int, check_threads
+from .layout import SBSLayout, check_code_size, sbs_layout
 
 __all__ = ["decode_sbs", "encode_sbs"]
 
@@ -36,29 +36,44 @@ def encode_sbs(
         ``M``, number of classes of the segmentation model (1..65536, and representable in
         the labels' dtype).
     levels
-        ``n``: the map is split into ``2**n x 2**n`` blocks (0..12). A grid finer than the
-        map is allowed: blocks with no pixel encode to zeros.
+        ``n``: the map is split into ``2**n x 2**n`` blocks (0..12, and codes of at most
+        :data:`~semcbir_fast.layout.MAX_CODE_BYTES` = 4 MiB: ``5 * num_classes * 4**n`` bits,
+        e.g. levels <= 7 for 151 classes). A grid finer than the map is allowed: blocks with
+        no pixel encode to zeros.
     ignore_index
         An extra label value treated as void (e.g. 255, or 0 for data sets whose class 0
         is "void").
     pyramid
         Concatenate the codes of levels ``0..n`` (an extension, off by default).
     threads
-        Threads for a batch (0 = all cores). Results never depend on it.
+        Threads for a batch (0 = all cores), at most one per map and
+        :data:`~semcbir_fast._convert.MAX_THREADS` (1024); fewer when their scratch memory
+        (13 to 26 bytes per code byte each) would pass 1 GiB, or when the system cannot start
+        more. Results never depend on it.
 
     Returns
     -------
     numpy.ndarray
         uint8, ``(stride,)`` for one map, ``(N, stride)`` for several; see
         :func:`sbs_layout` for the bit layout. Bytes past ``nbytes`` are zero.
+
+    Raises
+    ------
+    ValueError
+        Bad labels or arguments (each names the argument, what it expected and what came).
+    MemoryError
+        When the codes (``N * stride`` bytes) would not fit in this machine's memory.
     """
     layout = sbs_layout(num_classes, levels, pyramid)  # validates num_classes and levels
+    check_code_size(layout)
     m = layout.num_classes
     if ignore_index is not None:
         ignore_index = check_int(ignore_index, "ignore_index", -(2**63), 2**63 - 1,
                                  hint=" (or None)")
     t = check_threads(threads)
     maps, single = as_label_maps(labels, m)
+    check_alloc(len(maps) * layout.stride,
+                f"encode_sbs: {len(maps)} codes of {layout.stride} bytes (levels={layout.levels})")
     codes = _backend.core().encode_sbs(maps, m, layout.levels, ignore_index, layout.pyramid,
                                        layout.stride, t)
     return codes[0] if single else codes

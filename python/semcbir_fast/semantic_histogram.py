@@ -171,9 +171,13 @@ def filtered_topk(
     same as filtering the full ranking — but the search only asks for as many candidates
     as it needs: it starts at ``max(2k, 64)`` and quadruples for the queries whose list
     holds fewer than ``k`` unpenalised candidates (exact: every candidate left out ranks
-    after the ones listed).
+    after the ones listed). ``k`` must satisfy ``1 <= k <= 2**24`` and ``nq * k <= 2**28``
+    (ValueError, before the ``(nq, k)`` outputs are allocated); ``k > n`` is padding.
     """
+    from ._convert import check_k
+
     nq = int(query_histograms.shape[0])
+    k = check_k(k, nq)
     dist = np.full((nq, k), np.inf, dtype=np.float32)
     ids = np.full((nq, k), -1, dtype=np.int64)
     pen = np.zeros((nq, k), dtype=bool)

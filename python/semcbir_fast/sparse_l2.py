@@ -3,9 +3,16 @@
 A general sparse-L2 search: SBoVP phrase matrices, hybrid signatures and any
 ``scipy.sparse`` matrix. :func:`sparse_l2_topk` is one-shot; :class:`SparseL2Index`
 prepares a database once (squared norms, inverted lists) for many searches. Both give
-identical results: float32 distances (square roots of float64 squared distances
-``|q|^2 + |d|^2 - 2 q.d`` clamped at 0), ties broken by the smaller id, ``k > N`` padded
-with id -1 and distance +inf (SPEC.md section 2).
+identical results: float32 distances (square roots of float64 squared distances), ties
+broken by the smaller id, ``k > N`` padded with id -1 and distance +inf (SPEC.md section 2).
+
+The squared distance of a pair is ``e = |q|^2 + |d|^2 - 2 q.d`` in float64 (clamped at 0)
+when that is accurate to ``2**-26``: ``e >= 2**26 * bound``, ``bound = (4 (n_q + n_d) + 16)
+* 2**-52 * (|q|^2 + |d|^2)`` (``n_q``, ``n_d``: the rows' stored entries), an upper bound of
+its rounding error. Otherwise (near-duplicates, huge values where ``e`` cancels: ``q = (1e8,
+1)``, ``d = (1e8, 0)``) it is the sum of ``(q_c - d_c)**2`` over the union of the columns in
+ascending order, also in float64. Every path, SIMD level and backend computes it the same
+way, bit for bit.
 """
 
 from __future__ import annotations
@@ -15,8 +22,7 @@ from typing import Any
 import numpy as np
 
 from . import _backend
-from ._convert import check_int as _index
-from ._convert import check_threads
+from ._convert import check_k, check_threads
 
 __all__ = ["PhraseIndex", "SparseL2Index", "as_csr", "csr_rows", "phrase_l2_topk",
            "sparse_l2_topk"]
@@ -55,12 +61,6 @@ def as_csr(x: Any, name: str) -> _Csr:
                      f"got {type(x).__name__}")
 
 
-def _check_k(k: Any) -> int:
-    if isinstance(k, bool):
-        raise ValueError(f"k must be an int >= 1, got {k!r}")  # noqa: TRY004
-    return _index(k, "k", 1)
-
-
 def _check_pair(qc: int, dc: int, qs: Any, ds: Any) -> None:
     if qc != dc:
         raise ValueError(f"queries and database must have the same number of columns, got "
@@ -84,21 +84,24 @@ def sparse_l2_topk(
     queries, database : PhraseSignatures or scipy.sparse matrix
         Same number of columns (same vocabulary); ``database`` may have 0 rows.
     k : int
-        Results per query (>= 1). With ``k > N`` the missing slots hold id ``-1`` and
-        distance ``+inf``.
+        Results per query, ``1 <= k <= MAX_K`` (2**24) and ``nq * k <= MAX_RESULT_SLOTS``
+        (2**28). With ``k > N`` the missing slots hold id ``-1`` and distance ``+inf``
+        (only ``min(k, N)`` are searched).
     threads : int
-        0 = all cores; results never depend on it.
+        0 = all cores (at most 1024); results never depend on it.
 
     Returns
     -------
     distances, ids
-        float32 and int64 ``(nq, k)``: the Euclidean distance (square root of the squared
-        L2 computed in float64 as ``|q|^2 + |d|^2 - 2 q.d``, clamped at 0), rows sorted
-        ascending by the float64 squared distance, ties broken by the smaller id.
+        float32 and int64 ``(nq, k)``: the Euclidean distance (square root of the float64
+        squared distance of the module docstring), rows sorted ascending by the float64
+        squared distance, ties broken by the smaller id. Signatures with 0 columns are all
+        at distance 0; a distance beyond float32's range (> 3.4e38, values near that
+        limit only) is +inf with its id (the ranking still follows the float64 value).
     """
     qi, qx, qd, qc, qs = as_csr(queries, "queries")
     di, dx, dd, dc, ds = as_csr(database, "database")
-    k = _check_k(k)
+    k = check_k(k, len(qi) - 1)
     t = check_threads(threads)
     _check_pair(qc, dc, qs, ds)
     return _backend.core().sparse_l2_topk(qi, qx, qd, di, dx, dd, qc, k, t)
@@ -109,8 +112,9 @@ class SparseL2Index:
 
     Holds the squared norms and an inverted index (posting list per non-zero column) built
     in C++; :meth:`search` gives exactly what :func:`sparse_l2_topk` gives against the same
-    database, without rebuilding. The index is immutable (concurrent searches are safe) and
-    does not keep the input arrays.
+    database, without rebuilding. The index is immutable (concurrent searches are safe); it
+    keeps its own copy of the rows (for the exact distance of near-ties), not the input
+    arrays: about 20 bytes per non-zero in all.
 
     Parameters
     ----------
@@ -138,7 +142,7 @@ class SparseL2Index:
     def search(self, queries: Any, k: int, *, threads: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` of each query: same contract as :func:`sparse_l2_topk`."""
         qi, qx, qd, qc, qs = as_csr(queries, "queries")
-        k = _check_k(k)
+        k = check_k(k, len(qi) - 1)
         t = check_threads(threads)
         _check_pair(qc, self._cols, qs, self._meta)
         return self._index.search(qi, qx, qd, k, t)

@@ -27,7 +27,7 @@ constexpr int kMaxPhraseLength = 16;
 /// Throws std::invalid_argument unless vocab_size is in [1, 2^31 - 1], phrase_len in
 /// [2, kMaxPhraseLength], and every keypoint has finite xy and a word in [0, vocab_size).
 void validate_keypoints(const KeypointSet* images, int64_t n_images, int64_t vocab_size,
-                        int phrase_len);
+                        int64_t phrase_len);
 
 /// Phrase matrices of a batch of images (validated first, then built in parallel).
 ///
@@ -39,6 +39,6 @@ void validate_keypoints(const KeypointSet* images, int64_t n_images, int64_t voc
 /// phrase and every unordered pair of its positions {a, b}:
 /// H[min(w_a, w_b), max(w_a, w_b)] += 1.
 SparseRows build_phrase_matrices(const KeypointSet* images, int64_t n_images,
-                                 int64_t vocab_size, int phrase_len, int threads);
+                                 int64_t vocab_size, int64_t phrase_len, int threads);
 
 }  // namespace semcbir

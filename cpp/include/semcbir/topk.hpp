@@ -5,10 +5,36 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <stdexcept>
+#include <string>
 #include <utility>
 #include <vector>
 
 namespace semcbir {
+
+/// Largest k of a search (results per query). A larger k could only add padding (k > N
+/// slots hold id -1), yet its output would be allocated: it is refused instead.
+constexpr int64_t kMaxK = int64_t{1} << 24;
+
+/// Most result slots (queries x k) one search call returns (3 GiB of int32/float32 distances
+/// and int64 ids); more queries are searched in several calls.
+constexpr int64_t kMaxResultSlots = int64_t{1} << 28;
+
+/// Throws std::invalid_argument unless 1 <= k <= kMaxK and nq * k <= kMaxResultSlots (the
+/// Python package checks the same, with the same messages, before calling the core).
+inline void check_topk_size(int64_t nq, int64_t k) {
+    if (k < 1) throw std::invalid_argument("k must be >= 1, got " + std::to_string(k));
+    if (k > kMaxK)
+        throw std::invalid_argument("k must be <= " + std::to_string(kMaxK) +
+                                    " (results per query), got " + std::to_string(k));
+    if (nq < 0) throw std::invalid_argument("number of queries must be >= 0");
+    if (nq > kMaxResultSlots / k)
+        throw std::invalid_argument(
+            "queries x k = " + std::to_string(nq) + " x " + std::to_string(k) +
+            " result slots exceed the maximum of " + std::to_string(kMaxResultSlots) +
+            " per call; search at most " + std::to_string(kMaxResultSlots / k) +
+            " queries at a time");
+}
 
 /// (da, ia) ranks before (db, ib): smaller distance, ties by the smaller id.
 template <class D>

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from .parallel import with_threads
+from .._convert import check_topk_size
+from .parallel import check_threads_arg, with_threads
 from .popcount import popcount64
 from .topk import write_sorted_row
 
@@ -97,6 +98,7 @@ def hamming_distances(a, b, threads):
     """Same as ``_core.hamming_distances``: int32 ``(len(a), len(b))``."""
     a = _codes(a, "a")
     b = _codes(b, "b")
+    check_threads_arg(threads)
     _check_widths(a, b)
     out = np.zeros((a.shape[0], b.shape[0]), np.int32)
     if a.shape[0] and b.shape[0]:
@@ -110,9 +112,9 @@ def hamming_topk(queries, database, k, threads):
     q = _codes(queries, "queries")
     db = _codes(database, "database")
     k = int(k)
-    if k <= 0:
-        raise ValueError(f"k must be >= 1, got {k}")
+    check_threads_arg(threads)
     _check_widths(q, db)
+    check_topk_size(q.shape[0], k)
     out_d = np.empty((q.shape[0], k), np.int32)
     out_i = np.empty((q.shape[0], k), np.int64)
     if q.shape[0]:

@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 from numba import njit
 
+from .parallel import check_threads_arg
+
 __all__ = ["build_phrase_matrices"]
 
 _MAX_PHRASE_LENGTH = 16
@@ -188,7 +190,7 @@ def _build_all(xy_flat, words_flat, classes_flat, offsets, vocab, phrase_len):
 def build_phrase_matrices(xy: Any, words: Any, classes: Any, vocab_size: int, phrase_len: int,
                           threads: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Same as ``_core.build_phrase_matrices``: (indptr, indices, data) of the count rows."""
-    del threads  # one thread; results never depend on it
+    check_threads_arg(threads)  # one thread; results never depend on it
     if not (len(xy) == len(words) == len(classes)):
         raise ValueError(f"xy, words and classes must have one array per image, got "
                          f"{len(xy)}, {len(words)} and {len(classes)}")

@@ -5,6 +5,9 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from ..layout import MAX_CODE_BYTES, MAX_LEVELS
+from .parallel import check_threads_arg
+
 __all__ = ["encode_sbs"]
 
 
@@ -84,18 +87,26 @@ def _layout(num_classes: int, levels: int, pyramid: bool, stride: int) -> tuple[
     """(stride, bit offset of every level) with the checks and messages of make_sbs_layout."""
     if num_classes <= 0 or num_classes > 65536:
         raise ValueError(f"num_classes must be in [1, 65536], got {num_classes}")
-    if levels < 0 or levels > 12:
-        raise ValueError(f"levels must be in [0, 12], got {levels}")
+    if levels < 0 or levels > MAX_LEVELS:
+        raise ValueError(f"levels must be in [0, {MAX_LEVELS}], got {levels}")
     offsets = np.zeros(levels + 1, np.int64)
     nbits = 0
     for lv in range(0 if pyramid else levels, levels + 1):
         offsets[lv] = nbits
         nbits += 5 * num_classes * 4**lv
     nbytes = (nbits + 7) // 8
+    if nbytes > MAX_CODE_BYTES:
+        raise ValueError(
+            f"levels={levels} with num_classes={num_classes}{' (pyramid)' if pyramid else ''} "
+            f"makes codes of {nbytes} bytes, more than the maximum of {MAX_CODE_BYTES} bytes "
+            "(4 MiB); use fewer levels"
+        )
+    minimal = (nbytes + 7) // 8 * 8
     if stride == 0:
-        stride = (nbytes + 7) // 8 * 8
-    if stride < nbytes or stride % 8 != 0:
-        raise ValueError(f"stride must be a multiple of 8 and >= nbytes={nbytes}, got {stride}")
+        stride = minimal
+    if stride < nbytes or stride % 8 != 0 or stride > minimal + MAX_CODE_BYTES:
+        raise ValueError(f"stride must be a multiple of 8 in [nbytes, nbytes + 4 MiB], "
+                         f"nbytes={nbytes}, got {stride}")
     return stride, offsets
 
 
@@ -105,7 +116,7 @@ def encode_sbs(maps, num_classes, levels, ignore_index, pyramid, stride, threads
     ``threads`` is accepted for the contract; maps are encoded one after the other (the codes
     never depend on it).
     """
-    del threads
+    check_threads_arg(threads)
     num_classes, levels, pyramid = int(num_classes), int(levels), bool(pyramid)
     stride, offsets = _layout(num_classes, levels, pyramid, int(stride))
     for lab in maps:

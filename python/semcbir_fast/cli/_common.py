@@ -8,7 +8,9 @@ import argparse
 import dataclasses
 import itertools
 import os
+import shlex
 import sys
+import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,7 @@ __all__ = [
     "log",
     "open_index",
     "positive_int",
+    "printable",
     "signature_params",
 ]
 
@@ -277,10 +280,43 @@ def load_model(args: argparse.Namespace, model: str) -> Any:
 
 
 def index_model(args: argparse.Namespace, index: Any) -> str:
-    model = args.model or index.metadata.get("model")
-    if not model:
+    """The segmentation model for the queries of ``index``: ``--model`` when given, else the
+    one the index records, but only when that is a registered name
+    (:func:`semcbir_fast.segment.available_segmenters`). A model *file* named by an index is
+    never loaded on the index's word: loading TorchScript runs its code, and an index file
+    could name any file on the machine; the user passes ``--model PATH`` to choose it."""
+    if args.model:
+        return str(args.model)
+    recorded = index.metadata.get("model")
+    if not recorded:
         raise CLIError(f"{args.index} does not record its model; pass --model NAME|PATH")
-    return str(model)
+    from ..segment.registry import available_segmenters
+
+    if isinstance(recorded, str) and recorded in available_segmenters():
+        return recorded
+    raise CLIError(
+        f"{args.index} records the model {printable(recorded)}, which is not a registered "
+        f"model name ({', '.join(available_segmenters())}); a model file named by an index is "
+        "not loaded on the index's word (loading it would run its code): pass --model "
+        f"{printable(shlex.quote(str(recorded)))} if you trust that file")
+
+
+#: Bidirectional-text controls, which reorder what a terminal shows.
+_BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def printable(text: Any) -> str:
+    """``text`` made safe for a terminal: control characters (C0, DEL, C1: escape sequences
+    that move the cursor, recolour, retitle or "click" the terminal), line / paragraph
+    separators, lone surrogates and bidirectional overrides are shown as Python escapes
+    (``\\x1b``, ``\\u202e``); everything else, non-ASCII letters included, is kept."""
+    s = str(text)
+    if s.isprintable():
+        return s
+    return "".join(
+        ch.encode("unicode_escape").decode("ascii")
+        if ch in _BIDI or unicodedata.category(ch) in ("Cc", "Cs", "Zl", "Zp") else ch
+        for ch in s)
 
 
 def open_index(path: str, *, verify: bool = True) -> Any:

@@ -14,6 +14,7 @@ from ._common import (
     load_model,
     open_index,
     positive_int,
+    printable,
     query,
 )
 
@@ -100,10 +101,13 @@ def run(args: argparse.Namespace) -> int:
                                label_map=hit_maps.get(qkey),
                                title=f"{Path(img).name} ({res.source[j]})"))
     md = index.metadata
+    names = md.get("class_names")
+    if not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+        names = None  # metadata is the file's: use only what has the expected shape
     html_path = write_gallery(
         rows, out, title=f"semcbir: {len(rows)} queries on {Path(args.index).name}",
         subtitle=(f"{len(index)} images, model {md.get('model_name', md.get('model', '?'))}, "
                   f"{index.describe()}, top {args.k}"),
-        embed=args.embed, class_names=md.get("class_names"))
-    print(html_path)
+        embed=args.embed, class_names=names)
+    print(printable(html_path))
     return 0

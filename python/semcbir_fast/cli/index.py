@@ -17,6 +17,7 @@ from ._common import (
     discover,
     flag_of,
     given_fields,
+    index_model,
     load_model,
     log,
     model_spec,
@@ -152,7 +153,8 @@ def run(args: argparse.Namespace) -> int:
                 raise CLIError(f"{flag_of(f)} {getattr(want, f.name)} differs from the index's "
                                f"{f.name} {getattr(have.params, f.name)}; build a new index "
                                "for other settings")
-        model = args.model or md.get("model") or DEFAULT_MODEL
+        model = args.model or (index_model(argparse.Namespace(model=None, index=str(out)),
+                                           existing) if md.get("model") else DEFAULT_MODEL)
         if args.model and md.get("model") and args.model != md.get("model"):
             raise CLIError(
                 f"--model {args.model} differs from the index's model {md.get('model')}; "

@@ -7,7 +7,7 @@ import json
 import os
 from typing import Any
 
-from ._common import open_index
+from ._common import open_index, printable
 
 HELP = "describe an index file"
 
@@ -41,27 +41,30 @@ def run(args: argparse.Namespace) -> int:
     }
     if "layout" in info:
         info["layout"]["blocks"] = index.layout.blocks
-    info.update(metadata=md, num_class_names=len(classes) if classes else 0)
+    info.update(metadata=md, num_class_names=len(classes) if isinstance(classes, list) else 0)
     if args.json:
         info["metadata"]["class_names"] = classes
         print(json.dumps(info, indent=1))
         return 0
-    print(f"index     {info['file']} ({info['bytes']:,} bytes, format v{FORMAT_VERSION}, "
-          f"checksum {info['checksum']})")
+    # text from the file (metadata, class names, paths) is printed with control characters
+    # escaped (printable); --json keeps it exact
+    print(f"index     {printable(info['file'])} ({info['bytes']:,} bytes, format "
+          f"v{FORMAT_VERSION}, checksum {info['checksum']})")
     print(f"images    {len(index)}" + (" (with paths)" if index.has_keys else ""))
-    print(f"signature {index.describe()}")
+    print(f"signature {printable(index.describe())}")
     for line in index.storage_lines():
-        print(line)
+        print(printable(line))
     sets = [k for k in md if k.endswith("_set")]
     for k in ("model", "model_name", "ignore_index", *sets, "created", "updated",
               "library_version", "device"):
         if k in md:
-            print(f"{k.replace('_', ' '):<9} {md[k]}")
+            print(printable(f"{k.replace('_', ' '):<9} {md[k]}"))
     if classes:
-        shown = ", ".join(classes[:8]) + (", ..." if len(classes) > 8 else "")
-        print(f"classes   {len(classes)}: {shown}")
+        names = [str(c) for c in classes] if isinstance(classes, list) else [str(classes)]
+        shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+        print(printable(f"classes   {len(names)}: {shown}"))
     if index.has_keys and len(index):
         ks = index.keys()
-        print(f"first     {ks[0]}")
-        print(f"last      {ks[-1]}")
+        print(f"first     {printable(ks[0])}")
+        print(f"last      {printable(ks[-1])}")
     return 0

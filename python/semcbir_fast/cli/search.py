@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from ._common import CLIError, add_model_options, open_index, positive_int, query
+from ._common import CLIError, add_model_options, open_index, positive_int, printable, query
 
 HELP = "rank the indexed images for query images"
 
@@ -53,14 +53,15 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps({"index": args.index, "signature": index.signature.name, "k": args.k,
                           "queries": out}, indent=1))
         return 0
+    # paths are printed with control characters escaped (printable); --json keeps them exact
     for q in out:
         how = "looked up in the index" if q["code_from"] == "index" else "segmented"
-        print(f"query {q['query']}  ({how})")
+        print(f"query {printable(q['query'])}  ({how})")
         print(f"  {'rank':>4}  {'distance':>8}  {'id':>7}  path")
         for r in q["results"]:
             d = f"{r['distance']:>8}" if integer else f"{r['distance']:>8.4f}"
             flag = "  (filtered)" if r.get("penalised") else ""
-            print(f"  {r['rank']:>4}  {d}  {r['id']:>7}  {r['key'] or ''}{flag}")
+            print(f"  {r['rank']:>4}  {d}  {r['id']:>7}  {printable(r['key'] or '')}{flag}")
     if filtered and res.penalised.any():
         print("(filtered): outside the semantic-histogram filter, ranked after the others")
     return 0

@@ -106,19 +106,26 @@ def load_label_cache(
     """Label maps of a cache entry, or None if it is missing, unreadable or for other images."""
     if not path.is_file():
         return None
+    from .._serialize import read_arrays
+
     try:
-        with np.load(path, allow_pickle=False) as z:
-            shapes, flat, paths = z["shapes"], z["flat"], z["paths"]
-    except (OSError, ValueError, KeyError, EOFError):
+        z = read_arrays(path, "label cache")
+    except ValueError:
+        return None
+    shapes, flat, paths = z.get("shapes"), z.get("flat"), z.get("paths")
+    if shapes is None or flat is None or paths is None or shapes.ndim != 2 \
+            or shapes.shape[1] != 2 or shapes.dtype.kind not in "iu" or (shapes < 0).any() \
+            or flat.ndim != 1 or flat.dtype not in (np.uint8, np.uint16) \
+            or paths.ndim != 1 or paths.dtype.kind != "U" or len(paths) != len(shapes):
         return None
     if expect_paths is not None and [str(p) for p in paths] != [str(p) for p in expect_paths]:
         return None
-    sizes = shapes[:, 0] * shapes[:, 1]
-    if int(sizes.sum()) != flat.shape[0]:
+    sizes = [h * w for h, w in shapes.tolist()]
+    if sum(sizes) != flat.shape[0]:
         return None
     out: list[np.ndarray] = []
     pos = 0
-    for (h, w), n in zip(shapes.tolist(), sizes.tolist()):
+    for (h, w), n in zip(shapes.tolist(), sizes):
         out.append(flat[pos : pos + n].reshape(h, w))
         pos += n
     return out

@@ -26,7 +26,27 @@ size - 8              end magic ``b"SBSIEND\\n"``
 Because ``D`` and every section offset are multiples of 64 and ``mmap`` maps whole pages,
 memory-mapped sections are 64-byte aligned, as the SIMD kernels prefer. A write goes to a
 temporary file in the destination folder which is flushed, ``fsync``-ed and renamed over
-the destination (:func:`os.replace`): a crash leaves the old file or the new one.
+the destination (:func:`os.replace`): a crash leaves the old file or the new one, and the
+temporary file of a killed write is removed by the next save or load of the same file
+(:mod:`semcbir_fast._atomic`: only abandoned ones, never another live writer's).
+
+Reading trusts nothing in the file: the preamble, the end marker and (``verify``) the
+checksum are checked, the header must be a JSON object of at most :data:`MAX_HEADER_BYTES`
+bytes nested at most :data:`MAX_HEADER_DEPTH` deep, and every section of the table must lie
+inside the data area, 64-aligned, without overlapping another; the index classes then check
+every number of their header against the sections (counts, sizes, ids, CSR structure,
+finite values) so that a file that loads answers queries without further surprises.
+
+Memory-mapped files and in-place rewrites: a loaded index keeps working when its file is
+*replaced* (as :func:`write_container` does: rename), because the mapping holds the old
+file. A file rewritten *in place* by another program (``cp other.sbsi index.sbsi``,
+truncation) would make the mapped pages change or vanish (``SIGBUS``); a mapped index
+therefore checks the file's size and modification time (:meth:`MappedFile.check`) before
+it reads the mapping and raises :class:`IndexFormatError` ("modified in place") instead. A
+rewrite that lands *during* one query cannot be caught this way: replace index files by
+rename, or load with ``mmap=False``. (A private ``MAP_PRIVATE`` mapping would not help:
+its pages that were never written still show the file's current contents, and it faults
+the same way past a truncation.)
 """
 
 from __future__ import annotations
@@ -34,7 +54,9 @@ from __future__ import annotations
 import hashlib
 import json
 import mmap as _mmap
+import operator
 import os
+import stat
 import struct
 from collections.abc import Sequence
 from pathlib import Path
@@ -42,7 +64,7 @@ from typing import Any
 
 import numpy as np
 
-from .._atomic import atomic_path
+from .._atomic import atomic_path, remove_stale_temporaries
 
 MAGIC = b"\x89SBS\r\n\x1a\n"
 END_MAGIC = b"SBSIEND\n"
@@ -51,7 +73,14 @@ _PREAMBLE = struct.Struct("<8sIIQ8s")  # magic, version, header_len, file_size, 
 _DIGEST_SIZE = 16
 _TRAILER = _DIGEST_SIZE + len(END_MAGIC)
 _ALIGN = 64
-_MAX_HEADER = 1 << 30
+#: Largest JSON header a file may have (bytes). The library's own are a few KB; the class
+#: names of a 65,536-class model fit. (Parsed, a crafted header can take ~25x its size.)
+MAX_HEADER_BYTES = 4 << 20
+#: Deepest nesting of lists / objects in a header (the library writes 3 levels).
+MAX_HEADER_DEPTH = 64
+#: Most sections a file may list (the library writes at most 8).
+MAX_SECTIONS = 64
+_INT64_MAX = (1 << 63) - 1
 
 
 class IndexFormatError(ValueError):
@@ -94,11 +123,41 @@ def encode_keys(keys: Sequence[str]) -> list[Section]:
 
 
 def json_metadata(metadata: dict[str, Any]) -> Any:
-    """A JSON round-trip copy of a user's metadata dict (clear error if it is not JSON)."""
+    """A JSON round-trip copy of a user's metadata dict (clear error if it is not JSON, or
+    nested deeper than a loader accepts)."""
+    if not isinstance(metadata, dict):
+        raise ValueError(  # noqa: TRY004 - the save's one error type for bad metadata
+            f"metadata must be a dict, got {type(metadata).__name__}")
     try:
-        return json.loads(json.dumps(metadata))
-    except (TypeError, ValueError) as exc:
+        out = json.loads(json.dumps(metadata))
+    except (TypeError, ValueError, RecursionError) as exc:
         raise ValueError(f"metadata must be JSON-serialisable to save the index ({exc})") from None
+    if _depth(out) > MAX_HEADER_DEPTH - 1:
+        raise ValueError(f"metadata must be nested at most {MAX_HEADER_DEPTH - 1} levels deep "
+                         "to save the index")
+    return out
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of lists / dicts in a parsed JSON value (iterative: no recursion)."""
+    deepest = 0
+    todo = [(value, 1)]
+    while todo:
+        v, d = todo.pop()
+        if isinstance(v, dict):
+            v = list(v.values())
+        elif not isinstance(v, list):
+            continue
+        deepest = max(deepest, d)
+        todo.extend((x, d + 1) for x in v if isinstance(x, (list, dict)))
+    return deepest
+
+
+def header_int(value: Any, lo: int = 0, hi: int = _INT64_MAX) -> int | None:
+    """``value`` when it is a JSON integer (not a bool) in ``[lo, hi]``, else None."""
+    if isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi:
+        return value
+    return None
 
 
 def write_container(path: str | os.PathLike[str], header: dict[str, Any],
@@ -129,6 +188,9 @@ def write_container(path: str | os.PathLike[str], header: dict[str, Any],
     data_len = table[blobs[-1][0]]["offset"] + blobs[-1][2]
     hbytes = json.dumps({**header, "sections": table}, separators=(",", ":"),
                         sort_keys=True).encode("utf-8")
+    if len(hbytes) > MAX_HEADER_BYTES:
+        raise ValueError(f"the index header would have {len(hbytes):,} bytes, more than a "
+                         f"loader accepts ({MAX_HEADER_BYTES:,}); store less metadata")
     dstart = _align(_PREAMBLE.size + len(hbytes))
     size = dstart + data_len + _TRAILER
     pre = _PREAMBLE.pack(MAGIC, CONTAINER_VERSION, len(hbytes), size, b"\0" * 8)
@@ -160,17 +222,74 @@ def write_container(path: str | os.PathLike[str], header: dict[str, Any],
     return path
 
 
+class MappedFile:
+    """A read-only memory map of an index file, and the means to tell whether the file was
+    rewritten in place since it was mapped (see the module docstring).
+
+    The map (:attr:`mmap`) and a descriptor of the same file are kept open: the descriptor
+    follows the mapped file even after a rename replaced it under its name, so that
+    :meth:`check` looks at the file the pages come from.
+    """
+
+    def __init__(self, path: Path, fileno: int) -> None:
+        self.path = path
+        self._fd = os.dup(fileno)
+        try:
+            st = os.fstat(self._fd)
+            self._identity = (st.st_size, st.st_mtime_ns)
+            self.mmap = _mmap.mmap(self._fd, 0, access=_mmap.ACCESS_READ)
+        except BaseException:
+            os.close(self._fd)
+            raise
+
+    def check(self) -> None:
+        """Raise :class:`IndexFormatError` if the mapped file changed size or was written
+        since it was loaded (reading the map could then crash with ``SIGBUS``)."""
+        fd = self._fd
+        if fd < 0:
+            return
+        st = os.fstat(fd)
+        if (st.st_size, st.st_mtime_ns) != self._identity:
+            raise IndexFormatError(
+                self.path,
+                f"the file was modified in place after it was loaded (now {st.st_size} "
+                f"bytes, was {self._identity[0]}); load it again (saves that replace the file "
+                "by rename, as this library's do, keep loaded indexes valid)")
+
+    def close(self) -> None:
+        try:
+            self.mmap.close()
+        except BufferError:  # an array still points into it; the GC closes it later
+            pass
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            os.close(fd)
+
+    def __del__(self) -> None:
+        fd, self._fd = getattr(self, "_fd", -1), -1
+        if fd >= 0:
+            try:
+                os.close(fd)
+            except OSError:  # pragma: no cover
+                pass
+
+
 class Container:
-    """A loaded (or memory-mapped) container: its header and typed views of its sections."""
+    """A loaded (or memory-mapped) container: its header and typed views of its sections.
+
+    The section table has been checked by :func:`read_container` (each section inside the
+    data area, 64-aligned, no two overlapping); :meth:`array` also checks that a section
+    holds exactly what the caller's header numbers imply.
+    """
 
     def __init__(self, path: Path, buf: Any, header: dict[str, Any], dstart: int, end: int,
-                 keep: Any) -> None:
+                 keep: MappedFile | None) -> None:
         self.path = path
         self.buf = buf
         self.header = header
         self._dstart = dstart
         self._end = end
-        #: the mmap object to keep alive with the arrays (None when the file was read)
+        #: the MappedFile to keep alive with the arrays (None when the file was read)
         self.keep = keep
 
     def error(self, reason: str) -> IndexFormatError:
@@ -178,21 +297,13 @@ class Container:
 
     def _section(self, name: str, nbytes: int) -> int:
         s = self.header["sections"].get(name)
-        if not isinstance(s, dict) or not all(
-            isinstance(s.get(k), int) and not isinstance(s.get(k), bool)
-            for k in ("offset", "nbytes")
-        ):
-            raise self.error(f"corrupted header: section {name!r} missing or malformed")
-        off, nb = self._dstart + s["offset"], s["nbytes"]
-        if s["offset"] < 0 or s["offset"] % _ALIGN or nb != nbytes:
+        if s is None:
+            raise self.error(f"corrupted header: section {name!r} missing")
+        if nbytes < 0 or s["nbytes"] != nbytes:
             raise self.error(
-                f"corrupted header: section {name!r} at {s['offset']} with {nb} bytes, "
-                f"expected a 64-aligned offset and {nbytes} bytes")
-        if off + nb > self._end:
-            raise self.error(
-                f"truncated: section {name!r} needs bytes [{off}, {off + nb}) but the data "
-                f"ends at {self._end}")
-        return off
+                f"corrupted header: section {name!r} has {s['nbytes']} bytes, the header's "
+                f"numbers need {nbytes}")
+        return self._dstart + s["offset"]
 
     def has(self, name: str) -> bool:
         return name in self.header["sections"]
@@ -200,23 +311,29 @@ class Container:
     def array(self, name: str, dtype: Any, count: int) -> np.ndarray:
         """A read-only view of ``count`` items of ``dtype`` (checked against the table)."""
         dt = np.dtype(dtype)
+        try:
+            count = operator.index(count)
+        except TypeError:
+            count = -1
+        if count < 0:
+            raise self.error(f"corrupted header: a negative or non-integer number of items "
+                             f"for section {name!r}")
         off = self._section(name, count * dt.itemsize)
         return np.frombuffer(self.buf, dtype=dt, count=count, offset=off)
 
     def nbytes(self, name: str) -> int:
-        """The size the table gives a section (validated when it is read)."""
+        """The size the table gives a section."""
         s = self.header["sections"].get(name)
-        nb = s.get("nbytes") if isinstance(s, dict) else None
-        if not isinstance(nb, int) or isinstance(nb, bool) or nb < 0:
-            raise self.error(f"corrupted header: section {name!r} missing or malformed")
-        return nb
+        if s is None:
+            raise self.error(f"corrupted header: section {name!r} missing")
+        return int(s["nbytes"])
 
     def keys(self, count: int) -> list[str]:
         """String keys stored by :func:`encode_keys`."""
-        offs = self.array("key_offsets", "<u8", count + 1).astype(np.int64)
-        blob_len = int(offs[-1])
-        if offs[0] != 0 or np.any(np.diff(offs) < 0) or blob_len < 0:
+        offs = self.array("key_offsets", "<u8", count + 1)
+        if offs[0] != 0 or np.any(offs[1:] < offs[:-1]) or int(offs[-1]) > self._end:
             raise self.error("corrupted: key offsets are not increasing from 0")
+        blob_len = int(offs[-1])
         off = self._section("key_blob", blob_len)
         blob = bytes(memoryview(self.buf)[off:off + blob_len])
         try:
@@ -227,10 +344,7 @@ class Container:
 
     def close(self) -> None:
         if self.keep is not None:
-            try:
-                self.keep.close()
-            except BufferError:  # an array still points into it; the GC closes it later
-                pass
+            self.keep.close()
 
 
 def _check_preamble(path: Path, head: bytes, size: int) -> None:
@@ -258,12 +372,59 @@ def _check_preamble(path: Path, head: bytes, size: int) -> None:
         raise IndexFormatError(
             path, f"{what}: the preamble says {fsize} bytes, the file has {size}"
         )
-    if hlen == 0 or hlen > _MAX_HEADER or _PREAMBLE.size + hlen + _TRAILER > size:
+    if hlen == 0 or hlen > MAX_HEADER_BYTES or _PREAMBLE.size + hlen + _TRAILER > size:
         raise IndexFormatError(
             path, f"corrupted: implausible header length {hlen} for a {size}-byte file"
         )
     if reserved != b"\0" * 8:
         raise IndexFormatError(path, "corrupted: reserved preamble bytes are not zero")
+
+
+def _decode_header(path: Path, raw: bytes) -> dict[str, Any]:
+    """The header JSON object (bounded: size by the preamble check, depth here)."""
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        # ValueError: bad JSON, or an integer of more than sys.get_int_max_str_digits()
+        # digits; RecursionError: nesting deeper than the parser's limit
+        raise IndexFormatError(path, f"corrupted header ({str(exc)[:200]})") from None
+    if not isinstance(header, dict):
+        raise IndexFormatError(path, "corrupted header: not a JSON object")
+    if _depth(header) > MAX_HEADER_DEPTH:
+        raise IndexFormatError(path, f"corrupted header: nested deeper than "
+                               f"{MAX_HEADER_DEPTH} levels")
+    return header
+
+
+def _check_sections(path: Path, header: dict[str, Any], dstart: int, end: int) -> None:
+    """Every section of the table: a name and two integers, 64-aligned, inside
+    ``[dstart, end)``, no two overlapping."""
+    table = header.get("sections")
+    if not isinstance(table, dict) or not table:
+        raise IndexFormatError(path, "corrupted header: no section table")
+    if len(table) > MAX_SECTIONS:
+        raise IndexFormatError(path, f"corrupted header: {len(table)} sections")
+    spans = []
+    for name, s in table.items():
+        off = header_int(s.get("offset")) if isinstance(s, dict) else None
+        nb = header_int(s.get("nbytes")) if isinstance(s, dict) else None
+        if off is None or nb is None or off % _ALIGN:
+            raise IndexFormatError(
+                path, f"corrupted header: section {name!r} is {s!r}, expected a 64-aligned "
+                "offset >= 0 and a size >= 0")
+        if dstart + off + nb > end:
+            raise IndexFormatError(
+                path, f"truncated or corrupted: section {name!r} needs bytes "
+                f"[{dstart + off}, {dstart + off + nb}) but the data ends at {end}")
+        spans.append((off, off + nb, name))
+    reach, last = 0, None  # end of the sections so far (empty ones overlap nothing)
+    for off, stop, name in sorted(spans):
+        if stop == off:
+            continue
+        if off < reach:
+            raise IndexFormatError(path, f"corrupted header: sections {last!r} and {name!r} "
+                                   "overlap")
+        reach, last = stop, name
 
 
 def _parse(path: Path, buf: Any, verify: bool) -> tuple[dict[str, Any], int, int]:
@@ -286,55 +447,61 @@ def _parse(path: Path, buf: Any, verify: bool) -> tuple[dict[str, Any], int, int
                     "corrupted: checksum mismatch (the file was modified or damaged after it "
                     "was written); rebuild it or restore a copy",
                 )
-        try:
-            header = json.loads(bytes(mv[_PREAMBLE.size:_PREAMBLE.size + hlen]).decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise IndexFormatError(path, f"corrupted header ({exc})") from None
+        raw = bytes(mv[_PREAMBLE.size:_PREAMBLE.size + hlen])
     finally:
         mv.release()
-    if not isinstance(header, dict) or not isinstance(header.get("sections"), dict):
-        raise IndexFormatError(path, "corrupted header: no section table")
-    return header, _align(_PREAMBLE.size + hlen), size - _TRAILER
+    header = _decode_header(path, raw)
+    dstart, end = _align(_PREAMBLE.size + hlen), size - _TRAILER
+    _check_sections(path, header, dstart, end)
+    return header, dstart, end
 
 
 def _open(path: str | os.PathLike[str]) -> Path:
     path = Path(path)
-    if not path.exists():
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
         raise FileNotFoundError(
             f"no index file {path}; build one with `semcbir index` or the index's save()"
-        )
-    if path.is_dir():
+        ) from None
+    if stat.S_ISDIR(st.st_mode):
         raise IsADirectoryError(f"path must be an index file, got the folder {path}")
+    if not stat.S_ISREG(st.st_mode):  # a FIFO or a device would block or never end
+        raise IndexFormatError(path, "not a regular file")
     return path
 
 
 def read_container(path: str | os.PathLike[str], *, mmap: bool = True,
                    verify: bool = True) -> Container:
-    """Open a container: preamble, end marker, checksum (``verify``) and header checked.
+    """Open a container: preamble, end marker, checksum (``verify``), header and section
+    table checked (see the module docstring).
 
-    With ``mmap`` the sections are views of a read-only memory map (``Container.keep``);
-    otherwise the file is read into memory. Raises ``FileNotFoundError`` or
+    With ``mmap`` the sections are views of a read-only memory map (``Container.keep``, a
+    :class:`MappedFile`); otherwise the file is read into memory. Abandoned temporary files
+    of killed saves of ``path`` are removed on the way. Raises ``FileNotFoundError`` or
     :class:`IndexFormatError`.
     """
     path = _open(path)
+    remove_stale_temporaries(path)
+    keep: MappedFile | None = None
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
         _check_preamble(path, f.read(_PREAMBLE.size), size)
         if mmap:
-            buf: Any = _mmap.mmap(f.fileno(), 0, access=_mmap.ACCESS_READ)
+            keep = MappedFile(path, f.fileno())
+            buf: Any = keep.mmap
         else:
             f.seek(0)
             buf = f.read()
+            if len(buf) != size:
+                raise IndexFormatError(path, "the file changed while it was read")
     try:
         header, dstart, end = _parse(path, buf, verify)
     except BaseException:
-        if mmap:
-            try:
-                buf.close()
-            except BufferError:  # a view still points into it; the GC closes it later
-                pass
+        if keep is not None:
+            keep.close()
         raise
-    return Container(path, buf, header, dstart, end, buf if mmap else None)
+    return Container(path, buf, header, dstart, end, keep)
 
 
 def load_with(path: str | os.PathLike[str], build: Any, *, mmap: bool = True,
@@ -357,11 +524,7 @@ def read_format(path: str | os.PathLike[str]) -> str:
         _check_preamble(path, head, size)
         hlen = _PREAMBLE.unpack(head)[2]
         raw = f.read(hlen)
-    try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise IndexFormatError(path, f"corrupted header ({exc})") from None
-    fmt = header.get("format") if isinstance(header, dict) else None
+    fmt = _decode_header(path, raw).get("format")
     if not isinstance(fmt, str):
         raise IndexFormatError(path, "corrupted header: no format name")
     return fmt

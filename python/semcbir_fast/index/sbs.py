@@ -58,13 +58,14 @@ from .container import (
     Container,
     IndexFormatError,
     encode_keys,
+    header_int,
     json_metadata,
     library_version,
     load_with,
     write_container,
 )
 from .._convert import check_int
-from ..layout import SBSLayout, sbs_layout
+from ..layout import MAX_CODE_BYTES, SBSLayout, sbs_layout
 
 __all__ = ["FORMAT_VERSION", "MAGIC", "IndexFormatError", "SBSIndex"]
 
@@ -199,8 +200,15 @@ class SBSIndex:
     # ------------------------------------------------------------------ snapshots
     def _snapshot(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, int, list[str] | None]:
         with self._lock:
+            self._check_mapped()
             n = self._n
             return self._codes[:n], self._ids, self._alive, self._n_dead, self._keys
+
+    def _check_mapped(self) -> None:
+        # a memory-mapped file rewritten in place by another program would make reading the
+        # map crash (SIGBUS): IndexFormatError instead (container.MappedFile.check)
+        if self._mmap is not None:
+            self._mmap.check()
 
     @staticmethod
     def _row_of(id: int, snap: tuple[Any, ...]) -> int | None:
@@ -340,6 +348,7 @@ class SBSIndex:
             return new_ids
 
     def _append_locked(self, new: np.ndarray, new_ids: np.ndarray, keys: list[str] | None) -> None:
+        self._check_mapped()
         n, m = self._n, new.shape[0]
         if self._codes.shape[0] < n + m or not self._codes.flags.writeable:
             cap = max(n + m, 2 * self._codes.shape[0], 64)
@@ -357,6 +366,7 @@ class SBSIndex:
         self._n = n + m
 
     def _merge_locked(self, new: np.ndarray, new_ids: np.ndarray, keys: list[str] | None) -> None:
+        self._check_mapped()
         n = self._n
         all_ids = np.concatenate([self._ids, new_ids])
         order = np.argsort(all_ids, kind="stable")
@@ -418,6 +428,7 @@ class SBSIndex:
         if self._alive is None or self._n_dead == 0:
             self._alive, self._n_dead = None, 0
             return
+        self._check_mapped()
         keep = self._alive
         self._codes = np.ascontiguousarray(self._codes[: self._n][keep])
         self._mmap = None
@@ -475,10 +486,12 @@ class SBSIndex:
         queries : array-like
             uint8 codes ``(nq, stride)`` or one code ``(stride,)``.
         k : int
-            Results per query (>= 1). Missing slots (``k > len(self)``) hold id ``-1`` and
-            distance ``INT32_MAX``.
+            Results per query, ``1 <= k <= 2**24`` and ``nq * k <= 2**28`` (ValueError
+            otherwise: search more queries in several calls). Missing slots
+            (``k > len(self)``) hold id ``-1`` and distance ``INT32_MAX``; only
+            ``min(k, len(self))`` are searched.
         threads : int, default 0
-            Threads for the scan (0 = all cores); results never depend on it.
+            Threads for the scan (0 = all cores, at most 1024); results never depend on it.
         return_penalised : bool
             Also return an all-False ``(nq, k)`` mask (SBS has no filter; the index
             interface is the same for every kind).
@@ -492,10 +505,12 @@ class SBSIndex:
         return (*out, np.zeros(out[1].shape, dtype=bool)) if return_penalised else out
 
     def _search(self, queries: Any, k: Any, threads: int) -> tuple[np.ndarray, np.ndarray]:
+        from .._convert import check_k, check_threads
         from ..hamming import hamming_topk
 
         q = _as_codes(queries, self._layout, "queries")
-        k = check_int(k, "k", 1)
+        k = check_k(k, q.shape[0])
+        threads = check_threads(threads)
         codes, ids, alive, n_dead, _ = self._snapshot()
         nq = q.shape[0]
         n = codes.shape[0]
@@ -544,10 +559,13 @@ class SBSIndex:
             (int64), sorted by ascending distance, ties by smaller id; ``lims`` is int64
             ``(nq + 1,)``.
         """
+        from .._convert import check_threads
         from ..hamming import hamming_distances
 
         q = _as_codes(queries, self._layout, "queries")
         radius = check_int(radius, "radius", 0)
+        radius = min(radius, 8 * self._layout.stride)  # no distance is larger
+        threads = check_threads(threads)
         codes, ids, alive, _, _ = self._snapshot()
         nq, n = q.shape[0], codes.shape[0]
         lims = np.zeros(nq + 1, dtype=np.int64)
@@ -618,7 +636,10 @@ class SBSIndex:
             Map the file into memory instead of reading it: loading is O(1) in the number
             of codes, pages are read on demand and shared between processes. The codes are
             read-only; the first ``add`` (or ``compact``) copies them to memory. Keys and
-            ids are read into memory either way.
+            ids are read into memory either way. Replacing the file by rename (as ``save``
+            does) leaves a loaded index valid; a file rewritten *in place* by another
+            program makes the next call raise ``IndexFormatError`` (see
+            :mod:`semcbir_fast.index.container`) instead of crashing the process.
         verify : bool, default True
             Check the BLAKE2b checksum of the whole file (reads every byte once; about a
             second per GB). Structural checks run either way.
@@ -635,27 +656,26 @@ class SBSIndex:
 
     @classmethod
     def _from_container(cls, c: Container) -> SBSIndex:
-        header = c.header
-        layout, count, has_keys = _check_header(c)
+        layout, count, has_keys, next_id, metadata = _check_header(c)
         stride = layout.stride
         codes = c.array("codes", np.uint8, count * stride).reshape(count, stride)
         # read-only when memory-mapped: the first add() copies it
         ids = c.array("ids", "<i8", count).astype(np.int64)
-        if count > 1 and not np.all(np.diff(ids) > 0):
+        if count > 1 and not np.all(ids[1:] > ids[:-1]):
             raise c.error("corrupted: ids are not strictly increasing")
+        if count and next_id is not None and next_id <= int(ids[-1]):
+            raise c.error(f"corrupted header: next_id {next_id} is not above the largest id "
+                          f"{int(ids[-1])}")
         keys = c.keys(count) if has_keys else None
         if stride and count and layout.stride > layout.nbytes \
                 and codes[:, layout.nbytes :].any():
             raise c.error("corrupted: code padding bytes are not zero")
-        idx = cls(layout, metadata=header.get("metadata") or {})
+        idx = cls(layout, metadata=metadata)
         idx._codes = codes
         idx._ids = ids
         idx._n = count
         idx._keys = keys
-        nid = header.get("next_id", 0)
-        idx._next_id = max(
-            int(nid) if isinstance(nid, int) else 0, int(ids[-1]) + 1 if count else 0
-        )
+        idx._next_id = next_id if next_id is not None else (int(ids[-1]) + 1 if count else 0)
         idx._mmap = c.keep
         return idx
 
@@ -690,26 +710,30 @@ class SBSIndex:
         }
 
 
-def _check_header(c: Container) -> tuple[SBSLayout, int, bool]:
+def _check_header(c: Container) -> tuple[SBSLayout, int, bool, int | None, dict[str, Any]]:
+    """Layout, count, has_keys, next_id (None when absent) and metadata of a header, every
+    value checked (``IndexFormatError``)."""
     path, header = c.path, c.header
     if header.get("format") != FORMAT_NAME:
         raise IndexFormatError(path, f"header is not a {FORMAT_NAME} header")
-    if header.get("version") != FORMAT_VERSION:
-        raise IndexFormatError(
-            path, f"header version {header.get('version')!r} != {FORMAT_VERSION}"
-        )
+    version = header.get("version")
+    if header_int(version) != FORMAT_VERSION:
+        raise IndexFormatError(path, f"header version {version!r} != {FORMAT_VERSION}")
     lay = header.get("layout")
-    count = header.get("count")
-    if not isinstance(count, int) or isinstance(count, bool) or count < 0:
-        raise IndexFormatError(path, f"corrupted header: count {count!r}")
+    count = header_int(header.get("count"))
+    if count is None:
+        raise IndexFormatError(path, f"corrupted header: count {header.get('count')!r}")
     if not isinstance(lay, dict):
         raise IndexFormatError(path, "corrupted header: no layout")
+    pyramid = lay.get("pyramid", False)
+    if not isinstance(pyramid, bool):
+        raise IndexFormatError(path, f"corrupted header: layout pyramid {pyramid!r}")
     try:
-        layout = sbs_layout(lay["num_classes"], lay["levels"], bool(lay.get("pyramid", False)))
+        layout = sbs_layout(lay["num_classes"], lay["levels"], pyramid)
     except (KeyError, ValueError, TypeError) as exc:
-        raise IndexFormatError(path, f"corrupted header: bad layout {lay!r} ({exc})") from None
+        raise IndexFormatError(path, f"corrupted header: bad layout ({exc})") from None
     for key in ("nbits", "nbytes", "stride"):
-        if lay.get(key) != getattr(layout, key):
+        if lay.get(key) != getattr(layout, key) or isinstance(lay.get(key), bool):
             raise IndexFormatError(
                 path,
                 f"layout {key}={lay.get(key)!r} does not match {getattr(layout, key)} "
@@ -718,4 +742,21 @@ def _check_header(c: Container) -> tuple[SBSLayout, int, bool]:
             )
     if lay.get("bitorder", "big") != "big":
         raise IndexFormatError(path, f"unsupported bit order {lay.get('bitorder')!r}")
-    return layout, count, bool(header.get("has_keys", False))
+    if layout.nbytes > MAX_CODE_BYTES:  # no query could be encoded (and its scratch memory)
+        raise IndexFormatError(path, f"corrupted header: codes of {layout.nbytes:,} bytes, "
+                               f"more than the {MAX_CODE_BYTES:,} an SBS code may have")
+    has_keys = header.get("has_keys", False)
+    if not isinstance(has_keys, bool):
+        raise IndexFormatError(path, f"corrupted header: has_keys {has_keys!r}")
+    # next_id is one past the largest id ever added: 2**63 once id 2**63 - 1 was used
+    next_id = header.get("next_id")
+    if next_id is not None and header_int(next_id, 0, 1 << 63) is None:
+        raise IndexFormatError(path, f"corrupted header: next_id {next_id!r} (expected an "
+                               "integer in [0, 2**63])")
+    metadata = header.get("metadata", {})
+    if metadata is None:
+        metadata = {}
+    if not isinstance(metadata, dict):
+        raise IndexFormatError(path, f"corrupted header: metadata is a "
+                               f"{type(metadata).__name__}, not an object")
+    return layout, count, has_keys, next_id, metadata

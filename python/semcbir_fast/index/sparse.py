@@ -37,7 +37,8 @@ from typing import Any
 import numpy as np
 
 from .. import _backend
-from .._convert import check_int, check_threads
+from .._convert import check_k, check_threads
+from ..layout import MAX_CLASSES
 from ..semantic_histogram import filtered_topk
 from ..sparse_l2 import csr_rows
 from .container import (
@@ -45,6 +46,7 @@ from .container import (
     Container,
     IndexFormatError,
     encode_keys,
+    header_int,
     json_metadata,
     library_version,
     load_with,
@@ -55,6 +57,12 @@ __all__ = ["FORMAT_NAME", "LocalIndex", "SparseSignatureIndex"]
 
 FORMAT_NAME = "semcbir-local-index"
 FORMAT_VERSION = CONTAINER_VERSION
+#: Most columns a stored signature may have (the C++ search takes int64 column numbers).
+MAX_COLUMNS = 1 << 62
+#: Most columns per class of a signature whose width the data fix (hybrid: the descriptor
+#: width; the widest, AKAZE's, is 488 bits): a dense row of a query or a reconstructed
+#: entry then takes at most ``num_classes * 4 KiB``.
+MAX_DATA_WIDTH = 1024
 
 
 def _signature(signature: Any, kwargs: dict[str, Any]) -> Any:
@@ -221,7 +229,16 @@ class SparseSignatureIndex:
 
     def _rows(self, batch: Any, histograms: Any,
               name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+        # every add and search starts here, before it reads the stored arrays
+        self._check_mapped()
         return self.signature.batch_arrays(batch, histograms, name, self._cols)
+
+    def _check_mapped(self) -> None:
+        # a memory-mapped file rewritten in place by another program would make reading the
+        # map crash (SIGBUS): IndexFormatError instead (container.MappedFile.check)
+        m = self._mmap
+        if m is not None:
+            m.check()
 
     # ------------------------------------------------------------------ mutations
     def add(self, signatures: Any, label_maps: Any = None, *,
@@ -278,6 +295,7 @@ class SparseSignatureIndex:
             raise ValueError(f"ids must be a 1-D sequence of integers, got {rows!r}")
         rows = rows.astype(np.int64)
         with self._lock:
+            self._check_mapped()
             ip, ix, dt, hist, cols = (self._indptr, self._indices, self._data, self._hist,
                                       self._cols)
         bad = (rows < 0) | (rows >= ip.shape[0] - 1)
@@ -332,7 +350,7 @@ class SparseSignatureIndex:
                           return_penalised: bool = False) -> tuple[np.ndarray, ...]:
         """:meth:`search` of encoded signatures (kept for the former name)."""
         qp, qi, qd, qh, cols = self._rows(signatures, histograms, "queries")
-        k = check_int(k, "k", 1)
+        k = check_k(k, len(qp) - 1)
         t = check_threads(threads)
         with self._lock:
             n, hist = len(self), self._hist
@@ -401,43 +419,86 @@ class SparseSignatureIndex:
         if h.get("format") != FORMAT_NAME:
             raise c.error(f"header is not a {FORMAT_NAME} header (format "
                           f"{h.get('format')!r}; SBS indexes load with SBSIndex.load)")
-        if h.get("version") != FORMAT_VERSION:
+        if header_int(h.get("version")) != FORMAT_VERSION:
             raise c.error(f"header version {h.get('version')!r} != {FORMAT_VERSION}")
-        p, count, nnz = h.get("params"), h.get("count"), h.get("nnz")
-        for name, v in (("count", count), ("nnz", nnz)):
-            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-                raise c.error(f"corrupted header: {name} {v!r}")
+        p, count, nnz = h.get("params"), header_int(h.get("count")), header_int(h.get("nnz"))
+        if count is None or nnz is None:
+            raise c.error(f"corrupted header: count {h.get('count')!r}, nnz {h.get('nnz')!r}")
         if not isinstance(p, dict):
             raise c.error("corrupted header: no params")
+        m = header_int(p.get("num_classes"), 1, MAX_CLASSES)
+        if m is None:
+            raise c.error(f"corrupted header: num_classes {p.get('num_classes')!r} (expected "
+                          f"an integer in [1, {MAX_CLASSES}])")
+        cols = header_int(p.get("columns"), -1, MAX_COLUMNS)
+        if cols is None or (cols < 0 and nnz):
+            raise c.error(f"corrupted header: columns {p.get('columns')!r}")
+        has_keys, metadata = h.get("has_keys", False), h.get("metadata", {})
+        if not isinstance(has_keys, bool):
+            raise c.error(f"corrupted header: has_keys {has_keys!r}")
+        if metadata is None:
+            metadata = {}
+        if not isinstance(metadata, dict):
+            raise c.error(f"corrupted header: metadata is a {type(metadata).__name__}, not "
+                          "an object")
         try:
             kind = get_signature(h.get("signature"))
             if not issubclass(kind, LocalSignature):
                 raise ValueError(f"signature {kind.name} is not a sparse signature")
             arrays = {}
             vh = h.get("vocabulary")
-            if isinstance(vh, dict):
-                arrays["centroids"] = c.array("centroids", "<f4", vh["n_words"] * vh["width"])
+            if vh is not None:
+                words = header_int(vh.get("n_words"), 1) if isinstance(vh, dict) else None
+                width = header_int(vh.get("width"), 1) if isinstance(vh, dict) else None
+                if words is None or width is None:
+                    raise c.error(f"corrupted header: vocabulary {vh!r}")
+                arrays["centroids"] = c.array("centroids", "<f4", words * width)
             sig = kind.from_header(h, arrays)
-            idx = cls(sig, metadata=h.get("metadata") or {})
+            idx = cls(sig, metadata=metadata)
         except IndexFormatError:
             raise
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError, AttributeError) as exc:
             raise c.error(f"corrupted header: bad settings ({exc})") from None
-        cols = p.get("columns")
-        if not isinstance(cols, int) or (idx._cols >= 0 and cols != idx._cols):
-            raise c.error(f"corrupted header: columns {cols!r}")
+        if idx.num_classes != m or (idx._cols >= 0 and cols != idx._cols):
+            raise c.error(f"corrupted header: columns {cols} / num_classes {m} do not match "
+                          f"the signature's settings ({idx._cols} / {idx.num_classes})")
+        if idx._cols < 0 and cols > m * MAX_DATA_WIDTH:
+            raise c.error(f"corrupted header: columns {cols} (data-defined signatures have at "
+                          f"most {MAX_DATA_WIDTH} per class)")
         ip = c.array("indptr", "<i8", count + 1)
         ix = c.array("indices", "<i8", nnz)
         dt = c.array("data", "<f4", nnz)
-        hist = c.array("histograms", "<f4", count * idx.num_classes)
-        if ip[0] != 0 or ip[-1] != nnz or np.any(np.diff(ip) < 0):
+        hist = c.array("histograms", "<f4", count * m)
+        if ip[0] != 0 or ip[-1] != nnz or np.any(ip[1:] < ip[:-1]):
             raise c.error("corrupted: indptr is not non-decreasing from 0 to nnz")
         if nnz and (ix.min() < 0 or ix.max() >= cols):
             raise c.error(f"corrupted: column indices outside [0, {cols})")
+        if nnz > 1:
+            # strictly increasing inside each row: a decrease may only start a new row
+            down = np.flatnonzero(ix[1:] <= ix[:-1]) + 1
+            if down.size and not np.isin(down, ip).all():
+                raise c.error("corrupted: column indices are not increasing within a row")
+        if not np.isfinite(dt).all():
+            raise c.error("corrupted: signature values that are not finite")
+        if not (np.isfinite(hist).all() and (hist >= 0).all()):
+            raise c.error("corrupted: histogram values that are not finite and >= 0")
+        # the signature makes an (empty) batch of rows this wide and takes it back: the
+        # column count fits the signature's settings (e.g. whole per-class blocks)
+        none = np.zeros(0, dtype=np.int64)
+        try:
+            hr = np.zeros((0, m), dtype=np.float32)
+            batch = sig.batch_from_rows(np.zeros(1, dtype=np.int64), none,
+                                        np.zeros(0, dtype=np.float32), hr, cols)
+            got = sig.batch_arrays(batch, hr, "the stored rows", cols)[4]
+        except (IndexError, ValueError) as exc:
+            raise c.error(f"corrupted: the stored rows do not fit the signature ({exc})"
+                          ) from None
+        if cols >= 0 and got != cols:
+            raise c.error(f"corrupted header: columns {cols}, the signature's rows have {got}")
         idx._indptr, idx._indices, idx._data = ip, ix, dt
-        idx._hist = hist.reshape(count, idx.num_classes)
+        idx._hist = hist.reshape(count, m)
         idx._cols = cols
-        idx._keys = c.keys(count) if h.get("has_keys") else None
+        idx._keys = c.keys(count) if has_keys else None
         idx._mmap = c.keep
         return idx
 

@@ -8,6 +8,7 @@ strictly increasing within a row; values float32 (exact counts before normalisat
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -137,14 +138,46 @@ class PhraseSignatures:
 
     @classmethod
     def from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> PhraseSignatures:
-        """Inverse of :meth:`to_state` (``ValueError`` for inconsistent contents)."""
+        """Inverse of :meth:`to_state` (``ValueError`` for missing, mistyped or inconsistent
+        contents: the input may come from a damaged or crafted file, so the CSR structure
+        and the values are checked too)."""
         try:
-            return cls(arrays["indptr"], arrays["indices"], arrays["data"], int(meta["n_words"]),
-                       int(meta["n"]), meta.get("normalize") or None,
-                       int(meta.get("num_classes", 0)), int(meta.get("histogram_classes", 0)),
-                       float(meta.get("histogram_weight", 0.0)))
-        except (KeyError, TypeError) as exc:
-            raise ValueError(f"phrase signatures: missing or bad field {exc}") from None
+            ip, ix, dt = arrays["indptr"], arrays["indices"], arrays["data"]
+            n_words = _index(meta["n_words"], "phrase signatures: n_words", 1, 2**31 - 1)
+            n = _index(meta["n"], "phrase signatures: n", 2, 4)
+            m = _index(meta.get("num_classes", 0), "phrase signatures: num_classes", 0, 65536)
+            hc = _index(meta.get("histogram_classes", 0), "phrase signatures: "
+                        "histogram_classes", 0, 65536)
+            hw = meta.get("histogram_weight", 0.0)
+            if isinstance(hw, bool) or not isinstance(hw, (int, float)) \
+                    or not math.isfinite(float(hw)) or hw < 0:
+                raise ValueError(f"phrase signatures: bad histogram_weight {hw!r}")
+            normalize = meta.get("normalize") or None
+        except KeyError as exc:
+            raise ValueError(f"phrase signatures: missing field {exc}") from None
+        except OverflowError:
+            raise ValueError(f"phrase signatures: bad histogram_weight {hw!r}") from None
+        for name, a, kinds in (("indptr", ip, "iu"), ("indices", ix, "iu"), ("data", dt, "fiu")):
+            if a.ndim != 1 or a.dtype.kind not in kinds:
+                raise ValueError(f"phrase signatures: {name} must be a 1-D array of numbers, "
+                                 f"got {a.dtype} {a.shape}")
+        if m and n_words % m:
+            raise ValueError(f"phrase signatures: {n_words} semantic words are not a multiple "
+                             f"of {m} classes")
+        out = cls(ip, ix, dt, n_words, n, normalize, m, hc, float(hw))
+        ip, ix = out.indptr, out.indices
+        cols = out.shape[1]
+        if np.any(ip[1:] < ip[:-1]):
+            raise ValueError("phrase signatures: indptr is not non-decreasing")
+        if ix.size and (ix.min() < 0 or ix.max() >= cols):
+            raise ValueError(f"phrase signatures: column indices outside [0, {cols})")
+        down = np.flatnonzero(ix[1:] <= ix[:-1]) + 1
+        if down.size and not np.isin(down, ip).all():
+            raise ValueError("phrase signatures: column indices are not increasing within "
+                             "a row")
+        if not np.isfinite(out.data).all():
+            raise ValueError("phrase signatures: values that are not finite")
+        return out
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write to an ``.npz`` file."""
@@ -152,8 +185,14 @@ class PhraseSignatures:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> PhraseSignatures:
-        """Read a file written by :meth:`save`."""
-        return cls.from_state(*read_npz(path, _SIG_FORMAT, "phrase-signature"))
+        """Read a file written by :meth:`save` (``ValueError`` for a file that is not one, or
+        is damaged: see :mod:`semcbir_fast._serialize`)."""
+        meta, arrays = read_npz(path, _SIG_FORMAT, "phrase-signature",
+                                ("indptr", "indices", "data", "n_words", "n"))
+        try:
+            return cls.from_state(meta, arrays)
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from None
 
     def check_compatible(self, other: PhraseSignatures) -> None:
         """``ValueError`` unless ``self`` (queries) and ``other`` (database) were built the

@@ -253,22 +253,41 @@ class Vocabulary:
 
     @classmethod
     def from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> Vocabulary:
-        """Inverse of :meth:`to_state`; ``ValueError`` for missing or inconsistent fields.
+        """Inverse of :meth:`to_state`; ``ValueError`` for missing, mistyped or inconsistent
+        fields (the input may come from a damaged or crafted file: every field is checked).
         (Index files written before 0.2 keep the fitting details under ``info``.)"""
-        meta = {**meta, **(meta.get("info") or {})}
+        info_in = meta.get("info") or {}
+        if not isinstance(info_in, dict):
+            raise ValueError(f"vocabulary: bad field info {info_in!r}")  # noqa: TRY004
+        meta = {**meta, **info_in}
         try:
-            c = np.ascontiguousarray(arrays["centroids"], dtype=np.float32)
-            dim, binary = int(meta["descriptor_dim"]), bool(meta["binary"])
-            method = meta["method"] or None
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"vocabulary: missing or bad field {exc}") from None
-        if method is not None and not isinstance(method, str):
+            c = np.asarray(arrays["centroids"])
+            dim, binary, method = meta["descriptor_dim"], meta["binary"], meta["method"] or None
+        except KeyError as exc:
+            raise ValueError(f"vocabulary: missing field {exc}") from None
+        if c.dtype.kind != "f":
+            raise ValueError(f"vocabulary: centroids must be floats, got {c.dtype}")
+        c = np.ascontiguousarray(c, dtype=np.float32)
+        dim = _index(dim, "vocabulary: descriptor_dim", 1, 1 << 20)
+        if not isinstance(binary, (bool, np.bool_)):
+            raise ValueError(  # noqa: TRY004 - file contents, not an argument
+                f"vocabulary: binary must be true or false, got {binary!r}")
+        binary = bool(binary)
+        if method is not None and method not in DESCRIPTOR_METHODS:
             raise ValueError(f"vocabulary: bad method {method!r}")
-        info = {k: (str(meta[k]) if k == "backend" else int(meta[k]))
-                for k in ("seed", "niter", "n_train", "backend") if k in meta}
+        info: dict[str, Any] = {}
+        for k in ("seed", "niter", "n_train", "backend"):
+            if k in meta:
+                v = meta[k]
+                if k == "backend" and not isinstance(v, str) or k != "backend" and (
+                        isinstance(v, bool) or not isinstance(v, (int, np.integer))):
+                    raise ValueError(f"vocabulary: bad field {k} {v!r}")
+                info[k] = str(v) if k == "backend" else int(v)
         if c.ndim != 2 or c.shape[0] < 1 or c.shape[1] != (8 * dim if binary else dim):
             raise ValueError(f"centroids of shape {c.shape} do not match "
                              f"descriptor_dim={dim}, binary={binary}")
+        if not np.isfinite(c).all():
+            raise ValueError("vocabulary: centroids that are not finite")
         return cls(c, method, dim, binary, info)
 
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -277,7 +296,8 @@ class Vocabulary:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Vocabulary:
-        """Read a vocabulary written by :meth:`save`."""
+        """Read a vocabulary written by :meth:`save` (``ValueError`` for a file that is not
+        one, or is damaged: see :mod:`semcbir_fast._serialize`)."""
         meta, arrays = read_npz(path, _VOCAB_FORMAT, "vocabulary",
                                 ("centroids", "method", "descriptor_dim", "binary"))
         try:

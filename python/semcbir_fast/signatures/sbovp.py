@@ -88,6 +88,7 @@ class SBoVPParams:
         check_int(self.n, "n", 2, 4)
         check_int(self.seed, "seed", 0)
         w = LocalSignature._finite_weight(self.histogram_weight, "histogram_weight")
+        object.__setattr__(self, "histogram_weight", w)  # a float, as the encoder makes it
         if w and self.normalize not in ("l2", "hellinger"):
             raise ValueError(f"histogram_weight must be a finite number >= 0 (> 0 needs "
                              f"normalize 'l2' or 'hellinger'), got {self.histogram_weight}")
