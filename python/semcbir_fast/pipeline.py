@@ -44,6 +44,27 @@ def _features(paths: Sequence[str], method: str, *, threads: int, progress: bool
                            progress=progress and len(paths) > 1, use_cache=use_cache, log=log)
 
 
+def _readable(paths: Sequence[str], threads: int) -> tuple[list[str], list[tuple[str, str]]]:
+    """``(readable paths, [(path, reason)])``: each file decoded once (signatures that
+    require ``"images"`` and no label maps read the files themselves)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .imageio import ImageReadError, read_image
+
+    def probe(p: str) -> str | None:
+        try:
+            read_image(p)
+        except ImageReadError as exc:
+            return str(exc)
+        return None
+
+    workers = max(1, min(threads or (os.cpu_count() or 1), len(paths) or 1))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        why = list(pool.map(probe, paths))
+    return ([p for p, w in zip(paths, why) if w is None],
+            [(p, w) for p, w in zip(paths, why) if w is not None])
+
+
 def load_inputs(
     paths: Sequence[str],
     signature: Signature,
@@ -71,6 +92,10 @@ def load_inputs(
                                  progress=progress and len(paths) > batch_size,
                                  on_error="skip")
         ok, labels, failed = list(res.paths), list(res.labels), list(res.failed)
+    elif "images" in signature.requires:
+        # the signature reads the files itself (inputs.paths): drop the unreadable ones here,
+        # as segmentation does for the others
+        ok, failed = _readable(ok, threads)
     feats = None
     if "features" in signature.requires and ok:
         feats = _features(ok, signature.feature_method, threads=threads, progress=progress,

@@ -23,7 +23,7 @@ from .neural_codes import (
     significance_counts,
 )
 from .pooling import crow, crow_channel_weights, crow_spatial_weights, gap, gem, l2_normalize
-from .whitening import PCAWhitening, fit_pca_whitening
+from .whitening import PCAWhitening, fit_pca, fit_pca_whitening
 
 __all__ = [
     "NeuralCodes",
@@ -34,6 +34,7 @@ __all__ = [
     "crow_channel_weights",
     "crow_spatial_weights",
     "eta_tilde",
+    "fit_pca",
     "fit_pca_whitening",
     "gap",
     "gem",

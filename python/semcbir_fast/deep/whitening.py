@@ -20,7 +20,7 @@ import numpy as np
 
 from semcbir_fast._convert import check_int, to_numpy
 
-__all__ = ["PCAWhitening", "fit_pca_whitening"]
+__all__ = ["PCAWhitening", "fit_pca", "fit_pca_whitening"]
 
 
 def _matrix(x: Any, name: str) -> np.ndarray:
@@ -54,6 +54,8 @@ class PCAWhitening:
     components: np.ndarray
     eigenvalues: np.ndarray
     eps: float
+    #: False: plain PCA (project onto the components, no division by ``sqrt(lambda)``).
+    whiten: bool = True
 
     @property
     def dim(self) -> int:
@@ -69,7 +71,8 @@ class PCAWhitening:
                 f"x must have D={self.mean.shape[0]} columns like the training descriptors, "
                 f"got shape {a.shape}"
             )
-        proj = self.components / np.sqrt(self.eigenvalues + self.eps)
+        proj = (self.components / np.sqrt(self.eigenvalues + self.eps) if self.whiten
+                else self.components)
         y = (a.astype(np.float64) - self.mean) @ proj
         if normalize:
             y /= np.maximum(np.linalg.norm(y, axis=1, keepdims=True), 1e-12)
@@ -78,8 +81,26 @@ class PCAWhitening:
 
     __call__ = transform
 
+    def to_state(self) -> tuple[dict[str, Any], list[tuple[str, np.ndarray]]]:
+        """``(JSON-ready settings, named float64 arrays)`` for an index file."""
+        meta = {"eps": self.eps, "whiten": self.whiten, "dim": self.dim,
+                "input_dim": int(self.mean.shape[0])}
+        return meta, [("mean", self.mean), ("components", self.components),
+                      ("eigenvalues", self.eigenvalues)]
 
-def fit_pca_whitening(x: Any, *, dim: int | None = None, eps: float = 1e-9) -> PCAWhitening:
+    @classmethod
+    def from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> PCAWhitening:
+        """Inverse of :meth:`to_state` (shapes checked)."""
+        d_in, dim = int(meta["input_dim"]), int(meta["dim"])
+        mean = np.asarray(arrays["mean"], dtype=np.float64).reshape(d_in)
+        comp = np.asarray(arrays["components"], dtype=np.float64).reshape(d_in, dim)
+        lam = np.asarray(arrays["eigenvalues"], dtype=np.float64).reshape(dim)
+        return cls(mean=mean.copy(), components=comp.copy(), eigenvalues=lam.copy(),
+                   eps=float(meta["eps"]), whiten=bool(meta.get("whiten", True)))
+
+
+def fit_pca_whitening(x: Any, *, dim: int | None = None, eps: float = 1e-9,
+                      whiten: bool = True) -> PCAWhitening:
     """Learn a :class:`PCAWhitening` from ``(N, D)`` training descriptors.
 
     Parameters
@@ -91,6 +112,8 @@ def fit_pca_whitening(x: Any, *, dim: int | None = None, eps: float = 1e-9) -> P
         other directions have no variance to whiten).
     eps : float
         Regulariser added to the eigenvalues, >= 0.
+    whiten : bool
+        False: a plain PCA projection (:func:`fit_pca`).
 
     Raises
     ------
@@ -109,8 +132,19 @@ def fit_pca_whitening(x: Any, *, dim: int | None = None, eps: float = 1e-9) -> P
         raise ValueError(f"eps must be >= 0, got {eps!r}")
     mean = a.mean(axis=0)
     c = a - mean
-    cov = c.T @ c / n
-    lam, u = np.linalg.eigh(cov)
-    order = np.argsort(lam)[::-1][:dim]
+    if n < d_in:  # fewer samples than dimensions: the SVD of the data is cheaper
+        _, sv, vt = np.linalg.svd(c, full_matrices=False)
+        u, lam = vt.T, sv ** 2 / n
+    else:
+        lam, u = np.linalg.eigh(c.T @ c / n)
+    order = np.argsort(lam, kind="stable")[::-1][:dim]
     lam = np.clip(lam[order], 0.0, None)
-    return PCAWhitening(mean=mean, components=u[:, order], eigenvalues=lam, eps=float(eps))
+    return PCAWhitening(mean=mean, components=u[:, order], eigenvalues=lam, eps=float(eps),
+                        whiten=bool(whiten))
+
+
+def fit_pca(x: Any, *, dim: int | None = None) -> PCAWhitening:
+    """A plain PCA projection to ``dim`` components (centred, not whitened), learned from
+    ``(N, D)`` descriptors: :func:`fit_pca_whitening` with ``whiten=False``. Its transform
+    L2-normalises the projected rows by default (paper 004 section 2.4: "PCA and L2")."""
+    return fit_pca_whitening(x, dim=dim, whiten=False)

@@ -440,6 +440,9 @@ def evaluate(
     if inputs is None:
         inputs = Inputs(list(label_maps) if label_maps is not None else [],
                         None if features is None else list(features))
+    if inputs.paths is None and "images" in getattr(sigs[0], "requires", ()):
+        # signatures that read the image files themselves (cnn, regions, fused, ...)
+        inputs = dataclasses.replace(inputs, paths=[str(p) for p in dataset.images])
     size = len(dataset)
     if len(inputs.label_maps) != size:
         raise ValueError(f"label_maps must have one map per image: {size} images, "

@@ -25,6 +25,8 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from .container import MAGIC, IndexFormatError, read_format
+from .dense import FORMAT_NAME as DENSE_FORMAT
+from .dense import DenseBatch, DenseIndex, Ragged
 from .sbs import FORMAT_NAME as SBS_FORMAT
 from .sbs import FORMAT_VERSION, SBSIndex
 from .sparse import FORMAT_NAME as SPARSE_FORMAT
@@ -33,10 +35,13 @@ from .sparse import LocalIndex, SparseSignatureIndex
 __all__ = [
     "FORMATS",
     "FORMAT_VERSION",
+    "DenseBatch",
+    "DenseIndex",
     "MAGIC",
     "Index",
     "IndexFormatError",
     "LocalIndex",
+    "Ragged",
     "SBSIndex",
     "SparseSignatureIndex",
     "load_index",
@@ -44,6 +49,7 @@ __all__ = [
 
 #: Index classes by the ``format`` tag of their file header.
 FORMATS: dict[str, Any] = {SBS_FORMAT: SBSIndex, SPARSE_FORMAT: SparseSignatureIndex}
+FORMATS[DENSE_FORMAT] = DenseIndex
 
 
 @runtime_checkable

@@ -16,7 +16,11 @@ from __future__ import annotations
 
 from ._local import LocalSignature
 from .base import Inputs, Signature, option
+from .cnn import CNNParams, CNNSignature, DenseSignature
+from .fused import FusedParams, FusedSignature
 from .hybrid import HybridParams, HybridSignature
+from .neural_codes import NeuralCodesParams, NeuralCodesSignature
+from .regions import RegionsParams, RegionsSignature
 from .registry import (
     DEFAULT_SIGNATURE,
     create_signature,
@@ -29,11 +33,20 @@ from .sbovp import SBoVPParams, SBoVPSignature
 from .sbs import SBSParams, SBSSignature
 
 __all__ = [
+    "CNNParams",
+    "CNNSignature",
     "DEFAULT_SIGNATURE",
+    "DenseSignature",
+    "FusedParams",
+    "FusedSignature",
     "HybridParams",
     "HybridSignature",
     "Inputs",
     "LocalSignature",
+    "NeuralCodesParams",
+    "NeuralCodesSignature",
+    "RegionsParams",
+    "RegionsSignature",
     "SBSParams",
     "SBSSignature",
     "SBoVPParams",

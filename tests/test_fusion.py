@@ -1,0 +1,299 @@
+"""Late fusion, query expansion, k-reciprocal re-ranking (against loop oracles) and the
+``fused`` signature (with toy components: no network needed)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+from semcbir_fast.index import DenseBatch, DenseIndex, load_index
+from semcbir_fast.search import (
+    KReciprocal,
+    alpha_qe,
+    average_qe,
+    fuse_distances,
+    normalize_distances,
+    penalised_keys,
+)
+from semcbir_fast.signatures import (
+    DenseSignature,
+    FusedSignature,
+    Inputs,
+    create_signature,
+    register_signature,
+    unregister_signature,
+)
+from semcbir_fast.signatures.base import option
+
+
+# ----------------------------------------------------------------------------- fusion
+def test_normalisations():
+    d = np.array([[1.0, 2.0, 3.0, 3.0], [5.0, 5.0, 5.0, 5.0]])
+    z = normalize_distances(d, "z")
+    np.testing.assert_allclose(z[0].mean(), 0, atol=1e-12)
+    np.testing.assert_allclose(z[0].std(), 1)
+    assert (z[1] == 0).all()  # a constant row orders nothing
+    r = normalize_distances(d, "rank")
+    assert r[0].tolist() == [0, 1 / 3, 2 / 3, 2 / 3]  # ties share the smallest rank
+    assert (r[1] == 0).all()
+    m = normalize_distances(d, "minmax")
+    assert m[0].tolist() == [0, 0.5, 1, 1] and (m[1] == 0).all()
+    with pytest.raises(ValueError, match="normalization must be one of"):
+        normalize_distances(d, "l2")
+    with pytest.raises(ValueError, match="finite"):
+        normalize_distances([[np.inf, 1.0]])
+
+
+def test_fuse_distances():
+    a = np.array([[0.0, 1.0, 2.0]])
+    b = np.array([[0.0, 10.0, 5.0]])
+    f = fuse_distances([a, b])
+    np.testing.assert_allclose(f, normalize_distances(a) + normalize_distances(b))
+    f = fuse_distances([a, b], [1.0, 0.0], normalization="rank")
+    np.testing.assert_allclose(f, normalize_distances(a, "rank"))
+    with pytest.raises(ValueError, match="one value per signature"):
+        fuse_distances([a, b], [1.0])
+    with pytest.raises(ValueError, match="not all 0"):
+        fuse_distances([a, b], [0.0, 0.0])
+    with pytest.raises(ValueError, match="shape"):
+        fuse_distances([a, np.zeros((2, 3))])
+
+
+def test_penalised_keys_move_penalised_results_last():
+    d = np.array([[0.5, 3.0, 0.1, 2.0]])
+    p = np.array([[False, False, True, False]])
+    k = penalised_keys(d, p)
+    assert np.argsort(k[0], kind="stable").tolist() == [0, 3, 1, 2]
+    assert penalised_keys(d) is not None and (penalised_keys(d) == d).all()
+
+
+# ----------------------------------------------------------------------------- QE
+def test_alpha_qe_and_average_qe():
+    x = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]], np.float32)
+    q = np.array([[1.0, 0.0]], np.float32)
+    got = average_qe(q, x, np.array([[0, 2]]))
+    want = np.array([1.0, 0.0]) + np.array([1.0, 0.0]) + np.array([1, 1]) / np.sqrt(2)
+    np.testing.assert_allclose(got[0], want / np.linalg.norm(want), rtol=1e-6)
+    got = alpha_qe(q, x, np.array([[2, -1]]), alpha=3.0)  # -1 padding is skipped
+    w = (1 / np.sqrt(2)) ** 3
+    want = np.array([1.0, 0.0]) + w * np.array([1, 1]) / np.sqrt(2)
+    np.testing.assert_allclose(got[0], want / np.linalg.norm(want), rtol=1e-6)
+    # a neighbour at cosine <= 0 has weight 0 with alpha > 0
+    got = alpha_qe(q, x, np.array([[1]]), alpha=3.0)
+    np.testing.assert_allclose(got[0], [1, 0], atol=1e-7)
+    with pytest.raises(ValueError, match="alpha"):
+        alpha_qe(q, x, np.array([[0]]), alpha=-1)
+    with pytest.raises(ValueError, match="neighbours must be database rows"):
+        alpha_qe(q, x, np.array([[3]]))
+
+
+# ----------------------------------------------------------------------------- k-reciprocal
+def _kr_oracle(dd: np.ndarray, dq: np.ndarray, k1: int, k2: int, lam: float) -> np.ndarray:
+    """Loop oracle of semcbir_fast.search.KReciprocal's formulation (database encoded once,
+    the query as one more item without a column of its own)."""
+    n = dd.shape[0]
+    kk = min(k1 + 1, n)
+    nbr = [list(np.argsort(dd[i], kind="stable")[:kk]) for i in range(n)]
+
+    def recip(i, k):
+        return [g for g in nbr[i][:k + 1] if i in nbr[g][:k + 1]]
+
+    kh = max(1, round(k1 / 2))
+    half = [recip(g, min(kh, kk - 1)) for g in range(n)]
+
+    def expand(r):
+        out = set(r)
+        for g in r:
+            rg = half[g]
+            if rg and len(set(rg) & set(r)) > 2 / 3 * len(rg):
+                out |= set(rg)
+        return sorted(out)
+
+    def encode(row, rstar):
+        v = np.zeros(n)
+        w = np.exp(-row[rstar] / row.max())
+        v[rstar] = w / w.sum()
+        return v
+
+    raw = np.stack([encode(dd[g], expand(recip(g, kk - 1))) for g in range(n)])
+    vdb = np.stack([raw[nbr[g][:min(k2, kk)]].mean(0) for g in range(n)])
+    out = np.zeros_like(dq)
+    for qi, row in enumerate(dq):
+        first = list(np.argsort(row, kind="stable")[:kk])
+        kth = [dd[g][nbr[g][kk - 1]] for g in range(n)]
+        r = [g for g in first if row[g] <= kth[g]]
+        own = encode(row, expand(r)) if r else np.zeros(n)
+        vq = np.mean([own, *[raw[g] for g in first[:max(0, min(k2, kk) - 1)]]], axis=0)
+        mins = np.minimum(vq[None], vdb).sum(1)
+        out[qi] = (1 - lam) * (1 - mins / (2 - mins)) + lam * row / row.max()
+    return out
+
+
+@pytest.mark.parametrize("n,k1,k2", [(30, 5, 3), (60, 20, 6), (8, 20, 6), (40, 4, 1)])
+def test_k_reciprocal_matches_the_loop_oracle(n, k1, k2):
+    rng = np.random.default_rng(n + k1)
+    x = rng.standard_normal((n, 5))
+    dd = np.sqrt(((x[:, None] - x[None]) ** 2).sum(-1))
+    q = np.concatenate([x[:3], rng.standard_normal((4, 5))])
+    dq = np.sqrt(((q[:, None] - x[None]) ** 2).sum(-1))
+    kr = KReciprocal(lambda s, e: dd[s:e], n, k1=k1, k2=k2, lam=0.3)
+    np.testing.assert_allclose(kr.rerank(dq), _kr_oracle(dd, dq, k1, k2, 0.3), atol=1e-12)
+
+
+def test_k_reciprocal_properties_and_errors():
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((20, 3)) * 0.1
+    b = rng.standard_normal((20, 3)) * 0.1 + 5
+    x = np.concatenate([a, b])
+    dd = np.sqrt(((x[:, None] - x[None]) ** 2).sum(-1))
+    kr = KReciprocal(lambda s, e: dd[s:e], 40, k1=10, k2=3, lam=0.3)
+    out = kr.rerank(dd[:1])
+    # the query's cluster first (its own copy need not lead: Jaccard distances tie-break)
+    assert set(np.argsort(out[0], kind="stable")[:20].tolist()) == set(range(20))
+    one = KReciprocal(lambda s, e: dd[s:e], 40, k1=10, k2=3, lam=1.0)
+    np.testing.assert_allclose(one.rerank(dd[:2]), dd[:2] / dd[:2].max(1, keepdims=True))
+    with pytest.raises(ValueError, match=">= 0"):
+        kr.rerank(-dd[:1])
+    with pytest.raises(ValueError, match=r"\(nq, 40\)"):
+        kr.rerank(dd[:1, :5])
+    with pytest.raises(ValueError, match="lam"):
+        KReciprocal(lambda s, e: dd[s:e], 40, lam=2.0)
+
+
+# ----------------------------------------------------------------------------- fused
+@dataclass(frozen=True)
+class ToyParams:
+    scale: float = option(1.0, type=float, help="toy: scale")
+
+
+@pytest.fixture
+def toy():
+    """A dense signature computed from label maps (class proportions): no network."""
+
+    @register_signature
+    class ToyDense(DenseSignature):
+        name = "toy-dense"
+        title = "Toy"
+        Params = ToyParams
+        requires = ("labels",)
+
+        def encode(self, inputs, *, threads=0):
+            from semcbir_fast.semantic_histogram import semantic_histograms
+
+            h = semantic_histograms(list(inputs.label_maps), self.num_classes)
+            h = np.sqrt(h) * self.params.scale
+            return DenseBatch(h / np.maximum(np.linalg.norm(h, axis=1, keepdims=True), 1e-12))
+
+        def label(self):
+            return "toy"
+
+        def describe(self):
+            return "toy dense"
+
+    yield ToyDense
+    unregister_signature("toy-dense")
+
+
+def _maps(n: int, m: int = 5, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        a = np.full((16, 16), i % m, np.uint8)
+        a[rng.integers(0, 16, 40), rng.integers(0, 16, 40)] = rng.integers(0, m, 40)
+        out.append(a)
+    return out
+
+
+def _manual(sig: FusedSignature, enc: DenseBatch, q: DenseBatch) -> np.ndarray:
+    """The fused distances written out: components' raw distances / their database std,
+    summed (equal weights), then k-reciprocal."""
+    from semcbir_fast import hamming_distances
+    from semcbir_fast.search import float_distances
+
+    def raw(b1, b2):
+        return [float_distances(b1.extras["c0"], b2.extras["c0"]).astype(np.float64),
+                hamming_distances(b1.extras["c1"], b2.extras["c1"]).astype(np.float64)]
+
+    sd = [r.std() for r in raw(enc, enc)]
+    fused = lambda a, b: sum(r / s for r, s in zip(raw(a, b), sd))
+    dd = fused(enc, enc)
+    if sig.params.rerank == "none":
+        return fused(q, enc)
+    kr = KReciprocal(lambda s, e: dd[s:e], len(enc))
+    return kr.rerank(fused(q, enc))
+
+
+@pytest.mark.parametrize("rerank", ["none", "k-reciprocal"])
+def test_fused_search_is_the_written_out_fusion(toy, rerank):
+    maps = _maps(60)
+    sig = create_signature("fused", num_classes=5, components=("toy-dense", "sbs"),
+                           rerank=rerank)
+    assert sig.requires == ("labels",)
+    enc = sig.encode(Inputs(maps))
+    index = sig.new_index()
+    index.add(enc)
+    q = enc[[0, 7, 33]]
+    d, i = index.search(q, 60)
+    want = _manual(sig, enc, q)
+    for r in range(3):
+        order = np.argsort(want[r].astype(np.float32), kind="stable")
+        np.testing.assert_array_equal(i[r], order)
+        np.testing.assert_allclose(d[r], want[r][order], rtol=1e-5, atol=1e-6)
+        assert (np.diff(d[r]) >= 0).all()
+
+
+def test_fused_qe_weights_and_roundtrip(toy, tmp_path):
+    maps = _maps(50, seed=2)
+    sig = create_signature("fused", num_classes=5, components=("toy-dense", "sbs"),
+                           qe="alpha", weights=(1.0, 0.5))
+    enc = sig.encode(Inputs(maps))
+    index = sig.new_index(metadata={"model": "toy"})
+    index.add(enc, keys=[f"{i}.png" for i in range(50)])
+    d, i = index.search(enc[:5], 10)
+    assert (i[:, 0] == np.arange(5)).all() or (d[:, 0] <= d[:, 1]).all()
+    path = index.save(tmp_path / "f.sbdi")
+    back = load_index(path)
+    assert isinstance(back, DenseIndex) and isinstance(back.signature, FusedSignature)
+    assert back.signature.params == sig.params
+    d2, i2 = back.search(back.reconstruct_batch(range(5)), 10)
+    np.testing.assert_array_equal(i2, i)
+    np.testing.assert_allclose(d2, d, rtol=1e-6)
+    assert "qe" in back.signature.label() and "toy-dense x1" in back.signature.describe()
+    # padding past the database
+    d3, i3 = back.search(enc[:1], 60)
+    assert (i3[0, 50:] == -1).all() and np.isinf(d3[0, 50:]).all()
+
+
+def test_fused_with_a_sparse_component(tmp_path):
+    from semcbir_fast.features import Features
+
+    rng = np.random.default_rng(4)
+    maps = _maps(30, seed=4)
+    feats = [Features(rng.random((40, 2)).astype(np.float32) * 15,
+                      rng.random((40, 64)).astype(np.float32), (16, 16), "kaze")
+             for _ in maps]
+    sig = create_signature("fused", num_classes=5, components=("sbs", "sbovp"))
+    assert sig.requires == ("labels", "features") and sig.feature_method == "kaze"
+    inputs = Inputs(maps, feats)
+    sig.fit(inputs)
+    enc = sig.encode(inputs)
+    index = sig.new_index()
+    index.add(enc)
+    d, i = index.search(enc[:4], 30)
+    assert (np.diff(d, axis=1) >= 0).all() and i.shape == (4, 30)
+    back = load_index(index.save(tmp_path / "s.sbdi"))
+    np.testing.assert_array_equal(back.search(back.reconstruct_batch(range(4)), 30)[1], i)
+
+
+def test_fused_params_errors(toy):
+    with pytest.raises(ValueError, match="repeat"):
+        create_signature("fused", num_classes=5, components=("sbs", "sbs"))
+    with pytest.raises(ValueError, match="itself"):
+        create_signature("fused", num_classes=5, components=("fused",))
+    with pytest.raises(ValueError, match="one finite value"):
+        create_signature("fused", num_classes=5, components=("sbs", "toy-dense"), weights=(1,))
+    with pytest.raises(ValueError, match="unknown signature"):
+        create_signature("fused", num_classes=5, components=("nope",))
+    with pytest.raises(ValueError, match="k1"):
+        create_signature("fused", num_classes=5, k1=0)
