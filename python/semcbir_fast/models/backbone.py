@@ -347,23 +347,7 @@ _register_lite()
 # --------------------------------------------------------------------------------------
 
 
-def _resolve_device(device: Any) -> torch.device:
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ValueError(f"device must be like 'cpu', 'cuda' or 'cuda:1', got {device!r} ({exc})") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(
-            f"device={device!r} asks for CUDA, but torch.cuda.is_available() is False "
-            f"(torch {torch.__version__}); pass device='cpu' or install a CUDA build of torch"
-        )
-    if dev.type not in ("cpu", "cuda"):
-        raise ValueError(f"device must be a CPU or CUDA device, got {dev}")
-    if dev.type == "cuda" and dev.index is None:
-        dev = torch.device("cuda", torch.cuda.current_device())
-    return dev
+from ..segment.device import _resolve_device  # noqa: E402  (one copy of the device check)
 
 
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
