@@ -25,6 +25,13 @@ Groups (``extra_info`` holds ``images_per_s``, device name, torch version, dtype
 - ``encode``: SBS codes of 64 Corel-sized label maps with 151 classes: ``torch`` (on the
   maps' device, codes to the host) vs ``cpp`` (maps to the host, then ``encode_sbs``), which
   is what ``index_images(encoder="auto")`` chooses between.
+- ``cpu-runtimes``: the default model on real Corel-1K images (16, batch 16, 2 decode
+  threads), :meth:`Segmenter.segment` end to end in each CPU runtime: ``torch`` (float
+  port, one image per model call: today's CPU default for ``runtime="torch"``),
+  ``torch-b16`` (the whole batch of 16 in one call, the behaviour before), ``torch-opt``
+  (``optimize=True``), ``litert`` (int8 TFLite, the ``runtime="auto"`` CPU default) and
+  ``onnxruntime``. ``extra_info`` has ms per image and the pixel agreement with the float
+  port's label maps (mean and worst image). ``docs/segmentation_speed.md`` has the table.
 - ``index-corel1k``: :func:`index_images` over the 1000 Corel-1K JPEGs (CPU: 8 images),
   end to end from file names to codes. A second, instrumented run (``timings=``) records
   the share of the wall time in decode (waiting for decoded images), upload, segment,
@@ -67,10 +74,19 @@ def _device_name(dev: str) -> str:
 
 
 @functools.cache
-def _segmenter(dev: str, dtype: str, optimize: bool = False) -> Segmenter:
+def _segmenter(dev: str, dtype: str, optimize: bool = False, runtime: str = "torch") -> Segmenter:
+    """The default model; ``runtime="torch"`` (the float port) unless asked otherwise, so
+    that the model-513 / segment-513 / postprocess groups measure the same thing on every
+    machine."""
     if not (models_root() / "ade20k_deeplabv3_mnv2.onnx").is_file():
         pytest.skip(f"default model source absent under {models_root()} (set SEMCBIR_MODELS)")
-    return load_segmenter("ade20k-mnv2", device=dev, dtype=DTYPES[dtype], optimize=optimize)
+    if runtime not in ("torch", "auto"):
+        from semcbir_fast.segment import runtime_available
+
+        if not runtime_available(runtime):
+            pytest.skip(f"runtime {runtime} is not installed")
+    return load_segmenter("ade20k-mnv2", device=dev, dtype=DTYPES[dtype], optimize=optimize,
+                          runtime=runtime)
 
 
 def _corel(n: int) -> list[Path]:
@@ -253,6 +269,53 @@ def test_encode(benchmark, dev: str, impl: str, levels: int) -> None:
 
 
 # --------------------------------------------------------------------------------------
+# cpu-runtimes
+# --------------------------------------------------------------------------------------
+CPU_RUNTIMES = {  # case -> (runtime, optimize, micro_batch)
+    "torch": ("torch", False, 1),
+    "torch-b16": ("torch", False, None),
+    "torch-opt": ("torch", True, 1),
+    "litert": ("litert", False, 1),
+    "onnxruntime": ("onnxruntime", False, 1),
+}
+
+
+@functools.cache
+def _float_labels(n: int) -> tuple:
+    """Label maps of the float port (runtime torch) for the first n spread Corel images."""
+    files = _corel(n)
+    return tuple(_segmenter("cpu", "fp32").segment(files, batch_size=16, progress=False))
+
+
+@pytest.mark.parametrize("case", list(CPU_RUNTIMES))
+def test_cpu_runtimes(benchmark, case: str) -> None:
+    benchmark.group = "cpu-runtimes"
+    runtime, optimize, micro = CPU_RUNTIMES[case]
+    n = 16
+    files = _corel(n)
+    ref = _float_labels(n)
+    seg = _segmenter("cpu", "fp32", optimize, runtime)
+    old = seg.micro_batch
+    seg.micro_batch = micro
+
+    def run():
+        return seg.segment(files, batch_size=16, progress=False)
+
+    try:
+        res = benchmark.pedantic(run, rounds=3, warmup_rounds=1)
+    finally:
+        seg.micro_batch = old
+    agree = [float((a == b).mean()) for a, b in zip(res, ref)]
+    assert min(agree) >= 0.9  # every runtime computes the same network
+    med = benchmark.stats.stats.median
+    _record(benchmark, n, f"cpu-runtimes {case} ({med / n * 1e3:.0f} ms/image, pixel agreement "
+            f"with the float port {np.mean(agree):.4f}, worst {min(agree):.4f})",
+            device=_device_name("cpu"), runtime=runtime, optimize=optimize,
+            micro_batch=micro, ms_per_image=med / n * 1e3,
+            agreement_mean=float(np.mean(agree)), agreement_min=min(agree))
+
+
+# --------------------------------------------------------------------------------------
 # index-corel1k
 # --------------------------------------------------------------------------------------
 INDEX_CASES = [("cpu", "fp32", 4, 8, "auto", False)] + [
@@ -269,7 +332,7 @@ INDEX_CASES = [("cpu", "fp32", 4, 8, "auto", False)] + [
 def test_index_corel1k(benchmark, dev: str, dtype: str, batch: int, n: int,
                        encoder: str, optimize: bool) -> None:
     benchmark.group = "index-corel1k"
-    seg = _segmenter(dev, dtype, optimize)
+    seg = _segmenter(dev, dtype, optimize, "auto")  # what the CLI runs (LiteRT on the CPU)
     files = _corel(n)
     kw = {"segmenter": seg, "levels": 2, "batch_size": batch, "encoder": encoder, "progress": False}
 
@@ -291,9 +354,10 @@ def test_index_corel1k(benchmark, dev: str, dtype: str, batch: int, n: int,
     shares = {k: round(timings.get(k, 0.0) / total, 4)
               for k in ("decode_wait", "upload", "segment", "download", "encode")}
     shares["other"] = round(1.0 - sum(shares.values()), 4)
-    ips = _record(benchmark, n, f"index-corel1k {dev} {dtype} b{batch} encoder={encoder} "
-                  f"optimize={optimize}",
-                  device=_device_name(dev), dtype=dtype, batch=batch, encoder=encoder,
+    ips = _record(benchmark, n, f"index-corel1k {dev} {seg.runtime} {dtype} b{batch} "
+                  f"encoder={encoder} optimize={optimize}",
+                  device=_device_name(dev), runtime=seg.runtime, dtype=dtype, batch=batch,
+                  encoder=encoder,
                   optimize=optimize,
                   shares=shares, decode_cpu_s=timings.get("decode_cpu", 0.0),
                   instrumented_images_per_s=timings["images"] / wall)

@@ -282,8 +282,9 @@ def test_user_mistakes_print_one_line(env, built, tmp_path, capsys):
 
 
 # ----------------------------------------------------------------------------- eval / gallery
-def test_eval_folders_with_model_cache_and_report(env, capsys):
+def test_eval_folders_with_model_cache_and_report(env, capsys, tmp_path, monkeypatch):
     pytest.importorskip("matplotlib")
+    monkeypatch.setenv("SEMCBIR_CACHE", str(tmp_path / "cache"))  # starts empty
     rep = env["base"] / "report"
     argv = [
         "eval",
@@ -319,12 +320,31 @@ def test_eval_folders_with_model_cache_and_report(env, capsys):
         "gallery.html",
     ):
         assert (rep / f).is_file(), f
-    cached = list((env["base"] / "cache" / "labels").glob("tiny-rgb-*.npz"))
-    assert len(cached) == 1
+    (store,) = (tmp_path / "cache" / "labels").glob("tiny-rgb-*")
+    n_images = len([f for f in env["tree"].rglob("*.png")])
+    assert len(list(store.glob("*/*.npz"))) == n_images  # one entry per image
     rc, out, _ = _run(capsys, [*argv[:-3], "--json", "-q"])
     second = json.loads(out)
     assert second["settings"]["label_cache"] == "hit"
     assert [r["map"] for r in second["results"]] == [r["map"] for r in maps["results"]]
+    # the cache is per image and shared by every command: an index of a new image set
+    # segments only its new images, and eval of a subset hits
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    for i in range(2):
+        cv2.imwrite(str(extra / f"new{i}.png"),
+                    _image(np.random.default_rng(9 + i), 1)[:, :, ::-1])
+    rc, out, err = _run(capsys, ["index", str(env["tree"]), str(extra), "-o",
+                                 str(tmp_path / "t.sbsi"), "--model", env["model"],
+                                 "--levels", "1", "--device", "cpu"])
+    assert rc == 0, err
+    assert f"label maps of {n_images} of {n_images + 2} images from the cache" in err
+    assert "segmenting 2 images" in err
+    assert len(list(store.glob("*/*.npz"))) == n_images + 2
+    rc, out, _ = _run(capsys, [*argv[:-3], "--json", "-q", "--limit", "4"])
+    assert rc == 0 and json.loads(out)["settings"]["label_cache"] == "hit"
+    rc, out, _ = _run(capsys, [*argv[:-3], "--json", "-q", "--no-cache"])
+    assert json.loads(out)["settings"]["label_cache"] == "off"
 
 
 def test_gallery_command(env, built, capsys):
@@ -488,12 +508,12 @@ def test_eval_sbovp_and_hybrid_msrc_oracle_cli(capsys, tmp_path, monkeypatch):
     maps = [float(v) for v in row.split("|")[1:]]
     assert len(maps) == 4 and all(0.6 < m <= 1 for m in maps)
     assert "P@3" in out and "ms/query" in out
-    feats = list((tmp_path / "cache" / "sbovp").glob("features-kaze-*.npz"))
-    assert len(feats) == 1  # features cached ...
+    (store,) = (tmp_path / "cache" / "features").glob("kaze-*")
+    assert len(list(store.glob("*/*.npz"))) == 24  # features cached, one entry per image ...
 
     rc, out, err = _run(capsys, [*base, "--signature", "hybrid", "--json"])
     assert rc == 0, err
-    assert "read from" in err  # ... and reused
+    assert "features (kaze) of 24 of 24 images from the cache" in err  # ... and reused
     d = json.loads(out)
     assert d["settings"]["signature"] == "hybrid" and d["settings"]["filter"] == "eps 0.9"
     (on,) = d["results"]

@@ -21,7 +21,12 @@ from semcbir_fast.eval import (
     split_disjoint,
 )
 from semcbir_fast.eval import datasets as dsets
-from semcbir_fast.eval.cache import label_cache_path, load_label_cache, save_label_cache
+from semcbir_fast.eval.cache import (
+    LabelStore,
+    label_cache_path,
+    load_label_cache,
+    save_label_cache,
+)
 
 # MSRC v1 ground truth ("oracle"), query-in-db, query kept, ties by smaller id; measured with
 # `semcbir eval --dataset msrc --oracle` (also printed by examples/msrc_demo.py).
@@ -292,8 +297,9 @@ def test_evaluation_ranks_ties_by_smaller_id():
 # ----------------------------------------------------------------------------- cache + report
 def test_label_cache_roundtrip(tmp_path):
     maps = [np.arange(6, dtype=np.uint8).reshape(2, 3), np.full((4, 1), 300, np.uint16)]
-    path = label_cache_path("my model/x", "ab" * 32, tmp_path)
-    assert path.parent == tmp_path / "labels" and "/" not in path.name[:-4]
+    folder = label_cache_path("my model/x", "ab" * 32, tmp_path)
+    assert folder.parent == tmp_path / "labels" and "/" not in folder.name
+    path = folder / "entry.npz"
     save_label_cache(path, maps, ["a.jpg", "b.jpg"])
     back = load_label_cache(path, ["a.jpg", "b.jpg"])
     assert back is not None and [m.tolist() for m in back] == [m.tolist() for m in maps]
@@ -301,6 +307,87 @@ def test_label_cache_roundtrip(tmp_path):
     path.write_bytes(b"garbage")
     assert load_label_cache(path) is None
     assert load_label_cache(tmp_path / "none.npz") is None
+
+
+def test_label_store_per_image(tmp_path):
+    """One entry per image, keyed by the image file's path, size and mtime."""
+    imgs = []
+    for i in range(3):
+        f = tmp_path / f"im{i}.png"
+        f.write_bytes(bytes([i]) * 10)
+        imgs.append(f)
+    store = LabelStore(tmp_path / "store")
+    maps = [np.full((2, i + 1), i, np.uint8) for i in range(3)]
+    assert all(store.get(f) is None for f in imgs)
+    for f, m in zip(imgs, maps):
+        store.put(f, m)
+    for f, m in zip(imgs, maps):
+        np.testing.assert_array_equal(store.get(f), m)
+    assert len(list((tmp_path / "store").glob("*/*.npz"))) == 3
+    imgs[1].write_bytes(b"changed!!!!")  # another size: a miss
+    assert store.get(imgs[1]) is None
+    store.entry(imgs[0]).write_bytes(b"junk")  # corrupt entry: a miss, then rewritten
+    assert store.get(imgs[0]) is None
+    store.put(imgs[0], maps[0])
+    np.testing.assert_array_equal(store.get(imgs[0]), maps[0])
+    # an entry copied onto another image's name is refused (the path is checked)
+    store.entry(imgs[2]).write_bytes(store.entry(imgs[0]).read_bytes())
+    assert store.get(imgs[2]) is None
+
+
+class _CountingSegmenter:
+    """A stand-in with the Segmenter's streaming contract: labels = first pixel value."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+        self.meta = type("M", (), {"name": "count"})()
+        self.device = "cpu"
+
+    def segment(self, *a, **k):  # marks it as a loaded segmenter
+        raise AssertionError
+
+    def iter_batches(self, paths, *, batch_size, on_error, progress):
+        from types import SimpleNamespace
+
+        for s in range(0, len(paths), batch_size):
+            idx, labs, bad = [], [], []
+            for j in range(s, min(s + batch_size, len(paths))):
+                data = Path(paths[j]).read_bytes()
+                self.seen.append(paths[j])
+                if data == b"bad":
+                    bad.append((j, paths[j], "not an image"))
+                else:
+                    idx.append(j)
+                    labs.append(np.full((2, 2), data[0], np.uint8))
+            yield SimpleNamespace(indices=idx, labels=labs, failed=bad)
+
+
+def test_segment_paths_segments_only_the_misses(tmp_path):
+    from semcbir_fast.eval.cache import segment_paths
+
+    imgs = []
+    for i in range(5):
+        f = tmp_path / f"{i}.img"
+        f.write_bytes(b"bad" if i == 3 else bytes([10 + i]))
+        imgs.append(str(f))
+    store = LabelStore(tmp_path / "s")
+    seg = _CountingSegmenter()
+    ok, labs, failed, hits = segment_paths(imgs[:2], seg, store=store, batch_size=2)
+    assert hits == 0 and ok == imgs[:2] and seg.seen == imgs[:2]
+    seg.seen.clear()
+    ok, labs, failed, hits = segment_paths(imgs, seg, store=store, batch_size=2)
+    assert hits == 2 and seg.seen == imgs[2:]  # the first two came from the cache
+    assert ok == [imgs[i] for i in (0, 1, 2, 4)]
+    assert [int(m[0, 0]) for m in labs] == [10, 11, 12, 14]
+    assert failed == [(imgs[3], "not an image")]
+    # a factory is called only when something misses
+    calls = []
+    ok2, _, _, hits = segment_paths([imgs[0], imgs[4]], lambda: calls.append(1) or seg,
+                                    store=store)
+    assert hits == 2 and not calls and ok2 == [imgs[0], imgs[4]]
+    seg.seen.clear()
+    segment_paths(imgs[:2], seg, store=store, use_cache=False)
+    assert seg.seen == imgs[:2]  # no cache: segmented again
 
 
 def test_report_files(msrc_ds, msrc_maps, tmp_path):

@@ -599,7 +599,8 @@ def test_ade20k_on_real_images(ade20k_cache) -> None:
     files = [COREL / f"{i}.jpg" for i in (105, 405, 805)]
     if not all(f.is_file() for f in files):
         pytest.skip("Corel-1K absent")
-    seg = load_segmenter("ade20k-mnv2", device="cpu")
+    # the float port (the CPU default runtime is int8 LiteRT: tests/test_segment_fast.py)
+    seg = load_segmenter("ade20k-mnv2", device="cpu", runtime="torch")
     assert seg.num_classes == 151 and seg.meta.input_size == (513, 513)
     res = seg.segment(files, batch_size=3, progress=False)
     images = [read_image(f) for f in files]

@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -286,8 +286,10 @@ def extract_features(
     return out
 
 
-def save_features(path: str | os.PathLike[str], features: Sequence[Features]) -> None:
-    """Write a list of :class:`Features` to one ``.npz`` file (all of the same method)."""
+def save_features(path: str | os.PathLike[str] | BinaryIO, features: Sequence[Features]
+                  ) -> None:
+    """Write a list of :class:`Features` to one ``.npz`` file or open binary file (all of
+    the same method)."""
     feats = list(features)
     methods = {f.method for f in feats}
     if len(methods) > 1:
@@ -302,7 +304,7 @@ def save_features(path: str | os.PathLike[str], features: Sequence[Features]) ->
             if feats and counts.sum() else np.zeros((0, dim), dtype))
     xy = np.concatenate([f.xy for f in feats]) if feats else np.zeros((0, 2), np.float32)
     sizes = np.array([f.image_size for f in feats], dtype=np.int64).reshape(-1, 2)
-    np.savez(Path(path), format=np.array("semcbir_fast.features/1"),
+    np.savez(path if hasattr(path, "write") else Path(path), format=np.array("semcbir_fast.features/1"),
              method=np.array(methods.pop() if methods else ""), counts=counts, xy=xy,
              descriptors=desc, image_size=sizes)
 

@@ -9,8 +9,9 @@ results. The CLI, the evaluation and a service call these functions; a notebook 
 >>> hits = Retriever(built.index, seg).query(["q.jpg"], k=10)            # doctest: +SKIP
 
 Each signature says what it needs per image (``signature.requires``): label maps come from
-the segmenter (:func:`semcbir_fast.segment.segment_images`), local features from OpenCV
-through the shared cache (:func:`semcbir_fast.eval.cache.features_cached`). A signature with
+the segmenter, local features from OpenCV, both through the per-image caches shared by every
+command (:func:`semcbir_fast.eval.cache.segment_paths`,
+:func:`semcbir_fast.eval.cache.features_cached`). A signature with
 learned state (SBoVP's vocabulary) that is not fitted yet is fitted on ``fit_paths`` (or on
 the indexed images themselves).
 """
@@ -18,7 +19,6 @@ the indexed images themselves).
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -84,14 +84,11 @@ def load_inputs(
     if "labels" in signature.requires:
         if segmenter is None:
             raise ValueError(f"signature {signature.name} needs label maps: pass a segmenter")
-        from .segment import segment_images
+        from .eval.cache import segment_paths
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # failures are returned
-            res = segment_images(list(paths), segmenter=segmenter, batch_size=batch_size,
-                                 progress=progress and len(paths) > batch_size,
-                                 on_error="skip")
-        ok, labels, failed = list(res.paths), list(res.labels), list(res.failed)
+        ok, labels, failed, _ = segment_paths(paths, segmenter, use_cache=use_cache,
+                                              batch_size=batch_size, progress=progress,
+                                              log=log)
     elif "images" in signature.requires:
         # the signature reads the files itself (inputs.paths): drop the unreadable ones here,
         # as segmentation does for the others

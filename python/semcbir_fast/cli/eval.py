@@ -63,8 +63,6 @@ def register(sub: Any) -> None:
                    help="cut-offs for P@k (default 10 20; 20 = paper 000 Table 7)")
     p.add_argument("--limit", type=positive_int, default=None,
                    help="use at most N images, spread evenly over the categories (a quick run)")
-    p.add_argument("--no-cache", action="store_true",
-                   help="segment again instead of reusing cached label maps")
     p.add_argument("--report", default=None, metavar="DIR",
                    help="write report.md, report.json, PNG plots and gallery.html into DIR")
     p.add_argument("--gallery-queries", type=int, default=1, metavar="N",
@@ -98,14 +96,15 @@ def _label_maps(args: argparse.Namespace, ds: Any, settings: dict[str, Any]
     try:
         maps, minfo = segment_cached(
             [str(p) for p in ds.images], model=model_spec(args.model), device=args.device,
-            dtype=args.dtype, batch_size=args.batch_size, progress=not args.quiet,
+            dtype=args.dtype, runtime=args.runtime, batch_size=args.batch_size, progress=not args.quiet,
             use_cache=not args.no_cache, log=None if args.quiet else err)
     except ImportError as exc:
         raise CLIError(f"segmentation needs the 'segment' extra ({exc}); install it with "
                        "pip install 'semcbir_fast[segment]', or use --oracle") from None
     settings.update(segmentation=f"model {minfo['model_name']}", model=minfo["model"],
                     model_path=minfo["model_path"], label_cache=minfo["cache"],
-                    device=minfo.get("device"), dtype=args.dtype or "float32",
+                    device=minfo.get("device"), runtime=minfo["runtime"],
+                    dtype=args.dtype or "float32",
                     class_names=minfo["class_names"])
     return maps, minfo["num_classes"], args.ignore_index
 

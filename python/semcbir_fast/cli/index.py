@@ -214,6 +214,7 @@ def run(args: argparse.Namespace) -> int:
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "library_version": __version__,
             "device": str(seg.device),
+            "runtime": seg.runtime,
         }
         if cls.state_flags:
             file_flag, root_flag = cls.state_flags
@@ -232,7 +233,7 @@ def run(args: argparse.Namespace) -> int:
         res = build_index(paths, sig, segmenter=seg, append_to=existing, fit_paths=fit,
                           metadata=metadata, batch_size=args.batch_size,
                           progress=not args.quiet, threads=args.threads, checkpoint=checkpoint,
-                          chunk_size=args.checkpoint_every,
+                          chunk_size=args.checkpoint_every, use_cache=not args.no_cache,
                           log=None if args.quiet else (lambda m: log(args, m)))
     except ValueError as exc:
         raise CLIError(str(exc)) from None

@@ -6,6 +6,12 @@ The source is the int8-weight ONNX file ``ade20k_deeplabv3_mnv2.onnx`` (TF Hub
 by :func:`build_ade20k_mnv2`; :func:`ensure_ade20k_torchscript` does that once and caches a
 TorchScript file plus its sidecar (see :mod:`semcbir_fast.models.sidecar`).
 
+For the CPU fast path, :func:`ensure_ade20k_litert` caches the shipped int8 TFLite file cut
+at the same 1/4-resolution logits (run by LiteRT, ``ai-edge-litert``), and
+:func:`ensure_ade20k_onnx` the ONNX graph cut there (run by onnxruntime); the segmenter
+turns all three into label maps through the same geometry
+(:mod:`semcbir_fast.segment.runtimes`, ``docs/segmentation_speed.md``).
+
 Architecture (read off the ONNX graph; output stride 8, ~2.2 M parameters)
 -------------------------------------------------------------------------
 Backbone, MobileNetV2 (width 1.0) without its last 1x1 conv; batch norms are folded into the
@@ -71,11 +77,15 @@ from semcbir_fast._paths import models_root
 from semcbir_fast.models.sidecar import SegmenterMeta, read_sidecar, write_sidecar
 
 __all__ = [
+    "LOGITS_TENSOR",
     "MODEL_NAME",
     "NUM_CLASSES",
     "SOURCE_FILENAME",
+    "TFLITE_SOURCE_FILENAME",
     "DeepLabV3PlusMobileNetV2",
     "build_ade20k_mnv2",
+    "ensure_ade20k_litert",
+    "ensure_ade20k_onnx",
     "ensure_ade20k_torchscript",
     "load_ade20k_from_onnx",
     "read_ade20k_labels",
@@ -602,20 +612,21 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _find_source(source: str | os.PathLike[str] | None) -> Path:
+def _find_source(source: str | os.PathLike[str] | None, filename: str = SOURCE_FILENAME,
+                 kind: str = "ONNX") -> Path:
     if source is not None:
         path = Path(source).expanduser()
         if not path.is_file():
             raise FileNotFoundError(
-                f"source: no ONNX file at {path}. Pass the path of {SOURCE_FILENAME}, or "
+                f"source: no {kind} file at {path}. Pass the path of {filename}, or "
                 f"leave source=None to use SEMCBIR_MODELS / ../shared/models. {_PUBLISHED}"
             )
         return path
     root = models_root()
-    path = root / SOURCE_FILENAME
+    path = root / filename
     if not path.is_file():
         raise FileNotFoundError(
-            f"the default segmentation model {SOURCE_FILENAME} is not at {path}. Put it in "
+            f"the default segmentation model {filename} is not at {path}. Put it in "
             "the folder named by the SEMCBIR_MODELS environment variable, or in "
             "../shared/models beside the repository, or pass source=<path>. "
             f"{_PUBLISHED}"
@@ -686,12 +697,29 @@ def ensure_ade20k_torchscript(*, source: str | os.PathLike[str] | None = None,
         If the source is not the expected graph.
     """
     src = _find_source(source)
+
+    def convert(tmp: str) -> None:
+        model = load_ade20k_from_onnx(src).requires_grad_(False)
+        with warnings.catch_warnings():
+            # torch >= 2.10 flags torch.jit as deprecated; TorchScript is still this library's
+            # model format (see semcbir_fast.models.sidecar), so keep users' logs clean.
+            warnings.filterwarnings("ignore", message=r".*torch\.jit.*deprecated",
+                                    category=DeprecationWarning)
+            torch.jit.save(torch.jit.script(model), tmp)
+
+    return _ensure_converted(src, f"{MODEL_NAME}.pt", cache_dir, convert)
+
+
+def _ensure_converted(src: Path, filename: str, cache_dir: str | os.PathLike[str] | None,
+                      convert: Any) -> Path:
+    """``<cache_dir>/filename`` converted from ``src`` by ``convert(tmp_path)``, with its
+    sidecar and stamp; re-used while the stamp matches ``src`` and the file is intact."""
     labels = src.parent / LABELS_FILENAME
     if not labels.is_file():
         labels = models_root() / LABELS_FILENAME
     out_dir = Path(cache_dir).expanduser() if cache_dir is not None else _default_cache_dir()
     out_dir.mkdir(parents=True, exist_ok=True)
-    model_path = out_dir / f"{MODEL_NAME}.pt"
+    model_path = out_dir / filename
     stamp = {
         "converter_version": CONVERTER_VERSION,
         "source_sha256": _sha256(src),
@@ -700,16 +728,9 @@ def ensure_ade20k_torchscript(*, source: str | os.PathLike[str] | None = None,
     if _cache_is_valid(model_path, stamp):
         return model_path
 
-    log.info("converting %s to TorchScript in %s", src, model_path)
+    log.info("converting %s to %s", src, model_path)
     class_names = read_ade20k_labels(labels)
-    model = load_ade20k_from_onnx(src).requires_grad_(False)
-    with warnings.catch_warnings():
-        # torch >= 2.10 flags torch.jit as deprecated; TorchScript is still this library's
-        # model format (see semcbir_fast.models.sidecar), so keep users' logs clean.
-        warnings.filterwarnings("ignore", message=r".*torch\.jit.*deprecated",
-                                category=DeprecationWarning)
-        scripted = torch.jit.script(model)
-        _atomic_write_bytes(model_path, lambda tmp: torch.jit.save(scripted, tmp))
+    _atomic_write_bytes(model_path, convert)
     meta = SegmenterMeta(
         name=MODEL_NAME,
         num_classes=NUM_CLASSES,
@@ -725,3 +746,165 @@ def ensure_ade20k_torchscript(*, source: str | os.PathLike[str] | None = None,
     _atomic_write_bytes(stamp_path,
                         lambda tmp: Path(tmp).write_text(json.dumps(stamp, indent=1)))
     return model_path
+
+
+# --------------------------------------------------------------------------------------
+# The shipped graphs, cut at the 1/4-resolution logits, for the int8 / ONNX runtimes
+# --------------------------------------------------------------------------------------
+
+#: name of the 1/4-resolution logits (1x129x129x151 for a 513x513 input) in both shipped
+#: graphs: the output of the classifier conv, before the two bilinear resizes to 513x513
+LOGITS_TENSOR = "tfl.conv_2d40"
+TFLITE_SOURCE_FILENAME = "ade20k_deeplabv3_mnv2.tflite"
+
+
+def _tflite_logits_model(buf: bytes, path: Path) -> bytes:
+    """The TFLite flatbuffer ``buf`` with its graph ending at :data:`LOGITS_TENSOR`.
+
+    The operators after the classifier (two ``RESIZE_BILINEAR`` with ``align_corners``, to
+    513x513) are dropped and the logits become the only output; everything else, the int8
+    weights included, is kept byte for byte. Needs the flatbuffer schema shipped with
+    ``ai-edge-litert`` (``ai_edge_litert.schema_py_generated``) and ``flatbuffers``.
+    """
+    try:
+        import flatbuffers
+        from ai_edge_litert import schema_py_generated as schema
+    except ImportError as exc:
+        raise ImportError(
+            f"cutting {path.name} for the LiteRT runtime needs ai-edge-litert >= 2.0 with its "
+            f"flatbuffer schema ({exc}); pip install -U ai-edge-litert"
+        ) from None
+
+    def bad(what: str) -> ValueError:
+        return ValueError(
+            f"{path} is not the DeepLabV3 MobileNetV2 ADE20K TFLite graph this loader reads "
+            f"({what}). Pass {TFLITE_SOURCE_FILENAME} from the project's shared models "
+            f"folder. {_PUBLISHED}"
+        )
+
+    try:
+        if not schema.Model.ModelBufferHasIdentifier(buf, 0):
+            raise bad("no TFL3 flatbuffer identifier")
+        model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(buf, 0))
+    except (ValueError, IndexError, TypeError, AttributeError) as exc:
+        if isinstance(exc, ValueError) and "not the DeepLabV3" in str(exc):
+            raise
+        raise bad(f"unreadable flatbuffer: {exc}") from None
+    if not model.subgraphs or len(model.subgraphs) != 1:
+        raise bad(f"{len(model.subgraphs or [])} subgraphs, expected 1")
+    sg = model.subgraphs[0]
+    names = [t.name.decode() if isinstance(t.name, bytes) else str(t.name) for t in sg.tensors]
+    if LOGITS_TENSOR not in names:
+        raise bad(f"no tensor {LOGITS_TENSOR!r}")
+    idx = names.index(LOGITS_TENSOR)
+    shape = [int(v) for v in sg.tensors[idx].shape]
+    if shape != [1, 129, 129, NUM_CLASSES] or sg.tensors[idx].type != schema.TensorType.FLOAT32:
+        raise bad(f"{LOGITS_TENSOR} has shape {shape}, expected float32 [1, 129, 129, "
+                  f"{NUM_CLASSES}]")
+    producers = [j for j, op in enumerate(sg.operators) if idx in list(op.outputs)]
+    if len(producers) != 1:
+        raise bad(f"{LOGITS_TENSOR} has {len(producers)} producers")
+    k = producers[0]
+    tail_ops = []
+    for op in sg.operators[k + 1:]:
+        code = model.operatorCodes[op.opcodeIndex]
+        tail_ops.append(max(int(code.builtinCode), int(code.deprecatedBuiltinCode)))
+    if tail_ops != [schema.BuiltinOperator.RESIZE_BILINEAR] * 2:
+        raise bad("the logits are not followed by exactly two RESIZE_BILINEAR operators")
+    ishape = [int(v) for v in sg.tensors[int(sg.inputs[0])].shape]
+    if len(sg.inputs) != 1 or ishape != [1, *INPUT_SIZE, 3]:
+        raise bad(f"input shape {ishape}, expected [1, {INPUT_SIZE[0]}, {INPUT_SIZE[1]}, 3]")
+    sg.operators = sg.operators[: k + 1]
+    sg.outputs = np.array([idx], dtype=np.int32)
+    builder = flatbuffers.Builder(len(buf) + (1 << 16))
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def _onnx_logits_model(path: Path) -> bytes:
+    """The ONNX graph of ``path`` ending at :data:`LOGITS_TENSOR` (NCHW ``1x151x129x129``),
+    the nodes that only fed the final resizes removed."""
+    try:
+        import onnx
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "cutting the ADE20K ONNX graph needs the 'onnx' package: pip install onnx "
+            "(or pip install semcbir_fast[segment])"
+        ) from exc
+    from google.protobuf.message import Error as ProtobufError
+
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except (ProtobufError, ValueError) as exc:
+        raise ValueError(f"{path} is not a readable ONNX model ({exc}). Pass "
+                         f"{SOURCE_FILENAME}. {_PUBLISHED}") from None
+    g = _Graph(proto, path)
+    if g.producer_of(LOGITS_TENSOR, "Conv") is None:
+        raise g.error(f"no Conv output named {LOGITS_TENSOR!r}")
+    graph = proto.graph
+    # keep the nodes the logits depend on (graph order is topological: walk it backwards)
+    need = {LOGITS_TENSOR}
+    keep = []
+    for node in reversed(list(graph.node)):
+        if any(o in need for o in node.output):
+            keep.append(node)
+            need.update(i for i in node.input if i)
+    keep.reverse()
+    del graph.node[:]
+    graph.node.extend(keep)
+    used = {i for n in keep for i in n.input}
+    inits = [t for t in graph.initializer if t.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(inits)
+    del graph.output[:]
+    graph.output.append(onnx.helper.make_tensor_value_info(
+        LOGITS_TENSOR, onnx.TensorProto.FLOAT, [1, NUM_CLASSES, 129, 129]))
+    return proto.SerializeToString()
+
+
+def ensure_ade20k_litert(*, source: str | os.PathLike[str] | None = None,
+                         cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """Return the cached int8 TFLite file of the default model for the LiteRT runtime.
+
+    The shipped ``ade20k_deeplabv3_mnv2.tflite`` (int8 weights, float activations) is cut
+    at its 1/4-resolution logits (:data:`LOGITS_TENSOR`, ``1x129x129x151`` NHWC): the
+    segmenter resizes logits to each image's own size with the same geometry as for the
+    PyTorch port, so the graph's own resize to 513x513 (40 M floats per image) is dropped.
+    Written once to ``<cache_dir>/ade20k-mnv2.litert.tflite`` with its sidecar
+    ``ade20k-mnv2.litert.json`` and a stamp, like :func:`ensure_ade20k_torchscript`.
+
+    Parameters
+    ----------
+    source : str or os.PathLike, optional
+        The TFLite file; default ``models_root() / "ade20k_deeplabv3_mnv2.tflite"``.
+    cache_dir : str or os.PathLike, optional
+        Where to write (default ``SEMCBIR_CACHE``).
+
+    Raises
+    ------
+    FileNotFoundError
+        The TFLite file or its labels file is missing.
+    ValueError
+        The file is not this graph.
+    ImportError
+        ``ai-edge-litert`` (its flatbuffer schema) is not installed.
+    """
+    src = _find_source(source, TFLITE_SOURCE_FILENAME, "TFLite")
+    return _ensure_converted(
+        src, f"{MODEL_NAME}.litert.tflite", cache_dir,
+        lambda tmp: Path(tmp).write_bytes(_tflite_logits_model(src.read_bytes(), src)))
+
+
+def ensure_ade20k_onnx(*, source: str | os.PathLike[str] | None = None,
+                       cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """Return the cached ONNX graph of the default model for onnxruntime.
+
+    ``ade20k_deeplabv3_mnv2.onnx`` cut at :data:`LOGITS_TENSOR` (NCHW ``1x151x129x129``;
+    input NHWC ``1x513x513x3`` as in the source), written once to
+    ``<cache_dir>/ade20k-mnv2.ort.onnx`` with its sidecar and stamp. onnxruntime folds the
+    int8 weights' DequantizeLinear into float constants, so this computes the same float
+    function as the PyTorch port (in the source's space-to-batch form).
+    """
+    src = _find_source(source)
+    return _ensure_converted(src, f"{MODEL_NAME}.ort.onnx", cache_dir,
+                             lambda tmp: Path(tmp).write_bytes(_onnx_logits_model(src)))

@@ -2,8 +2,10 @@
 
 Entry points:
 
-- :func:`load_segmenter` loads a TorchScript segmentation model (a registered name such as
-  ``"ade20k-mnv2"``, or a ``.pt`` file with its JSON sidecar) onto a device;
+- :func:`load_segmenter` loads a segmentation model (a registered name such as
+  ``"ade20k-mnv2"``, or a TorchScript / TFLite / ONNX file with its JSON sidecar) onto a
+  device, in a runtime (torch; LiteRT or onnxruntime on the CPU; ``runtime="auto"`` picks
+  the int8 LiteRT model for ``"ade20k-mnv2"`` on the CPU, the float torch port on CUDA);
 - :meth:`Segmenter.segment` turns images (paths, bytes, arrays, tensors) into one label map
   per image, in the image's own size;
 - :func:`segment_images` streams image files through the segmenter and returns the label
@@ -18,7 +20,8 @@ Pipeline of one batch (everything after decoding runs on the segmenter's device)
     resize to meta.input_size (bilinear, align_corners=False, no antialias)
       or pad bottom/right to a multiple of meta.size_divisor (pad value = the mean colour)
     normalise (x - mean) / std, channels_last on CUDA, fp16/bf16 autocast if asked
-    model -> logits (N, C, h, w)
+    model -> logits (N, C, h, w)   (torch, LiteRT or onnxruntime; on the CPU one image per
+                                    call, the progress bar moving after each)
     logits -> each image's own size (bilinear) -> argmax   (``resize="logits"``, default)
       or argmax -> each image's own size (nearest)          (``resize="labels"``)
     labels uint8 (C <= 255) or uint16, to the host (or kept on the device, ``as_torch``)
@@ -28,7 +31,9 @@ so that decoding (worker threads), the host<->device copies and the model overla
 
 Modules, one concept each (torch and OpenCV are imported only when first needed):
 
-- :mod:`.registry`: named models (:func:`register_segmenter`, :func:`available_segmenters`);
+- :mod:`.registry`: named models, one model file per runtime (:func:`register_segmenter`,
+  :func:`available_segmenters`, :func:`segmenter_runtimes`) and the ``"auto"`` choice;
+- :mod:`.runtimes`: the LiteRT and onnxruntime wrappers (the TorchScript call contract);
 - :mod:`.device`: device and autocast-type resolution, host -> device copies;
 - :mod:`.decode`: splitting the input into images, decoding, upload per image size;
 - :mod:`.geometry`: logit-grid positions and the argmax of the bilinearly resampled logits
@@ -45,10 +50,12 @@ from .device import _resolve_device as _resolve_device
 from .device import _resolve_dtype as _resolve_dtype
 from .images import IndexResult, LabelMaps, index_images, segment_images
 from .registry import _resolve_model as _resolve_model
-from .registry import available_segmenters, register_segmenter
+from .registry import available_segmenters, register_segmenter, segmenter_runtimes
+from .runtimes import RUNTIMES, runtime_available
 from .segmenter import SegmentationResult, SegmentBatch, Segmenter, load_segmenter
 
 __all__ = [
+    "RUNTIMES",
     "IndexResult",
     "LabelMaps",
     "SegmentBatch",
@@ -58,5 +65,7 @@ __all__ = [
     "index_images",
     "load_segmenter",
     "register_segmenter",
+    "runtime_available",
     "segment_images",
+    "segmenter_runtimes",
 ]

@@ -27,7 +27,8 @@ from semcbir_fast.imageio import ImageReadError, describe_source
 from .decode import _decode, _split_inputs, _upload
 from .device import _resolve_device, _resolve_dtype
 from .geometry import _argmax_bilinear_dense, _argmax_bilinear_sparse, _sampling_grid
-from .registry import _resolve_model
+from .registry import _resolve
+from .runtimes import _load_runtime_model
 from .timings import _Timings
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -40,22 +41,26 @@ __all__ = ["SegmentBatch", "SegmentationResult", "Segmenter", "load_segmenter"]
 
 def load_segmenter(model: str | os.PathLike[str] = "ade20k-mnv2", *, device: Any = None,
                    dtype: Any = None, check: bool = True,
-                   cudnn_benchmark: bool | None = None, optimize: bool = False) -> Segmenter:
-    """Load a TorchScript segmentation model and its sidecar onto a device.
+                   cudnn_benchmark: bool | None = None, optimize: bool = False,
+                   runtime: str | None = None, threads: int | None = None) -> Segmenter:
+    """Load a segmentation model and its sidecar onto a device, in a runtime.
 
     Parameters
     ----------
     model : str or os.PathLike, default "ade20k-mnv2"
         A registered name (:func:`available_segmenters`; ``"ade20k-mnv2"`` converts the
-        shared ONNX model to a cached TorchScript file at first use) or the path of a
-        TorchScript file with its JSON sidecar beside it (``model.pt`` + ``model.json``,
-        see :mod:`semcbir_fast.models.sidecar`).
+        shared model files at first use into cached files, one per runtime) or the path of
+        a model file with its JSON sidecar beside it (``model.pt`` + ``model.json``, see
+        :mod:`semcbir_fast.models.sidecar`): TorchScript (``.pt``, any other suffix),
+        TFLite (``.tflite``) or ONNX (``.onnx``).
     device : str or torch.device, optional
-        Default: ``"cuda"`` when ``torch.cuda.is_available()``, else ``"cpu"``.
+        Default: ``"cuda"`` when ``torch.cuda.is_available()``, else ``"cpu"``. The LiteRT
+        and onnxruntime runtimes run on the CPU only.
     dtype : None, torch.float16 or torch.bfloat16, optional
-        Compute type of the model: None runs float32; fp16 / bf16 run under
-        ``torch.autocast`` (inputs, label maps and the resize stay exact). fp16 is refused
-        on the CPU (``ValueError``); bf16 uses CPU autocast there.
+        Compute type of the model (torch runtime only): None runs float32; fp16 / bf16 run
+        under ``torch.autocast`` (inputs, label maps and the resize stay exact). fp16 is
+        refused on the CPU (``ValueError``); bf16 uses CPU autocast there (with the default
+        model only 94.5 % of the float labels on Corel-1K: ``docs/segmentation_speed.md``).
     check : bool, default True
         Run the model once on a zero input (``meta.input_size``, or 64x64 rounded up to
         ``meta.size_divisor``) and check the output shape; on CUDA this is also the warm-up.
@@ -67,7 +72,20 @@ def load_segmenter(model: str | os.PathLike[str] = "ade20k-mnv2", *, device: Any
         Freeze the TorchScript module and run ``torch.jit.optimize_for_inference`` on it
         (constant folding, conv fusions). Changes results only by float rounding; measured
         about 7 % faster for the default model on one CPU thread (see
-        ``bench/bench_segment.py`` for CUDA).
+        ``bench/bench_segment.py`` for CUDA). Torch runtime only.
+    runtime : {"auto", "torch", "litert", "onnxruntime"}, optional
+        What executes the model. Default None: the environment variable
+        ``SEMCBIR_RUNTIME``, else ``"auto"``. For a file, its kind decides (``"auto"`` or
+        that kind). For a registered name, ``"auto"`` picks ``"torch"`` on CUDA or when
+        ``dtype`` / ``optimize`` is given, and on the CPU the first installed of LiteRT,
+        torch (:mod:`semcbir_fast.segment.registry`): for ``"ade20k-mnv2"`` the int8
+        TFLite file in LiteRT, 1.8-5x faster than the float port with 99 % of its pixels and
+        the same retrieval MAP on Corel-1K and MSRC v1 (``docs/segmentation_speed.md``).
+        ``Segmenter.runtime`` says which one runs.
+    threads : int, optional
+        Intra-op threads of the LiteRT / onnxruntime runtimes (default
+        ``torch.get_num_threads()``). Not used by the torch runtime, whose threads are
+        process-wide (``torch.set_num_threads``).
 
     Returns
     -------
@@ -78,8 +96,11 @@ def load_segmenter(model: str | os.PathLike[str] = "ade20k-mnv2", *, device: Any
     FileNotFoundError
         No such file and no such registered name, or the sidecar is missing.
     ValueError
-        Not a TorchScript file; a bad device or dtype; the model's output is not
+        Not a loadable model file; a bad device, dtype or runtime (or one that does not go
+        with the model file, the device or dtype); the model's output is not
         ``(N, num_classes, h, w)`` logits (with ``check=True``).
+    ImportError
+        The package of an explicitly asked runtime is not installed (the message names it).
     """
     import torch
 
@@ -87,8 +108,25 @@ def load_segmenter(model: str | os.PathLike[str] = "ade20k-mnv2", *, device: Any
 
     dev = _resolve_device(device)
     amp = _resolve_dtype(dtype, dev)
-    path = _resolve_model(model)
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
+                                or threads < 1):
+        raise ValueError(f"threads must be a positive int or None, got {threads!r}")
+    path, rt = _resolve(model, runtime=runtime, device=dev, dtype=amp, optimize=optimize)
     meta = read_sidecar(path)  # FileNotFoundError with the fix when missing
+    if rt != "torch":
+        if dev.type != "cpu":
+            raise ValueError(f"runtime {rt!r} runs on the CPU only, got device={dev}; pass "
+                             "device='cpu', or runtime='torch' for CUDA")
+        if amp is not None or optimize:
+            what = f"dtype={amp}" if amp is not None else "optimize=True"
+            raise ValueError(f"{what} applies to the torch runtime only, and this model runs "
+                             f"in {rt!r} ({path.name}); drop it, or pass runtime='torch'")
+        module = _load_runtime_model(path, rt, num_classes=meta.num_classes,
+                                     input_size=meta.input_size, threads=threads)
+        seg = Segmenter(module, meta, device=dev, path=path, runtime=rt)
+        if check:
+            seg._self_check()
+        return seg
     try:
         with warnings.catch_warnings():  # torch >= 2.10 marks TorchScript as deprecated
             warnings.filterwarnings("ignore", message=".*torch.jit.load.* is deprecated",
@@ -207,15 +245,18 @@ class _Launched:
 
 
 class Segmenter:
-    """A TorchScript segmentation model on a device, with its pre- and post-processing.
+    """A segmentation model on a device, with its pre- and post-processing.
 
     Create with :func:`load_segmenter`. Attributes: ``meta`` (the sidecar),
     ``num_classes``, ``class_names``, ``device``, ``dtype`` (autocast type or None),
-    ``label_dtype`` (``numpy.uint8`` or ``numpy.uint16``), ``path``.
+    ``label_dtype`` (``numpy.uint8`` or ``numpy.uint16``), ``path``, ``runtime``
+    (``"torch"``, ``"litert"`` or ``"onnxruntime"``: what runs ``module``) and
+    ``micro_batch``.
     """
 
     def __init__(self, module: Any, meta: SegmenterMeta, *, device: torch.device,
-                 dtype: torch.dtype | None = None, path: Path | None = None) -> None:
+                 dtype: torch.dtype | None = None, path: Path | None = None,
+                 runtime: str = "torch") -> None:
         import torch
 
         self.module = module
@@ -223,6 +264,18 @@ class Segmenter:
         self.device = device
         self.dtype = dtype
         self.path = path
+        self.runtime = runtime
+        #: on the CPU, images per model call inside a batch (None: the whole batch). The
+        #: batch still groups decoding, post-processing and encoding; the model sees
+        #: ``micro_batch`` images at a time, and the progress bar moves after each call.
+        #: One image per call is the fastest on the CPU (torch float port, 2 cores: 16
+        #: images in one call cost about 3x more per image than 16 calls of one; LiteRT and
+        #: onnxruntime models have batch 1), see docs/segmentation_speed.md.
+        self.micro_batch: int | None = 1 if device.type == "cpu" else None
+        self._tick: Callable[[int], None] | None = None  # see _forward
+        # non-torch runtimes read NHWC: build the input channels-last so that no copy is made
+        self._input_format = (torch.channels_last if device.type == "cuda" or runtime != "torch"
+                              else torch.contiguous_format)
         self.label_dtype = np.uint8 if meta.num_classes <= 255 else np.uint16
         self._torch_label_dtype = torch.uint8 if meta.num_classes <= 255 else torch.uint16
         self._mean = torch.tensor(meta.mean, dtype=torch.float32, device=device).view(1, 3, 1, 1)
@@ -251,7 +304,8 @@ class Segmenter:
 
     def __repr__(self) -> str:
         return (f"Segmenter(name={self.meta.name!r}, num_classes={self.num_classes}, "
-                f"device={self.device}, dtype={self.dtype}, input_size={self.meta.input_size})")
+                f"device={self.device}, runtime={self.runtime!r}, dtype={self.dtype}, "
+                f"input_size={self.meta.input_size})")
 
     # ---- model execution ----------------------------------------------------------------
     def _autocast(self) -> Any:
@@ -264,6 +318,27 @@ class Segmenter:
         return torch.autocast(device_type=self.device.type, dtype=self.dtype)
 
     def _forward(self, x: Any) -> Any:
+        """Logits of the batch ``x``, ``micro_batch`` images per model call; ``self._tick(k)``
+        (set by :meth:`iter_batches` while it runs, for the progress bar) after each call of
+        ``k`` images."""
+        import torch
+
+        tick = self._tick
+        n = int(x.shape[0])
+        step = self.micro_batch or n
+        if step >= n:
+            out = self._call_model(x)
+            if tick is not None:
+                tick(n)
+            return out
+        outs = []
+        for s in range(0, n, step):
+            outs.append(self._call_model(x[s: s + step]))
+            if tick is not None:
+                tick(min(step, n - s))
+        return torch.cat(outs)
+
+    def _call_model(self, x: Any) -> Any:
         import torch
 
         with self._autocast():
@@ -292,9 +367,8 @@ class Segmenter:
         else:
             d = int(self.meta.size_divisor)
             h = w = max(d, (64 + d - 1) // d * d)
-        x = torch.zeros((1, 3, h, w), dtype=torch.float32, device=self.device)
-        if self.device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = torch.zeros((1, 3, h, w), dtype=torch.float32, device=self.device
+                        ).contiguous(memory_format=self._input_format)
         with torch.no_grad():
             self._forward(x)
         self._checked = True
@@ -310,8 +384,7 @@ class Segmenter:
         import torch
         import torch.nn.functional as F
 
-        cuda = self.device.type == "cuda"
-        fmt = torch.channels_last if cuda else torch.contiguous_format
+        fmt = self._input_format
         if self.meta.input_size is not None:
             hin, win = self.meta.input_size
             parts = []
@@ -504,8 +577,14 @@ class Segmenter:
                 futures[submitted] = pool.submit(_decode, sources[submitted], tm)
                 submitted += 1
 
-        bar = tqdm(total=n, unit="img", desc=f"segment ({self.device.type})",
+        rt = "" if self.runtime == "torch" else f"{self.runtime}, "
+        bar = tqdm(total=n, unit="img", desc=f"segment ({rt}{self.device.type})",
                    disable=not progress or n == 0, leave=False)
+        # On the CPU the model runs synchronously, micro_batch images per call: the bar
+        # moves after each call (its rate and ETA are per image from the first one). On
+        # CUDA the batch is queued asynchronously: the bar moves when a batch is handed out.
+        per_call = self.device.type == "cpu" and not bar.disable
+        self._tick = bar.update if per_call else None
         pending: _Launched | None = None
         try:
             submit_upto(window)
@@ -533,13 +612,14 @@ class Segmenter:
                     launched = _Launched([], failed, [])
                 if pending is not None:
                     yield self._finish(pending)
-                    bar.update(len(pending.indices) + len(pending.failed))
+                    bar.update(len(pending.failed) + (0 if per_call else len(pending.indices)))
                 pending = launched
             if pending is not None:
                 yield self._finish(pending)
-                bar.update(len(pending.indices) + len(pending.failed))
+                bar.update(len(pending.failed) + (0 if per_call else len(pending.indices)))
                 pending = None
         finally:
+            self._tick = None
             bar.close()
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
