@@ -5,10 +5,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
+step() { echo "setup [$1/4] $2 ($(( SECONDS ))s)" >&2; }
 if [ ! -x .venv/bin/python ]; then
+  step 1 "creating .venv"
   "$PY" -m venv .venv
+else
+  step 1 "using the existing .venv"
 fi
 . .venv/bin/activate
+step 2 "upgrading pip"
 python -m pip install -q --upgrade pip
+step 3 "installing torch ${SEMCBIR_TORCH_VERSION:-2.13.0} (CPU build)"
 python -m pip install -q "torch==${SEMCBIR_TORCH_VERSION:-2.13.0}"
+step 4 "building the C++ core and installing semcbir_fast with its test extras (about a minute)"
 python -m pip install -q ".[test,bench]"
+echo "setup done in ${SECONDS}s: . .venv/bin/activate to use semcbir" >&2

@@ -4,6 +4,8 @@ and the CLI flags; the region extraction of paper 004 on synthetic label maps.""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -113,6 +115,36 @@ def test_cnn_encode_search_roundtrip(corel_paths, tmp_path):
     assert isinstance(back, DenseIndex) and back.signature.name == "cnn"
     np.testing.assert_array_equal(back.search(enc, 4)[1], i)
     assert "GAP" in back.describe()
+
+
+def test_cli_cnn_index_and_search_load_no_segmenter(corel_paths, tmp_path, monkeypatch,
+                                                     capsys):
+    """A signature that reads only the image files never loads the segmentation model."""
+    import shutil
+
+    from semcbir_fast.cli import _common, main
+
+    def no_model(*a, **k):
+        raise AssertionError("the segmenter was loaded")
+
+    monkeypatch.setattr(_common, "load_model", no_model)
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for p in corel_paths[:6]:
+        shutil.copy(p, folder)
+    out = tmp_path / "c.sbdi"
+    assert main(["index", str(folder), "-o", str(out), "--signature", "cnn", "-q"]) == 0
+    idx = load_index(out)
+    assert len(idx) == 6 and "model" not in idx.metadata
+    capsys.readouterr()
+    # an image that is not in the index is encoded by the backbone, again without a model
+    assert main(["search", str(out), corel_paths[7], "-k", "3", "--json", "-q"]) == 0
+    import json
+
+    res = json.loads(capsys.readouterr().out)["queries"][0]
+    assert res["code_from"] == "segmented" and len(res["results"]) == 3
+    cats = [int(Path(r["key"]).stem) // 100 for r in res["results"]]
+    assert cats[0] == 7  # a horse finds a horse first
 
 
 def test_cnn_poolings_and_whitening_state(corel_paths, tmp_path):

@@ -188,6 +188,7 @@ figure.q img{border-color:#1f6feb} figure.ok img{border-color:#2da44e} figure.ba
 figure.missing .im{width:SIZEpx;height:SIZEpx;background:#eee;border:5px dashed #aaa;box-sizing:border-box}
 figcaption{font-size:11px;line-height:1.3;margin-top:3px;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
 figcaption b{font-variant-numeric:tabular-nums}
+figcaption .fn{display:block;color:#57606a;overflow:hidden;text-overflow:ellipsis}
 #ovt:checked ~ .rows img.ov{opacity:1}
 .legend{display:flex;flex-wrap:wrap;gap:6px;font-size:11px;margin:6px 0}
 .legend span{display:inline-flex;align-items:center;gap:3px}
@@ -257,6 +258,7 @@ def write_gallery(
     over = _Thumbs(out, thumb_size, embed, pal)
 
     def fig(path: str, cls: str, caption: str, tip: str, labels: np.ndarray | None) -> str:
+        caption += f'<span class="fn">{html.escape(os.path.basename(path))}</span>'
         t = plain.get(path)
         if t is None:
             return (

@@ -27,13 +27,44 @@ import numpy as np
 
 from .signatures import Inputs, Signature
 
-__all__ = ["BuildResult", "QueryResult", "Retriever", "build_index", "image_key",
-           "load_inputs"]
+__all__ = ["BuildResult", "QueryResult", "Reroot", "Retriever", "build_index", "image_key",
+           "image_root", "load_inputs"]
 
 
 def image_key(path: str | os.PathLike[str]) -> str:
     """The key an image is stored under: its absolute path (symlinks not resolved)."""
     return os.path.abspath(os.fspath(path))
+
+
+def image_root(keys: Sequence[str]) -> str:
+    """The folder every key lies under (their common path; a single key's folder)."""
+    keys = [k for k in keys if k]
+    if not keys:
+        raise ValueError("no keys")
+    root = os.path.commonpath(keys)
+    return os.path.dirname(root) if len(set(keys)) == 1 else root
+
+
+class Reroot:
+    """Maps the keys of an index whose images moved: ``old/<rel>`` -> ``new/<rel>`` (keys
+    outside ``old`` are kept). ``old`` defaults to the index's recorded ``image_root`` (set
+    by ``semcbir index``), else the common folder of its keys."""
+
+    def __init__(self, index: Any, new_root: str | os.PathLike[str]) -> None:
+        recorded = index.metadata.get("image_root") if hasattr(index, "metadata") else None
+        if isinstance(recorded, str) and os.path.isabs(recorded):
+            self.old = os.path.normpath(recorded)
+        else:
+            self.old = image_root(index.keys())
+        self.new = os.path.abspath(os.fspath(new_root))
+
+    def __call__(self, key: str | None) -> str | None:
+        if key is None:
+            return None
+        if key == self.old:
+            return self.new
+        prefix = self.old.rstrip(os.sep) + os.sep
+        return os.path.join(self.new, key[len(prefix):]) if key.startswith(prefix) else key
 
 
 def _features(paths: Sequence[str], method: str, *, threads: int, progress: bool,
@@ -71,13 +102,16 @@ def load_inputs(
     *,
     segmenter: Any = None,
     batch_size: int = 16,
-    progress: bool = True,
+    progress: Any = True,
     threads: int = 0,
     use_cache: bool = True,
     log: Callable[[str], None] | None = None,
+    stats: dict[str, int] | None = None,
 ) -> tuple[Inputs, list[tuple[str, str]]]:
     """What ``signature`` needs of the images ``paths``: ``(inputs of the readable ones,
-    [(path, reason) of the unreadable ones])``."""
+    [(path, reason) of the unreadable ones])``. ``progress``: a bool, or an open tqdm bar
+    that segmentation advances per image. ``stats["cached"]`` (when given) is increased by
+    the number of label maps that came from the cache."""
     labels: list[np.ndarray] = []
     ok = list(paths)
     failed: list[tuple[str, str]] = []
@@ -86,17 +120,19 @@ def load_inputs(
             raise ValueError(f"signature {signature.name} needs label maps: pass a segmenter")
         from .eval.cache import segment_paths
 
-        ok, labels, failed, _ = segment_paths(paths, segmenter, use_cache=use_cache,
-                                              batch_size=batch_size, progress=progress,
-                                              log=log)
+        ok, labels, failed, hits = segment_paths(paths, segmenter, use_cache=use_cache,
+                                                 batch_size=batch_size, progress=progress,
+                                                 log=log)
+        if stats is not None:
+            stats["cached"] = stats.get("cached", 0) + hits
     elif "images" in signature.requires:
         # the signature reads the files itself (inputs.paths): drop the unreadable ones here,
         # as segmentation does for the others
         ok, failed = _readable(ok, threads)
     feats = None
     if "features" in signature.requires and ok:
-        feats = _features(ok, signature.feature_method, threads=threads, progress=progress,
-                          use_cache=use_cache, log=log)
+        feats = _features(ok, signature.feature_method, threads=threads,
+                          progress=progress is True, use_cache=use_cache, log=log)
     elif "features" in signature.requires:
         feats = []
     return Inputs(labels, feats, ok), failed
@@ -110,6 +146,8 @@ class BuildResult:
     added: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
     skipped_known: int = 0
+    #: label maps of how many added images came from the per-image cache
+    cached: int = 0
 
 
 def build_index(
@@ -152,12 +190,36 @@ def build_index(
     if not todo:
         return out
     step = len(todo) if not sig.fitted else max(1, int(chunk_size))
+    bar: Any = None
+    if progress and len(todo) > 1 and "labels" in sig.requires:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(todo), unit="img", desc=f"index ({sig.name})", smoothing=0.1)
+    try:
+        out = _build_chunks(todo, step, sig, out, segmenter=segmenter, fit_paths=fit_paths,
+                            metadata=metadata, batch_size=batch_size,
+                            progress=bar if bar is not None else progress, threads=threads,
+                            use_cache=use_cache, checkpoint=checkpoint, log=log)
+    finally:
+        if bar is not None:
+            bar.close()
+    return out
+
+
+def _build_chunks(todo: list[str], step: int, sig: Signature, out: BuildResult, *,
+                  segmenter: Any, fit_paths: Sequence[str] | None,
+                  metadata: dict[str, Any] | None, batch_size: int, progress: Any,
+                  threads: int, use_cache: bool, checkpoint: Callable[[Any], None] | None,
+                  log: Callable[[str], None] | None) -> BuildResult:
+    """The loop of :func:`build_index` (``progress``: a bool or one bar for the job)."""
     for s in range(0, len(todo), step):
         chunk = todo[s:s + step]
+        stats: dict[str, int] = {}
         inputs, failed = load_inputs(chunk, sig, segmenter=segmenter, batch_size=batch_size,
                                      progress=progress, threads=threads, use_cache=use_cache,
-                                     log=log)
+                                     log=log, stats=stats)
         out.failed += failed
+        out.cached += stats.get("cached", 0)
         if not len(inputs.paths or []):
             continue
         if not sig.fitted:
@@ -165,7 +227,8 @@ def build_index(
             if fit_paths is not None:
                 fit = [image_key(p) for p in fit_paths]
                 train = Inputs([], _features(fit, sig.feature_method, threads=threads,
-                                             progress=progress, use_cache=use_cache, log=log),
+                                             progress=progress is True, use_cache=use_cache,
+                                             log=log),
                                fit)
             if log:
                 log(f"fitting the {sig.name} state on {len(train)} images ...")
@@ -199,12 +262,19 @@ class Retriever:
 
     A query image whose key (absolute path) is in the index is looked up, not segmented
     again (unless ``resegment``); the others are segmented with ``segmenter`` (a Segmenter,
-    or a callable returning one, called only when needed).
+    or a callable returning one, called only when needed). ``root``: the folder the indexed
+    images are in now, when they moved since indexing (:class:`Reroot`; hit keys and the
+    lookup of query images use the new paths).
     """
 
     def __init__(self, index: Any, segmenter: Any = None, *, batch_size: int = 16,
-                 threads: int = 0, use_cache: bool = True) -> None:
+                 threads: int = 0, use_cache: bool = True,
+                 root: str | os.PathLike[str] | None = None) -> None:
         self.index = index
+        #: key -> where the image is now (:class:`Reroot` when ``root`` is given)
+        self.locate: Callable[[str | None], str | None] = (
+            Reroot(index, root) if root is not None and index.has_keys and len(index)
+            else (lambda key: key))
         self._segmenter = segmenter
         self.batch_size = batch_size
         self.threads = threads
@@ -222,7 +292,8 @@ class Retriever:
         unreadable one) and, with ``keep_labels``, their label maps by key."""
         sig = self.index.signature
         keys = [image_key(p) for p in images]
-        inputs, failed = load_inputs(keys, sig, segmenter=self.segmenter,
+        seg = self.segmenter if "labels" in sig.requires else None  # loaded only if needed
+        inputs, failed = load_inputs(keys, sig, segmenter=seg,
                                      batch_size=self.batch_size, progress=False,
                                      threads=self.threads, use_cache=self.use_cache)
         if failed:
@@ -240,6 +311,7 @@ class Retriever:
         if index.has_keys and not resegment and not keep_labels:
             wanted = set(keys)
             for i, key in zip(index.ids().tolist(), index.keys()):
+                key = self.locate(key)
                 if key in wanted:
                     known[key] = i
         todo = list(dict.fromkeys(key for key in keys if key not in known))
@@ -263,6 +335,7 @@ class Retriever:
                 pen = np.zeros((nq, d.shape[1]), bool)
             dist[rows], ids[rows], pen[rows] = d, i, p
         assert dist is not None and ids is not None and pen is not None
-        hit_keys = [index.keys_of(r) if index.has_keys else [None] * ids.shape[1] for r in ids]
+        hit_keys = [[self.locate(key) for key in index.keys_of(r)] if index.has_keys
+                    else [None] * ids.shape[1] for r in ids]
         source = ["index" if key in known else "segmented" for key in keys]
         return QueryResult(dist, ids, pen, hit_keys, source, labels)

@@ -8,6 +8,7 @@ import argparse
 import dataclasses
 import itertools
 import os
+import re
 import shlex
 import sys
 import unicodedata
@@ -283,8 +284,11 @@ def load_model(args: argparse.Namespace, model: str) -> Any:
     if cached is not None and cached[0] == model:
         return cached[1]
     log(args, f"loading model {model} ...")
-    seg = load_segmenter(model, device=args.device, dtype=args.dtype,
-                         runtime=getattr(args, "runtime", None))
+    try:
+        seg = load_segmenter(model, device=args.device, dtype=args.dtype,
+                             runtime=getattr(args, "runtime", None))
+    except (ValueError, RuntimeError) as exc:
+        raise CLIError(cli_wording(str(exc))) from None
     args._segmenter = (model, seg)
     return seg
 
@@ -335,6 +339,75 @@ def open_index(path: str, *, verify: bool = True) -> Any:
     return load_index(path, verify=verify)
 
 
+def add_root_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--root", default=None, metavar="DIR",
+                   help="the folder the indexed images are in now, when they moved since "
+                   "indexing (paths under the index's image root are re-rooted there)")
+
+
+def plural(n: int, word: str) -> str:
+    """``"1 query"``, ``"2 queries"``, ``"3 images"``."""
+    if n == 1:
+        return f"{n} {word}"
+    return f"{n} {word[:-1]}ies" if word.endswith("y") and word[-2:-1] not in "aeiou" \
+        else f"{n} {word}s"
+
+
+_API_WORDS = (
+    (re.compile(r"\bdevice='([^']*)'"), r"--device \1"),
+    (re.compile(r"\bdtype=torch\.(\w+)"), r"--dtype \1"),
+    (re.compile(r"\bdtype=None \(float32\)"), "--dtype float32"),
+    (re.compile(r"\bruntime='([^']*)'"), r"--runtime \1"),
+)
+
+
+def cli_wording(msg: str) -> str:
+    """A library message in the command line's words: ``device='cpu'`` -> ``--device cpu``,
+    ``dtype=torch.bfloat16`` -> ``--dtype bfloat16``, ``runtime='torch'`` -> ``--runtime
+    torch``."""
+    for pat, rep in _API_WORDS:
+        msg = pat.sub(rep, msg)
+    return msg
+
+
+def check_image_files(images: Sequence[str]) -> None:
+    """``CLIError`` for a query that is missing or not a decodable image, before any model
+    is loaded (reads only the file's header)."""
+    for img in images:
+        if not Path(img).is_file():
+            raise CLIError(f"no such image file: {img}")
+    try:
+        import cv2
+    except ImportError:  # the segmentation step says what is missing
+        return
+    for img in images:
+        try:
+            known = cv2.haveImageReader(os.fspath(img))
+        except (cv2.error, UnicodeError):  # some builds refuse non-ASCII names: decode later
+            continue
+        if not known:
+            raise CLIError(f"cannot read query image {printable(img)}: not an image format "
+                           "OpenCV decodes (JPEG, PNG, TIFF, WebP, BMP, ...)")
+
+
+def warn_moved(args: argparse.Namespace, index: Any, res: Any) -> None:
+    """One warning when result images are not where the index says (a moved folder)."""
+    keys = {k for row in res.keys for k in row if k}
+    missing = sorted(k for k in keys if not os.path.exists(k))
+    if not missing:
+        return
+    from ..pipeline import image_root
+
+    try:
+        root = index.metadata.get("image_root") or image_root(index.keys())
+    except ValueError:
+        root = "?"
+    hint = ("check --root" if getattr(args, "root", None) else
+            f"if the images moved, pass --root NEWDIR (they were indexed under {printable(root)})")
+    err(f"warning: {plural(len(missing), 'result image')} of {len(keys)} not found, e.g. "
+        f"{printable(missing[0])}; {hint}")
+
+
 def retriever(args: argparse.Namespace, index: Any) -> Any:
     """A Retriever that loads (and checks) the index's model only if a query needs it."""
     from ..pipeline import Retriever
@@ -348,25 +421,34 @@ def retriever(args: argparse.Namespace, index: Any) -> Any:
         return seg
 
     return Retriever(index, segmenter, batch_size=args.batch_size,
-                     threads=getattr(args, "threads", 0), use_cache=not args.no_cache)
+                     threads=getattr(args, "threads", 0), use_cache=not args.no_cache,
+                     root=getattr(args, "root", None))
 
 
 def query(args: argparse.Namespace, index: Any, images: Sequence[str], k: int, *,
           labels: bool = False) -> Any:
     """Search ``index`` for image files (``CLIError`` for a missing one)."""
+    from ..pipeline import image_key
+
     for img in images:
         if not Path(img).is_file():
             raise CLIError(f"no such image file: {img}")
+    r = retriever(args, index)
+    known: set[str | None] = set()
+    if index.has_keys and len(index) and not args.resegment and not labels:
+        known = {r.locate(key) for key in index.keys()}  # looked up, never decoded
+    check_image_files([img for img in images if image_key(img) not in known])
     try:
-        return retriever(args, index).query(images, k, resegment=args.resegment,
-                                            keep_labels=labels)
+        res = r.query(images, k, resegment=args.resegment, keep_labels=labels)
     except ValueError as exc:
-        raise CLIError(str(exc)) from None
+        raise CLIError(cli_wording(str(exc))) from None
+    warn_moved(args, index, res)
+    return res
 
 
 def report_failed(failed: Sequence[tuple[str, str]],
-                  what: str = "unreadable files skipped") -> None:
+                  what: str = "unreadable file", verb: str = "skipped") -> None:
     if failed:
-        err(f"{len(failed)} {what}:")
+        err(f"{plural(len(failed), what)} {verb}:")
         for src, reason in failed:
             err(f"  {src}: {reason}")

@@ -10,9 +10,11 @@ from typing import Any
 from ._common import (
     CLIError,
     add_model_options,
+    add_root_option,
     index_model,
     load_model,
     open_index,
+    plural,
     positive_int,
     printable,
     query,
@@ -40,18 +42,42 @@ def register(sub: Any) -> None:
     p.add_argument("--embed", action="store_true", help="embed thumbnails in the HTML file")
     p.add_argument("--resegment", action="store_true",
                    help="segment query images even when they are in the index")
+    add_root_option(p)
     add_model_options(p, model_default=None)
     p.add_argument("-q", "--quiet", action="store_true", help="no status lines on stderr")
     p.set_defaults(func=run)
 
 
+_COREL_NAMES: dict[Path, dict[int, str]] = {}
+
+
+def _corel_names(images_dir: Path) -> dict[int, str]:
+    """Category names of a Corel-1K layout (``labels.csv`` beside ``images/``), or {}."""
+    if images_dir not in _COREL_NAMES:
+        from ..eval.datasets import read_category_names
+
+        names: dict[int, str] = {}
+        for base in (images_dir.parent, images_dir):
+            try:
+                names = read_category_names(base / "labels.csv")
+            except OSError:
+                names = {}
+            if names:
+                break
+        _COREL_NAMES[images_dir] = names
+    return _COREL_NAMES[images_dir]
+
+
 def category_of(path: str, rule: str) -> str | None:
+    """The category of an image by ``rule``: its name where the data set names it (Corel-1K's
+    ``labels.csv``), else its id (``"group 3"`` for MSRC) or folder name."""
     p = Path(path)
     try:
         if rule == "corel1k":
-            return str(int(p.stem) // 100)
+            cid = int(p.stem) // 100
+            return _corel_names(p.parent).get(cid, str(cid))
         if rule == "msrc":
-            return str(int(p.stem.split("_")[0]))
+            return f"group {int(p.stem.split('_')[0])}"
         if rule == "parent":
             return p.parent.name
     except ValueError:
@@ -105,8 +131,8 @@ def run(args: argparse.Namespace) -> int:
     if not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
         names = None  # metadata is the file's: use only what has the expected shape
     html_path = write_gallery(
-        rows, out, title=f"semcbir: {len(rows)} queries on {Path(args.index).name}",
-        subtitle=(f"{len(index)} images, model {md.get('model_name', md.get('model', '?'))}, "
+        rows, out, title=f"semcbir: {plural(len(rows), 'query')} on {Path(args.index).name}",
+        subtitle=(f"{plural(len(index), 'image')}, model {md.get('model_name', md.get('model', '?'))}, "
                   f"{index.describe()}, top {args.k}"),
         embed=args.embed, class_names=names)
     print(printable(html_path))

@@ -21,6 +21,7 @@ from ._common import (
     load_model,
     log,
     model_spec,
+    plural,
     positive_int,
     report_failed,
     signature_params,
@@ -191,31 +192,37 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"--signature {name} needs OpenCV ({exc})") from None
     if sig is None and cls.state_flags and getattr(args, cls.state_flags[0], None):
         _new_signature(args, name, 1, None)  # read the state file before the slow steps
-    seg = load_model(args, model)
-    if ignore_index is not None and not 0 <= ignore_index < seg.num_classes:
+    # a signature that reads only the image files (cnn, neural-codes) needs no segmenter
+    seg = load_model(args, model) if "labels" in probe.requires else None
+    if seg is not None and ignore_index is not None \
+            and not 0 <= ignore_index < seg.num_classes:
         raise CLIError(
             f"--ignore-index must be a class id in [0, {seg.num_classes}), got {ignore_index}")
     if existing is not None:
-        if seg.num_classes != sig.num_classes:
+        if seg is not None and seg.num_classes != sig.num_classes:
             raise CLIError(f"model {model} has {seg.num_classes} classes, the index "
                            f"{sig.num_classes}")
         existing.metadata["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         existing.metadata["library_version"] = __version__
         metadata = None
     else:
-        sig = _new_signature(args, name, seg.num_classes, ignore_index)
+        sig = _new_signature(args, name, seg.num_classes if seg is not None else 1,
+                             ignore_index)
         metadata = {
-            "model": model,
-            "model_name": seg.meta.name,
-            "num_classes": seg.num_classes,
-            "class_names": list(seg.class_names),
             "signature": name,
             "ignore_index": ignore_index,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "library_version": __version__,
-            "device": str(seg.device),
-            "runtime": seg.runtime,
         }
+        if seg is not None:
+            metadata.update({
+                "model": model,
+                "model_name": seg.meta.name,
+                "num_classes": seg.num_classes,
+                "class_names": list(seg.class_names),
+                "device": str(seg.device),
+                "runtime": seg.runtime,
+            })
         if cls.state_flags:
             file_flag, root_flag = cls.state_flags
             state = getattr(args, file_flag, None)
@@ -243,12 +250,17 @@ def run(args: argparse.Namespace) -> int:
     if res.index is None:
         raise CLIError(f"none of the {len(paths)} images could be read; no index written")
     index = res.index
+    if res.added and index.has_keys:  # where the images are (semcbir search --root re-roots)
+        from ..pipeline import image_root
+
+        index.metadata["image_root"] = image_root(index.keys())
     if index.metadata.pop("complete", True) is False or res.added or res.failed:
         index.save(out)
     if existing is not None and not res.added:
         print(f"{out}: {len(existing)} images (unchanged; {len(res.failed)} skipped)")
         return 0
     dt = time.perf_counter() - t0
-    counts = f"{len(index)} images ({len(res.added)} added, {len(res.failed)} skipped)"
-    print(f"{out}: {counts} [{index.describe()}] in {dt:.1f} s")
+    counts = f"{plural(len(index), 'image')} ({len(res.added)} added, {len(res.failed)} skipped)"
+    cached = f", {res.cached} label maps from the cache" if res.cached else ""
+    print(f"{out}: {counts} [{index.describe()}] in {dt:.1f} s{cached}")
     return 0

@@ -48,23 +48,28 @@ def run(args: argparse.Namespace) -> int:
         return 0
     # text from the file (metadata, class names, paths) is printed with control characters
     # escaped (printable); --json keeps it exact
-    print(f"index     {printable(info['file'])} ({info['bytes']:,} bytes, format "
-          f"v{FORMAT_VERSION}, checksum {info['checksum']})")
-    print(f"images    {len(index)}" + (" (with paths)" if index.has_keys else ""))
-    print(f"signature {printable(index.describe())}")
-    for line in index.storage_lines():
-        print(printable(line))
+    rows: list[tuple[str, str]] = [
+        ("index", f"{info['file']} ({info['bytes']:,} bytes, format v{FORMAT_VERSION}, "
+                  f"checksum {info['checksum']})"),
+        ("images", f"{len(index)}" + (" (with paths)" if index.has_keys else "")),
+        ("signature", index.describe()),
+    ]
+    for line in index.storage_lines():  # "label   value" lines of the index kind
+        label, _, value = line.partition(" ")
+        rows.append((label, value.lstrip()))
     sets = [k for k in md if k.endswith("_set")]
-    for k in ("model", "model_name", "ignore_index", *sets, "created", "updated",
-              "library_version", "device"):
+    for k in ("model", "model_name", "runtime", "ignore_index", *sets, "image_root", "created",
+              "updated", "library_version", "device"):
         if k in md:
-            print(printable(f"{k.replace('_', ' '):<9} {md[k]}"))
+            rows.append((k.replace("_", " "), str(md[k])))
     if classes:
         names = [str(c) for c in classes] if isinstance(classes, list) else [str(classes)]
         shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
-        print(printable(f"classes   {len(names)}: {shown}"))
+        rows.append(("classes", f"{len(names)}: {shown}"))
     if index.has_keys and len(index):
         ks = index.keys()
-        print(f"first     {printable(ks[0])}")
-        print(f"last      {printable(ks[-1])}")
+        rows += [("first", ks[0]), ("last", ks[-1])]
+    width = max(len(label) for label, _ in rows)  # one column, however long a label
+    for label, value in rows:
+        print(printable(f"{label:<{width}} {value}"))
     return 0

@@ -6,7 +6,15 @@ import argparse
 import json
 from typing import Any
 
-from ._common import CLIError, add_model_options, open_index, positive_int, printable, query
+from ._common import (
+    CLIError,
+    add_model_options,
+    add_root_option,
+    open_index,
+    positive_int,
+    printable,
+    query,
+)
 
 HELP = "rank the indexed images for query images"
 
@@ -25,6 +33,7 @@ def register(sub: Any) -> None:
     p.add_argument("--resegment", action="store_true",
                    help="segment query images even when they are in the index")
     p.add_argument("--threads", type=int, default=0, help="search threads (0 = all cores)")
+    add_root_option(p)
     add_model_options(p, model_default=None)
     p.add_argument("-q", "--quiet", action="store_true", help="no status lines on stderr")
     p.set_defaults(func=run)

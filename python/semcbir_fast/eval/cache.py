@@ -282,14 +282,14 @@ def segment_paths(
     store: LabelStore | None = None,
     use_cache: bool = True,
     batch_size: int = 16,
-    progress: bool = True,
+    progress: Any = True,
     log: Any = None,
 ) -> tuple[list[str], list[np.ndarray], list[tuple[str, str]], int]:
     """Label maps of image files, each looked up in the per-image cache first.
 
     ``segmenter`` is a :class:`~semcbir_fast.segment.Segmenter` or a callable returning one
     (called only when some image misses the cache; then ``store`` must be given for the
-    lookup). Segmented maps are written to the store as they come (an interrupted call keeps
+    lookup). ``progress``: a bool, or an open tqdm bar advanced by one per image. Segmented maps are written to the store as they come (an interrupted call keeps
     them). Returns ``(paths kept, their maps, [(path, reason)] of the unreadable ones,
     number of cache hits)``, in input order.
     """
@@ -303,7 +303,12 @@ def segment_paths(
         [store.get(p) for p in paths] if store is not None else [None] * len(paths))
     misses = [i for i, m in enumerate(maps) if m is None]
     hits = len(paths) - len(misses)
+    shared_bar = hasattr(progress, "update")  # the caller's bar of a whole job
+    if shared_bar:
+        progress.update(hits)
+        log = None  # the bar says it
     if log and hits:
+        assert store is not None
         log(f"label maps of {hits} of {len(paths)} images from the cache {store.folder}")
     failed: dict[int, str] = {}
     if misses:
@@ -313,8 +318,9 @@ def segment_paths(
         if log:
             log(f"segmenting {len(misses)} images with {seg.meta.name} "
                 f"({getattr(seg, 'runtime', 'torch')}, {seg.device}) ...")
-        for batch in seg.iter_batches([paths[i] for i in misses], batch_size=batch_size,
-                                      on_error="skip", progress=progress and len(misses) > 1):
+        for batch in seg.iter_batches(
+                [paths[i] for i in misses], batch_size=batch_size, on_error="skip",
+                progress=progress if shared_bar else bool(progress) and len(misses) > 1):
             for j, lab in zip(batch.indices, batch.labels):
                 i = misses[j]
                 maps[i] = lab = np.asarray(lab)

@@ -247,16 +247,22 @@ def corel1k(root: str | os.PathLike[str] | None = None) -> Dataset:
                 "--dataset folders for a folder-per-category tree"
             )
         cats.append(int(p.stem) // 100)
+    return Dataset("corel1k", base, imgs, np.array(cats), read_category_names(base / "labels.csv"))
+
+
+def read_category_names(csv_path: str | os.PathLike[str]) -> dict[int, str]:
+    """``{class_id: class_name}`` of a Corel-1K ``labels.csv`` ({} when absent; rows that
+    are not ``int,name`` are skipped)."""
     names: dict[int, str] = {}
-    csv_path = base / "labels.csv"
-    if csv_path.is_file():
-        with open(csv_path, newline="") as f:
+    path = Path(csv_path)
+    if path.is_file():
+        with open(path, newline="", encoding="utf-8", errors="replace") as f:
             for row in csv.DictReader(f):
                 try:
-                    names[int(row["class_id"])] = row["class_name"]
-                except (KeyError, ValueError):
+                    names[int(row["class_id"])] = str(row["class_name"])
+                except (KeyError, TypeError, ValueError):
                     continue
-    return Dataset("corel1k", base, imgs, np.array(cats), names)
+    return names
 
 
 def _read_classes_txt(path: Path) -> tuple[list[str], list[tuple[int, int, int]] | None]:

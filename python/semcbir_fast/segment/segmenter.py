@@ -540,8 +540,11 @@ class Segmenter:
 
         Parameters
         ----------
-        images, batch_size, num_workers, on_error, as_torch, resize, progress, timings
+        images, batch_size, num_workers, on_error, as_torch, resize, timings
             As in :meth:`segment`.
+        progress : bool or tqdm bar
+            As in :meth:`segment`; or an open ``tqdm`` bar of the caller (a whole job), which
+            is advanced by one per image and left open.
         device_fn : callable, optional
             Called inside the batch with the list of device label maps; must return a tensor
             on the device (for example the batch's SBS codes). It is copied to the host
@@ -578,12 +581,13 @@ class Segmenter:
                 submitted += 1
 
         rt = "" if self.runtime == "torch" else f"{self.runtime}, "
+        own_bar = not hasattr(progress, "update")  # else: the caller's bar, advanced here
         bar = tqdm(total=n, unit="img", desc=f"segment ({rt}{self.device.type})",
-                   disable=not progress or n == 0, leave=False)
+                   disable=not progress or n == 0, leave=False) if own_bar else progress
         # On the CPU the model runs synchronously, micro_batch images per call: the bar
         # moves after each call (its rate and ETA are per image from the first one). On
         # CUDA the batch is queued asynchronously: the bar moves when a batch is handed out.
-        per_call = self.device.type == "cpu" and not bar.disable
+        per_call = self.device.type == "cpu" and not getattr(bar, "disable", False)
         self._tick = bar.update if per_call else None
         pending: _Launched | None = None
         try:
@@ -620,7 +624,8 @@ class Segmenter:
                 pending = None
         finally:
             self._tick = None
-            bar.close()
+            if own_bar:
+                bar.close()
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
 
