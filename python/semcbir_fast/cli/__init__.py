@@ -15,7 +15,7 @@ Signature options come from the registered signatures' parameters (their default
 ``"default"`` presets: ``semcbir_fast.signatures``). Also ``python -m semcbir_fast ...``. A
 user mistake (missing file, bad option value, corrupt index) prints one line ``semcbir
 <command>: error: ...`` on stderr and exits with status 1 (2 for command-line syntax
-errors, 130 on Ctrl-C); tracebacks are for bugs only (``SEMCBIR_DEBUG=1`` shows them for
+errors, 130 on Ctrl-C, within a second: ``cli._signals``); tracebacks are for bugs only (``SEMCBIR_DEBUG=1`` shows them for
 every error).
 """
 
@@ -68,6 +68,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = os.environ.get("SEMCBIR_DEBUG", "") not in ("", "0")
     from ..index import IndexFormatError
 
+    remove_watchdog = None
+    if argv is None and args.command != "serve":  # a process of its own (uvicorn: its own)
+        from ._signals import install_interrupt_watchdog
+
+        remove_watchdog = install_interrupt_watchdog(args.command)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
@@ -93,6 +98,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         except OSError:
             pass
         return 0
+    finally:
+        if remove_watchdog is not None:
+            remove_watchdog()
 
 
 if __name__ == "__main__":  # pragma: no cover
