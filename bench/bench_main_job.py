@@ -41,7 +41,7 @@ def _semcbir(args: list[str], env: dict[str, str], **kw: object) -> subprocess.P
     # SIGINT as in a terminal, even when this script runs in the background (where the
     # shell starts it with SIGINT ignored, which Python then keeps ignoring)
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, preexec_fn=_default_sigint,
+                            text=True, preexec_fn=_default_sigint,  # noqa: PLW1509
                             **kw)  # type: ignore[call-overload]
 
 
@@ -113,12 +113,12 @@ def main() -> int:
                 print(rows[-1], flush=True)
                 out.unlink()
                 shutil.rmtree(cache / "labels")
-            dt, o, _ = _timed(job, renv)
+            dt, _, _ = _timed(job, renv)
             rows.append({"case": "cold", "runtime": rt, "images": len(src),
                          "seconds": round(dt, 1), "ms_per_image": round(1e3 * dt / len(src), 1)})
             print(rows[-1], flush=True)
             out.unlink()  # a new index, labels from the cache: what a second demo run does
-            dt, o, _ = _timed(job, renv)
+            dt, _, _ = _timed(job, renv)
             rows.append({"case": "from-cache", "runtime": rt, "seconds": round(dt, 1)})
             print(rows[-1], flush=True)
         cold = {r["runtime"]: r["seconds"] for r in rows if r["case"] == "cold"}

@@ -8,8 +8,8 @@ default model on two images.
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -129,12 +129,12 @@ def test_index_reports_skipped_files_and_info(env, built, capsys):
     assert idx.metadata["model_name"] == "tiny-rgb" and idx.metadata["class_names"][3] == "dark"
     assert idx.layout.levels == 1 and idx.layout.num_classes == 4
     rc, out, err = _run(capsys, ["info", str(built)])
-    assert rc == 0 and re.search(r"^images +10 \(with paths\)$", out, re.M)
+    assert rc == 0 and re.search(r"^images +10 \(with paths\)$", out, re.MULTILINE)
     assert "4 classes x 4 blocks" in out
     # one column for the values, whatever the labels' lengths
     col = len("library version ")  # the longest label here
     assert all(ln[col - 1] == " " and ln[col] != " " for ln in out.splitlines()), out
-    assert re.search(r"^image root +\S*/tree$", out, re.M)
+    assert re.search(r"^image root +\S*/tree$", out, re.MULTILINE)
     rc, out, _ = _run(capsys, ["info", str(built), "--json"])
     info = json.loads(out)
     assert info["count"] == 10 and info["metadata"]["class_names"] == [
@@ -508,7 +508,7 @@ def test_python_dash_m_subprocess(built, tmp_path):
         timeout=120,
     )
     assert r.returncode == 0, r.stderr
-    assert re.search(r"^images +10", r.stdout, re.M)
+    assert re.search(r"^images +10", r.stdout, re.MULTILINE)
     bad = tmp_path / "bad.sbsi"
     bad.write_bytes(b"nope")
     r = subprocess.run(
@@ -739,7 +739,7 @@ def test_local_signature_index_search_info_gallery(env, signature, capsys, tmp_p
         assert info["params"]["histogram_weight"] == 1.0
         assert info["params"]["normalize"] == "hellinger"
     rc, out, err = _run(capsys, ["info", str(idx)])
-    assert rc == 0 and re.search(rf"^signature +{signature}, kaze", out, re.M)
+    assert rc == 0 and re.search(rf"^signature +{signature}, kaze", out, re.MULTILINE)
 
     gal = tmp_path / "gal"
     rc, out, err = _run(capsys, ["gallery", str(idx), reds[2], "-o", str(gal), "-k", "3",
@@ -791,7 +791,7 @@ def test_sbovp_index_with_saved_vocabulary(env, capsys, tmp_path):
 def test_interrupted_index_resumes(env, capsys, monkeypatch):
     """An index interrupted after its first checkpoint keeps those images; rerunning the
     same command continues it (no --append needed) and gives the same index as one run."""
-    import semcbir_fast.pipeline as pipeline
+    from semcbir_fast import pipeline
     from semcbir_fast.index import load_index
 
     idx = env["base"] / "resume.sbsi"

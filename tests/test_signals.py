@@ -11,7 +11,6 @@ import sys
 import textwrap
 
 import pytest
-
 from reference import package_root
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
@@ -34,7 +33,7 @@ def _child(mode: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": package_root()}
     return subprocess.Popen([sys.executable, "-c", CHILD, mode], env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # noqa: PLW1509
 
 
 def test_watchdog_ends_an_unresponsive_process_with_130():

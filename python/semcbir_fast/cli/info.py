@@ -49,8 +49,8 @@ def run(args: argparse.Namespace) -> int:
     # text from the file (metadata, class names, paths) is printed with control characters
     # escaped (printable); --json keeps it exact
     rows: list[tuple[str, str]] = [
-        ("index", f"{info['file']} ({info['bytes']:,} bytes, format v{FORMAT_VERSION}, "
-                  f"checksum {info['checksum']})"),
+        ("index", (f"{info['file']} ({info['bytes']:,} bytes, format v{FORMAT_VERSION}, "
+                   f"checksum {info['checksum']})")),
         ("images", f"{len(index)}" + (" (with paths)" if index.has_keys else "")),
         ("signature", index.describe()),
     ]

@@ -36,18 +36,18 @@ import numpy as np
 from .._atomic import atomic_path
 
 __all__ = [
+    "FeatureStore",
     "LabelStore",
     "dtype_name",
-    "image_key_of",
-    "model_key",
-    "segment_paths",
-    "FeatureStore",
     "features_cached",
     "files_key",
+    "image_key_of",
     "label_cache_path",
     "load_label_cache",
+    "model_key",
     "save_label_cache",
     "segment_cached",
+    "segment_paths",
 ]
 
 
@@ -403,8 +403,8 @@ def segment_cached(
         info["device"] = str(seg.device)
         return seg
 
-    ok, maps, failed, hits = segment_paths(paths, load, store=store, use_cache=use_cache,
-                                           batch_size=batch_size, progress=progress, log=log)
+    _, maps, failed, hits = segment_paths(paths, load, store=store, use_cache=use_cache,
+                                          batch_size=batch_size, progress=progress, log=log)
     if failed:
         head = "; ".join(f"{src} ({reason})" for src, reason in failed[:3])
         raise ValueError(

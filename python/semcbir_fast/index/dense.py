@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from .._convert import check_int, check_threads
+from .._convert import check_k, check_threads
 from .container import (
     CONTAINER_VERSION,
     Container,
@@ -441,7 +441,7 @@ class DenseIndex:
             float32 and int64 ``(nq, k)``, ascending, ties by the smaller id.
         """
         q = as_batch(queries, "queries")
-        k = check_int(k, "k", 1)
+        k = check_k(k)
         t = check_threads(threads)
         if len(self) and q.dim != self.dim:
             raise ValueError(f"queries have dim {q.dim}, the index {self.dim}; encode them "

@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from .._convert import check_int, check_threads, to_numpy
+from .._convert import check_int, check_k, check_threads, to_numpy
 
 __all__ = [
     "BACKENDS",
@@ -342,7 +342,7 @@ def float_topk(queries: Any, database: Any, k: int, *, metric: str = "l2",
     metric = _check_metric(metric)
     xb = as_vectors(database, "database", check_finite=check_finite)
     xq = as_vectors(queries, "queries", xb.shape[1])
-    k = check_int(k, "k", 1)
+    k = check_k(k, xq.shape[0])  # the Hamming search's limits on k and nq * k
     t = check_threads(threads)
     be = resolve_backend(backend, metric)
     return topk_prepared(xq, xb, k, metric, be, t)
