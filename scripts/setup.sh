@@ -18,5 +18,5 @@ python -m pip install -q --upgrade pip
 step 3 "installing torch ${SEMCBIR_TORCH_VERSION:-2.13.0} (CPU build)"
 python -m pip install -q "torch==${SEMCBIR_TORCH_VERSION:-2.13.0}"
 step 4 "building the C++ core and installing semcbir_fast with its test extras (about a minute)"
-python -m pip install -q ".[test,bench]"
+python -m pip install -q ".[test,bench,ray]"
 echo "setup done in ${SECONDS}s: . .venv/bin/activate to use semcbir" >&2

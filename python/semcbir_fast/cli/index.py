@@ -60,6 +60,9 @@ def register(sub: Any) -> None:
                       "index left by an interrupted run is always continued")
     mode.add_argument("--overwrite", action="store_true", help="replace INDEX if it exists")
     add_model_options(p, model_default=None)
+    from ..distributed.cli import add_arguments as add_ray_arguments
+
+    add_ray_arguments(p)  # --ray [ADDRESS]: the sharded build (semcbir_fast.distributed)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or status lines")
     p.set_defaults(func=run, _parser=p)
 
@@ -115,6 +118,10 @@ def _record_unreadable(metadata: dict[str, Any], failed: list[tuple[str, str]]) 
 
 
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "ray", None) is not None:
+        from ..distributed.cli import run as run_ray
+
+        return run_ray(args)
     from .. import __version__
     from ..index import load_index
     from ..pipeline import build_index
