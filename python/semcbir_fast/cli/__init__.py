@@ -10,6 +10,7 @@ Commands (``semcbir COMMAND --help`` for every option; one module per command he
                  [--signature sbs|sbovp|hybrid] [signature options, lists allowed]
     semcbir gallery INDEX IMAGE... -o DIR [-k 10] [--categories corel1k|msrc|parent]
     semcbir serve INDEX [--host 127.0.0.1] [--port 8000]
+    semcbir train-hash corel1k|msrc|folders -o CKPT [--bits 48] [--resume] [--evaluate]
 
 Signature options come from the registered signatures' parameters (their defaults are the
 ``"default"`` presets: ``semcbir_fast.signatures``). Also ``python -m semcbir_fast ...``. A
@@ -27,12 +28,12 @@ import sys
 from collections.abc import Sequence
 
 from . import eval as eval_cmd
-from . import gallery, index, info, search, serve
+from . import gallery, index, info, search, serve, train_hash
 from ._common import DEFAULT_MODEL, CLIError, err
 
 __all__ = ["DEFAULT_MODEL", "CLIError", "build_parser", "main"]
 
-COMMANDS = (index, search, info, eval_cmd, gallery, serve)
+COMMANDS = (index, search, info, eval_cmd, gallery, serve, train_hash)
 
 
 def build_parser() -> argparse.ArgumentParser:

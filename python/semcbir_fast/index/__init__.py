@@ -6,6 +6,8 @@ class                       holds                   search
 ==========================  ======================  =======================================
 :class:`SBSIndex`           SBS codes (uint8)       Hamming, SIMD; caller's ids, remove /
                                                     compact, range search
+:class:`BinaryIndex`       any packed binary codes Hamming, SIMD; ids = rows
+                            (deephash, ITQ)         (append-only)
 :class:`SparseSignatureIndex`  sparse float rows    exact L2 + histogram filter; ids = rows
                             (SBoVP, hybrid)         (append-only)
 ==========================  ======================  =======================================
@@ -24,6 +26,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from .binary import FORMAT_NAME as BINARY_FORMAT
+from .binary import BinaryIndex
 from .container import MAGIC, IndexFormatError, read_format
 from .dense import FORMAT_NAME as DENSE_FORMAT
 from .dense import DenseBatch, DenseIndex, Ragged
@@ -35,9 +39,10 @@ from .sparse import LocalIndex, SparseSignatureIndex
 __all__ = [
     "FORMATS",
     "FORMAT_VERSION",
+    "MAGIC",
+    "BinaryIndex",
     "DenseBatch",
     "DenseIndex",
-    "MAGIC",
     "Index",
     "IndexFormatError",
     "LocalIndex",
@@ -50,6 +55,7 @@ __all__ = [
 #: Index classes by the ``format`` tag of their file header.
 FORMATS: dict[str, Any] = {SBS_FORMAT: SBSIndex, SPARSE_FORMAT: SparseSignatureIndex}
 FORMATS[DENSE_FORMAT] = DenseIndex
+FORMATS[BINARY_FORMAT] = BinaryIndex
 
 
 @runtime_checkable

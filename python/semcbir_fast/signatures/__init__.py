@@ -6,6 +6,7 @@ name       class                   what it is                                  i
 ``sbs``    :class:`SBSSignature`   paper 000 binary codes, Hamming             SBSIndex
 ``sbovp``  :class:`SBoVPSignature` paper 000 visual phrases, sparse L2         SparseSignatureIndex
 ``hybrid`` :class:`HybridSignature` paper 001 class-mean descriptors + filter  SparseSignatureIndex
+``deephash`` :class:`DeepHashSignature` paper 002 learned hash codes (+ SBS)  BinaryIndex
 =========  ======================  ==========================================  ==========
 
 >>> from semcbir_fast.signatures import create_signature
@@ -17,6 +18,7 @@ from __future__ import annotations
 from ._local import LocalSignature
 from .base import Inputs, Signature, option
 from .cnn import CNNParams, CNNSignature, DenseSignature
+from .deephash import DeepHashParams, DeepHashSignature
 from .fused import FusedParams, FusedSignature
 from .hybrid import HybridParams, HybridSignature
 from .neural_codes import NeuralCodesParams, NeuralCodesSignature
@@ -33,9 +35,11 @@ from .sbovp import SBoVPParams, SBoVPSignature
 from .sbs import SBSParams, SBSSignature
 
 __all__ = [
+    "DEFAULT_SIGNATURE",
     "CNNParams",
     "CNNSignature",
-    "DEFAULT_SIGNATURE",
+    "DeepHashParams",
+    "DeepHashSignature",
     "DenseSignature",
     "FusedParams",
     "FusedSignature",
