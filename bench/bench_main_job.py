@@ -65,6 +65,8 @@ def main() -> int:
     ap.add_argument("--images", type=int, default=1000)
     ap.add_argument("--sigint-after", type=float, default=30.0)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--model", default=None,
+                    help="segmentation model (default: the library's, ade20k+voc)")
     args = ap.parse_args()
     src = sorted(_data().glob("*.jpg"), key=lambda p: int(p.stem))[: args.images]
     if not src:
@@ -81,8 +83,8 @@ def main() -> int:
         # the converted model files: a shared cache, made once (not part of the job's time)
         model_cache = work / "models-cache"
         for rt in args.runtimes:
-            code = ("from semcbir_fast.segment import load_segmenter as L; "
-                    f"L('ade20k-mnv2', device='cpu', runtime={rt!r})")
+            code = ("from semcbir_fast.segment import load_segmenter as L; "  # the default
+                    f"L(*{[args.model] if args.model else []!r}, device='cpu', runtime={rt!r})")
             t0 = time.perf_counter()
             subprocess.run([sys.executable, "-c", code], check=True,
                            env={**env, "SEMCBIR_CACHE": str(model_cache)})
@@ -96,6 +98,7 @@ def main() -> int:
             renv = {**env, "SEMCBIR_CACHE": str(cache)}
             out = work / f"{rt}.sbsi"
             job = ["index", str(imgs), "-o", str(out), "--levels", "2", "--append",
+                   *(["--model", args.model] if args.model else []),
                    "--runtime", rt, "--device", "cpu", "-q"]
             if args.sigint_after > 0:
                 p = _semcbir(job, renv)

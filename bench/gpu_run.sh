@@ -2,6 +2,7 @@
 # GPU checks and benchmarks on a CUDA machine (python3 with a CUDA torch, pybind11,
 # scikit-build-core, cmake, pytest, pytest-benchmark, opencv, onnx already installed).
 #   bash bench/gpu_run.sh OUTDIR [tests] [bench-model] [bench-e2e] [bench-hrnet] [bench-core]
+#                        [sparse-gpu-tests] [bench-sparse-gpu]
 # Data/models: SEMCBIR_DATA and SEMCBIR_MODELS (defaults: ../shared/data, ../shared/models).
 set -uo pipefail
 out=${1:?output dir}; shift
@@ -20,6 +21,12 @@ for step in "$@"; do
                    --benchmark-json="$out/bench_segment_e2e.json" 2>&1 | grep -E "bench_segment\]|passed|failed|Error" ;;
     bench-hrnet) $BENCH bench/bench_hrnet.py -k cuda --benchmark-json="$out/bench_hrnet.json" 2>&1 | tail -15 ;;
     bench-core) $BENCH bench/bench_sbs.py bench/bench_hamming.py --benchmark-json="$out/bench_core.json" 2>&1 | tail -5 ;;
+    sparse-gpu-tests) python3 -m pytest tests/test_sparse_sbs.py tests/test_sparse_sbs_index.py -q -rs \
+                   -p no:cacheprovider 2>&1 | tee "$out/sparse_gpu_tests.log" | tail -15 ;;
+    # exact dense and sparse top-k on device-resident codes (search/gpu.py): N = 1M, 64 blocks,
+    # nq = 1 and 64; prints TB/s of the dense scan and queries/s, checked against the CPU scan
+    bench-sparse-gpu) python3 bench/bench_sparse_sbs.py --gpu --n 1000000 --levels 3 2>&1 \
+                   | tee "$out/bench_sparse_gpu.log" | tail -20 ;;
     *) echo "unknown step $step"; exit 2 ;;
   esac
 done

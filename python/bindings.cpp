@@ -18,6 +18,7 @@
 #include "semcbir/phrase.hpp"
 #include "semcbir/sbs.hpp"
 #include "semcbir/sparse_l2.hpp"
+#include "semcbir/sparse_sbs.hpp"
 #include "semcbir/topk.hpp"
 
 namespace py = pybind11;
@@ -263,6 +264,153 @@ std::unique_ptr<SparseL2Index> make_index(const I64& indptr, const I64& indices,
     return std::make_unique<SparseL2Index>(v, threads);
 }
 
+// ---- sparse SBS search ----
+SparseSbsShape sparse_shape(int64_t num_classes, int64_t levels, bool pyramid) {
+    return make_sparse_sbs_shape(make_sbs_layout(num_classes, levels, pyramid, 0));
+}
+
+// The checked view of (offsets, entries, popcounts); the arrays stay owned by the caller.
+SparseSbsView sparse_view(const I64& offsets, const py::array& entries, const I32& popcounts,
+                          const SparseSbsShape& shape) {
+    if (offsets.ndim() != 1 || offsets.shape(0) < 1)
+        throw py::value_error("sparse codes: offsets must be 1-D int64 with n + 1 >= 1 entries");
+    const int64_t n = offsets.shape(0) - 1;
+    if (popcounts.ndim() != 1 || popcounts.shape(0) != n)
+        throw py::value_error("sparse codes: popcounts must be 1-D int32 with one entry per row (" +
+                              std::to_string(n) + ")");
+    const py::dtype want = shape.wide ? py::dtype::of<uint32_t>() : py::dtype::of<uint16_t>();
+    if (entries.ndim() != 1 || !entries.dtype().is(want) ||
+        !(entries.flags() & py::array::c_style))
+        throw py::value_error(std::string("sparse codes: entries must be a 1-D contiguous ") +
+                              (shape.wide ? "uint32" : "uint16") + " array for a layout of " +
+                              std::to_string(shape.cells) + " cells, got dtype " +
+                              std::string(py::str(entries.dtype())));
+    SparseSbsView v;
+    v.offsets = offsets.data();
+    v.entries = entries.data();
+    v.popcounts = popcounts.data();
+    v.n = n;
+    v.wide = shape.wide;
+    return v;
+}
+
+py::tuple sparse_encode(const Codes& codes, int64_t num_classes, int64_t levels, bool pyramid,
+                        int64_t threads_in) {
+    const int threads = threads_arg(threads_in);
+    const SparseSbsShape shape = sparse_shape(num_classes, levels, pyramid);
+    const CodeMatrix m = code_matrix(codes, "codes");
+    if (m.width != shape.stride)
+        throw py::value_error("codes must have " + std::to_string(shape.stride) +
+                              " bytes per row (the layout's stride), got " +
+                              std::to_string(m.width));
+    I64 offsets(static_cast<py::ssize_t>(m.n + 1));
+    int64_t* off = offsets.mutable_data();
+    int64_t bad = -1;
+    {
+        py::gil_scoped_release release;
+        bad = sparse_sbs_count(m, shape, off + 1, threads);
+    }
+    if (bad >= 0)
+        throw py::value_error("codes row " + std::to_string(bad) +
+                              " is not a canonical SBS code (a presence bit without a 1..4 "
+                              "thermometer code, or a proportion / padding bit without its "
+                              "presence bit); only the dense engine searches such codes");
+    off[0] = 0;
+    for (int64_t i = 0; i < m.n; ++i) off[i + 1] += off[i];
+    const int64_t nnz = off[m.n];
+    py::array entries = shape.wide ? py::array(py::array_t<uint32_t>(static_cast<py::ssize_t>(nnz)))
+                                   : py::array(py::array_t<uint16_t>(static_cast<py::ssize_t>(nnz)));
+    I32 pop(static_cast<py::ssize_t>(m.n));
+    SparseSbsView v;
+    v.offsets = off;
+    v.entries = entries.mutable_data();
+    v.popcounts = pop.mutable_data();
+    v.n = m.n;
+    v.wide = shape.wide;
+    {
+        py::gil_scoped_release release;
+        sparse_sbs_fill(m, shape, v, threads);
+    }
+    return py::make_tuple(offsets, entries, pop);
+}
+
+py::array_t<uint8_t> sparse_decode(const I64& offsets, const py::array& entries,
+                                   const I32& popcounts, int64_t num_classes, int64_t levels,
+                                   bool pyramid, int64_t threads_in) {
+    const int threads = threads_arg(threads_in);
+    const SparseSbsShape shape = sparse_shape(num_classes, levels, pyramid);
+    const SparseSbsView v = sparse_view(offsets, entries, popcounts, shape);
+    if (v.n > 0 && shape.stride > PY_SSIZE_T_MAX / 2 / v.n)
+        memory_error("sparse_sbs_decode: " + std::to_string(v.n) + " codes of " +
+                     std::to_string(shape.stride) + " bytes do not fit in memory");
+    py::array_t<uint8_t> out({static_cast<py::ssize_t>(v.n), static_cast<py::ssize_t>(shape.stride)});
+    uint8_t* dst = out.mutable_data();
+    {
+        py::gil_scoped_release release;
+        check_sparse_sbs(v, shape, entries.shape(0));
+        sparse_sbs_decode(v, shape, dst, shape.stride, threads);
+    }
+    return out;
+}
+
+void sparse_check(const I64& offsets, const py::array& entries, const I32& popcounts,
+                  int64_t num_classes, int64_t levels, bool pyramid) {
+    const SparseSbsShape shape = sparse_shape(num_classes, levels, pyramid);
+    const SparseSbsView v = sparse_view(offsets, entries, popcounts, shape);
+    py::gil_scoped_release release;
+    check_sparse_sbs(v, shape, entries.shape(0));
+}
+
+// The index keeps the caller's arrays alive (it reads them, never writes them).
+struct PySparseSbsIndex {
+    py::array offsets, entries, popcounts;
+    std::unique_ptr<SparseSbsIndex> index;
+};
+
+std::unique_ptr<PySparseSbsIndex> make_sparse_sbs_index(const I64& offsets,
+                                                        const py::array& entries,
+                                                        const I32& popcounts,
+                                                        int64_t num_classes, int64_t levels,
+                                                        bool pyramid, int64_t threads_in) {
+    const int threads = threads_arg(threads_in);
+    const SparseSbsShape shape = sparse_shape(num_classes, levels, pyramid);
+    const SparseSbsView v = sparse_view(offsets, entries, popcounts, shape);
+    auto out = std::make_unique<PySparseSbsIndex>();
+    out->offsets = offsets;
+    out->entries = entries;
+    out->popcounts = popcounts;
+    const int64_t nnz = entries.shape(0);
+    bool oom = false;
+    {
+        py::gil_scoped_release release;
+        try {
+            out->index = std::make_unique<SparseSbsIndex>(v, shape, nnz, threads);
+        } catch (const std::bad_alloc&) {
+            oom = true;
+        }
+    }
+    if (oom)
+        memory_error("SparseSBSIndex: out of memory for the inverted lists of " +
+                     std::to_string(nnz) + " entries");
+    return out;
+}
+
+py::tuple sparse_sbs_search(const PySparseSbsIndex& self, const Codes& queries, int64_t k,
+                            int64_t threads_in, int64_t method) {
+    const int threads = threads_arg(threads_in);
+    if (method < 0 || method > 2)
+        throw py::value_error("method must be 0 (auto), 1 (inverted) or 2 (scan), got " +
+                              std::to_string(method));
+    const CodeMatrix q = code_matrix(queries, "queries");
+    if (q.width != self.index->shape().stride)
+        throw py::value_error("queries must have " + std::to_string(self.index->shape().stride) +
+                              " bytes per code (the layout's stride), got " +
+                              std::to_string(q.width));
+    return ranked_results<int32_t>(q.n, k, [&](int32_t* pd, int64_t* pi) {
+        self.index->search(q, k, pd, pi, threads, static_cast<SparseSbsMethod>(method));
+    });
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -294,4 +442,21 @@ PYBIND11_MODULE(_core, m) {
         .def_property_readonly("nnz", &SparseL2Index::nnz)
         .def("search", &index_search, py::arg("q_indptr"), py::arg("q_indices"),
              py::arg("q_data"), py::arg("k"), py::arg("threads"));
+    m.def("sparse_sbs_encode", &sparse_encode, py::arg("codes"), py::arg("num_classes"),
+          py::arg("levels"), py::arg("pyramid"), py::arg("threads"));
+    m.def("sparse_sbs_decode", &sparse_decode, py::arg("offsets"), py::arg("entries"),
+          py::arg("popcounts"), py::arg("num_classes"), py::arg("levels"), py::arg("pyramid"),
+          py::arg("threads"));
+    m.def("sparse_sbs_check", &sparse_check, py::arg("offsets"), py::arg("entries"),
+          py::arg("popcounts"), py::arg("num_classes"), py::arg("levels"), py::arg("pyramid"));
+    py::class_<PySparseSbsIndex>(m, "SparseSBSIndex")
+        .def(py::init(&make_sparse_sbs_index), py::arg("offsets"), py::arg("entries"),
+             py::arg("popcounts"), py::arg("num_classes"), py::arg("levels"), py::arg("pyramid"),
+             py::arg("threads"))
+        .def_property_readonly("rows", [](const PySparseSbsIndex& s) { return s.index->rows(); })
+        .def_property_readonly("nnz", [](const PySparseSbsIndex& s) { return s.index->nnz(); })
+        .def_property_readonly("inverted_bytes",
+                               [](const PySparseSbsIndex& s) { return s.index->inverted_bytes(); })
+        .def("search", &sparse_sbs_search, py::arg("queries"), py::arg("k"), py::arg("threads"),
+             py::arg("method"));
 }

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Main job: set up from scratch (scripts/setup.sh), index Corel-1K with the embedded default
-# segmentation model (ade20k-mnv2) and search it. CUDA is used when present. Re-runnable: a
-# second run finds the index complete and only searches; an interrupted run continues where
-# it stopped (the index is saved every 256 images).
+# segmentation model (ade20k+voc: ADE20K with the Pascal VOC objects painted over it) and
+# search it. CUDA is used when present. Re-runnable: a second run finds the index complete
+# and only searches; an interrupted run continues where it stopped (the index is saved
+# every 256 images).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh

@@ -1,8 +1,8 @@
 """The ``semcbir`` command line, in-process through ``main(argv)`` and once as a subprocess.
 
 Segmentation runs with a tiny scripted TorchScript model (a 1x1 convolution that labels
-pixels red / green / blue / dark) so that indexing is instant; one test runs the real
-default model on two images.
+pixels red / green / blue / dark) so that indexing is instant; two tests run the real
+default model (the ADE20K + VOC composite) on three images, and ADE20K alone on one.
 """
 
 from __future__ import annotations
@@ -522,26 +522,88 @@ def test_python_dash_m_subprocess(built, tmp_path):
     assert "Traceback" not in r.stderr
 
 
-def test_default_model_on_two_real_images(tmp_path, capsys):
+VOC_APPENDED = ["bird", "cat", "cow", "dog", "horse", "sheep", "train"]
+
+
+def _real_images_or_skip(tmp_path: Path, names: tuple[str, ...]) -> Path:
     from semcbir_fast._paths import data_root, models_root
 
-    if not (models_root() / "ade20k_deeplabv3_mnv2.onnx").is_file():
-        pytest.skip("default model source not found")
+    for f in ("ade20k_deeplabv3_mnv2.onnx", "ade20k_deeplabv3_mnv2.tflite",
+              "deeplabv3_mnv2_pascal_quant.tflite", "voc_labels.txt"):
+        if not (models_root() / f).is_file():
+            pytest.skip(f"model file {f} not found")
     src = data_root() / "corel1k" / "images"
-    if not (src / "300.jpg").is_file():
+    if not all((src / n).is_file() for n in names):
         pytest.skip("Corel-1K not found")
-    folder = tmp_path / "two"
+    folder = tmp_path / "real"
     folder.mkdir()
-    for name in ("300.jpg", "301.jpg"):  # two buses
+    for name in names:
         shutil.copy(src / name, folder / name)
-    idx = tmp_path / "two.sbsi"
-    rc, out, err = _run(capsys, ["index", str(folder), "-o", str(idx), "--device", "cpu", "-q"])
+    return folder
+
+
+def test_composite_model_index_search_info_on_real_images(tmp_path, capsys):
+    """``--model ade20k+voc`` end to end; then the default (the same composite) from the
+    label cache: the header carries the merged 158-class list."""
+    folder = _real_images_or_skip(tmp_path, ("300.jpg", "301.jpg", "701.jpg"))  # 2 buses, a horse
+    idx = tmp_path / "real.sbsi"
+    rc, out, err = _run(capsys, ["index", str(folder), "-o", str(idx), "--model", "ade20k+voc",
+                                 "--device", "cpu", "-q"])
     assert rc == 0, err
-    assert "2 images (2 added, 0 skipped) [sbs, 151 classes, 16 blocks" in out
-    rc, out, _ = _run(capsys, ["search", str(idx), str(folder / "301.jpg"), "-k", "2", "--json"])
+    assert "3 images (3 added, 0 skipped) [sbs, 158 classes, 16 blocks" in out
+    rc, out, err = _run(capsys, ["info", str(idx), "--json"])
+    assert rc == 0, err
+    md = json.loads(out)["metadata"]
+    assert md["model"] == "ade20k+voc" and len(md["class_names"]) == 158
+    assert md["class_names"][151:] == VOC_APPENDED and md["class_names"][13] == "person"
+    rc, out, err = _run(capsys, ["search", str(idx), str(folder / "301.jpg"), "-k", "3",
+                                 "--json"])
+    assert rc == 0, err
     res = json.loads(out)["queries"][0]["results"]
     assert res[0]["key"].endswith("301.jpg") and res[0]["distance"] == 0
-    assert res[1]["distance"] > 0
+    assert all(r["distance"] > 0 for r in res[1:])
+    # a query that is not in the index is segmented with the index's (composite) model
+    other = tmp_path / "q.jpg"
+    shutil.copy(folder / "701.jpg", other)
+    rc, out, err = _run(capsys, ["search", str(idx), str(other), "-k", "1", "--json"])
+    assert rc == 0, err
+    assert json.loads(out)["queries"][0]["results"][0]["key"].endswith("701.jpg")
+
+    # no --model: the default is the composite (its label maps now come from the cache)
+    from semcbir_fast.cli import DEFAULT_MODEL
+    from semcbir_fast.segment import DEFAULT_SEGMENTER
+
+    assert DEFAULT_MODEL == DEFAULT_SEGMENTER == "ade20k+voc"
+    idx2 = tmp_path / "default.sbsi"
+    rc, out, err = _run(capsys, ["index", str(folder), "-o", str(idx2), "--device", "cpu",
+                                 "-q"])
+    assert rc == 0, err
+    assert "[sbs, 158 classes, 16 blocks" in out
+    rc, out, _ = _run(capsys, ["info", str(idx2), "--json"])
+    assert json.loads(out)["metadata"]["class_names"] == md["class_names"]
+
+
+def test_default_model_without_the_voc_file_says_so(tmp_path, capsys, monkeypatch):
+    """No silent fallback to the single model: the error names the missing file and
+    ``--model ade20k-mnv2``."""
+    folder = _real_images_or_skip(tmp_path, ("300.jpg",))
+    from semcbir_fast._paths import models_root
+
+    models = tmp_path / "models"
+    models.mkdir()
+    for f in models_root().glob("ade20k*"):
+        (models / f.name).symlink_to(f)
+    monkeypatch.setenv("SEMCBIR_MODELS", str(models))
+    monkeypatch.setenv("SEMCBIR_CACHE", str(tmp_path / "cache"))
+    idx = tmp_path / "x.sbsi"
+    rc, _, err = _run(capsys, ["index", str(folder), "-o", str(idx), "--device", "cpu", "-q"])
+    assert rc == 1 and not idx.exists()
+    _one_error_line(err, "index")
+    assert "deeplabv3_mnv2_pascal_quant.tflite" in err and "--model ade20k-mnv2" in err, err
+    rc, out, err = _run(capsys, ["index", str(folder), "-o", str(idx), "--device", "cpu", "-q",
+                                 "--model", "ade20k-mnv2"])
+    assert rc == 0, err
+    assert "[sbs, 151 classes, 16 blocks" in out
 
 
 # ----------------------------------------------------------------------------- eval sbovp / hybrid

@@ -329,3 +329,141 @@ def test_paper_protocols(msrc, tmp_path):
     assert len({int(cats[q]) for q in r["queries"]}) == len(r["queries"])  # one per class
     p = precision_protocol(ds, sig, Inputs(maps, None, paths), fraction=0.3, k=2, seed=0)
     assert len(p["queries"]) == 3 and 0 <= p["p_at_k"] <= 1
+
+
+def test_evaluate_fills_paths_and_needs_no_maps_for_image_signatures(msrc):
+    """``evaluate`` takes the image files from the data set when the inputs carry none, and
+    a signature that reads only the files (cnn) is evaluated without any label map."""
+    from semcbir_fast.eval.datasets import load_dataset
+    from semcbir_fast.eval.evaluate import evaluate
+
+    _paths, maps, m, ign, _cats = msrc
+    sub = load_dataset("msrc", MSRC).subset([0, 1, 2, 30, 31, 32, 120, 121, 122, 150])
+    res = evaluate(sub, create_signature("regions", num_classes=m, ignore_index=ign,
+                                         pca_dim=0), Inputs(maps))
+    assert 0 < res.results[0].map <= 1
+    res = evaluate(sub, create_signature("cnn", num_classes=1), Inputs(), keep_label_maps=True)
+    assert 0 < res.results[0].map <= 1 and res.label_maps is None
+    with pytest.raises(ValueError, match="one map per image"):
+        evaluate(sub, create_signature("regions", num_classes=m), Inputs())
+
+
+def test_cli_eval_of_an_image_signature_segments_nothing(monkeypatch, capsys):
+    from semcbir_fast.cli import main
+    from semcbir_fast.eval import cache
+
+    if not (MSRC / "labels").is_dir():
+        pytest.skip("MSRC v1 not found")
+
+    def no_model(*a, **k):
+        raise AssertionError("the data set was segmented")
+
+    monkeypatch.setattr(cache, "segment_cached", no_model)
+    assert main(["eval", "--dataset", "msrc", "--root", str(MSRC), "--signature", "cnn",
+                 "--limit", "16", "-q", "--json"]) == 0
+    import json
+
+    out = json.loads(capsys.readouterr().out)
+    assert out["settings"]["segmentation"] == "image files only"
+    assert 0 < out["results"][0]["map"] <= 1
+
+
+class _ThresholdSegmenter:
+    """A stand-in segmenter (the Segmenter's streaming contract): 2 classes, dark / bright
+    pixels of a 28 x 28 thumbnail. Records the images it segments."""
+
+    num_classes = 2
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+        self.meta = type("M", (), {"name": "threshold"})()
+        self.device = "cpu"
+
+    def segment(self, *a, **k):  # marks it as a loaded segmenter
+        raise AssertionError
+
+    def iter_batches(self, paths, *, batch_size, on_error, progress):
+        from types import SimpleNamespace
+
+        import cv2
+
+        for s in range(0, len(paths), batch_size):
+            idx, labs = [], []
+            for j in range(s, min(s + batch_size, len(paths))):
+                self.seen.append(paths[j])
+                g = cv2.resize(cv2.imread(paths[j], cv2.IMREAD_GRAYSCALE), (28, 28))
+                idx.append(j)
+                labs.append((g > g.mean()).astype(np.uint8))
+            yield SimpleNamespace(indices=idx, labels=labs, failed=[])
+
+
+def test_build_index_fits_the_state_on_other_images(corel_paths):
+    """``fit_paths``: the learned state (here the regions PCA, which needs label maps of
+    its training images) comes from those images, described as the signature needs."""
+    from semcbir_fast.pipeline import Retriever, build_index
+
+    indexed, other = corel_paths[:3], corel_paths[3:]
+    seg = _ThresholdSegmenter()
+    sig = create_signature("regions", num_classes=2, pca_dim=4)
+    built = build_index(indexed, sig, segmenter=seg, fit_paths=other, progress=False,
+                        use_cache=False)
+    assert sorted(seg.seen) == sorted(indexed + other)  # the fitting set was segmented
+    got = built.index.signature.pca
+    ref = create_signature("regions", num_classes=2, pca_dim=4)
+    ref.fit(Inputs([seg_map for _, seg_map in zip(other, _labels(seg, other))], None, other))
+    assert got.dim == 4  # 3 indexed images alone allow 2 components at most
+    np.testing.assert_allclose(got.mean, ref.pca.mean, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(np.abs(got.components), np.abs(ref.pca.components),
+                               rtol=1e-5, atol=1e-6)
+    hits = Retriever(built.index, seg, use_cache=False).query([corel_paths[1], other[0]], k=3)
+    assert hits.ids[0, 0] == 1 and hits.source == ["index", "segmented"]
+    assert hits.ids.shape == (2, 3) and (hits.ids >= 0).all()
+
+
+def _labels(seg, paths):
+    return [lab for b in seg.iter_batches(list(paths), batch_size=8, on_error="skip",
+                                          progress=False) for lab in b.labels]
+
+
+def test_cli_index_fit_on_another_folder(corel_paths, tmp_path, capsys):
+    """``semcbir index A --fit-on B``: the whitening of cnn --whiten is fitted on B's images;
+    searching the index works; --fit-on is refused where there is nothing to fit."""
+    import json
+    import shutil
+
+    from semcbir_fast.cli import main
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    for p in corel_paths[:3]:
+        shutil.copy(p, a)
+    for p in corel_paths[3:]:
+        shutil.copy(p, b)
+    out = tmp_path / "w.sbdi"
+    base = ["index", str(a), "-o", str(out), "--signature", "cnn", "--whiten",
+            "--whiten-dim", "4", "-q"]
+    assert main([*base, "--fit-on", str(b)]) == 0
+    idx = load_index(out)
+    assert len(idx) == 3 and idx.metadata["whitening_set"] == str(b.resolve())
+    w = idx.signature.whitening
+    ref = create_signature("cnn", num_classes=1, whiten=True, whiten_dim=4)
+    ref.fit(Inputs(paths=sorted(str(p) for p in b.iterdir())))
+    assert w.dim == 4  # 3 indexed images alone allow 2 dimensions at most
+    np.testing.assert_allclose(w.mean, ref.whitening.mean, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(w.eigenvalues, ref.whitening.eigenvalues, rtol=1e-4)
+    capsys.readouterr()
+    assert main(["search", str(out), str(a / Path(corel_paths[1]).name), corel_paths[4],
+                 "-k", "2", "--json", "-q"]) == 0
+    qs = json.loads(capsys.readouterr().out)["queries"]
+    assert Path(qs[0]["results"][0]["key"]).name == Path(corel_paths[1]).name
+    assert [q["code_from"] for q in qs] == ["index", "segmented"]
+    assert len(qs[1]["results"]) == 2
+    # nothing to fit: settings without learned state, or an existing index
+    assert main(["index", str(a), "-o", str(tmp_path / "x.sbdi"), "--signature", "cnn",
+                 "--fit-on", str(b), "-q"]) == 1
+    assert "no learned state" in capsys.readouterr().err
+    assert main([*base, "--append", "--fit-on", str(b)]) == 1
+    assert "build a new index" in capsys.readouterr().err
+    assert main([*base, "--overwrite", "--fit-on", str(tmp_path / "missing")]) == 1
+    assert "no such folder" in capsys.readouterr().err

@@ -14,6 +14,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("cv2")
 
+from reference import ref_topk
 from semcbir_fast._paths import data_root
 from semcbir_fast.hamming import hamming_topk
 from semcbir_fast.hashing import (
@@ -317,3 +318,39 @@ def test_cli_train_hash_index_search(paths, tmp_path, capsys) -> None:
     assert main(["index", str(root), "-o", str(tmp_path / "j.idx"), "--signature",
                  "deephash", "-q"]) == 1
     assert "--hash-model" in capsys.readouterr().err
+
+
+def test_binary_index_device_search() -> None:
+    """The device engine (search.gpu.DeviceCodes, run here on CPU tensors) gives the SIMD
+    scan's results on 48-bit codes, ties included; its upload is cached per content."""
+    pytest.importorskip("torch")
+    rng = np.random.default_rng(11)
+    codes = pack_bits(rng.integers(0, 2, (300, 48), dtype=np.uint8))
+    codes[100:110] = codes[5]  # duplicates: ties broken by the smaller id
+    idx = BinaryIndex(48)
+    idx.add(codes)
+    dev = idx._on_device(idx.codes)
+    for k in (1, 10, 305):
+        d, i = dev.search(codes[:20], k)
+        d2, i2 = hamming_topk(codes[:20], codes, k)
+        assert np.array_equal(d, d2) and np.array_equal(i, i2)
+        rd, ri = ref_topk(codes[:20], codes, k)
+        assert np.array_equal(d, rd) and np.array_equal(i, ri)
+    assert idx._on_device(idx.codes) is dev
+    idx.add(codes[:3])
+    assert idx._on_device(idx.codes) is not dev
+    with pytest.raises(ValueError, match="device must be"):
+        BinaryIndex(48, device="tpu")
+
+
+def test_binary_index_cuda() -> None:
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    rng = np.random.default_rng(12)
+    codes = pack_bits(rng.integers(0, 2, (5000, 48), dtype=np.uint8))
+    idx = BinaryIndex(48, device="cuda")
+    idx.add(codes)
+    d, i = idx.search(codes[:64], 10)
+    d2, i2 = hamming_topk(codes[:64], codes, 10)
+    assert np.array_equal(d, d2) and np.array_equal(i, i2)

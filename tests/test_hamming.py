@@ -368,12 +368,20 @@ CONTRACT = {
                        "cols", "k", "threads"),
     "SparseL2Index": ("indptr", "indices", "data", "cols", "threads"),
     "SparseL2Index.search": ("q_indptr", "q_indices", "q_data", "k", "threads"),
+    "sparse_sbs_encode": ("codes", "num_classes", "levels", "pyramid", "threads"),
+    "sparse_sbs_decode": ("offsets", "entries", "popcounts", "num_classes", "levels", "pyramid",
+                          "threads"),
+    "sparse_sbs_check": ("offsets", "entries", "popcounts", "num_classes", "levels", "pyramid"),
+    "SparseSBSIndex": ("offsets", "entries", "popcounts", "num_classes", "levels", "pyramid",
+                       "threads"),
+    "SparseSBSIndex.search": ("queries", "k", "threads", "method"),
     "active_isa": (),
     "available_isas": (),
     "set_isa": ("name",),
     "hardware_threads": (),
 }
 SPARSE_L2_PROPERTIES = ("rows", "cols", "nnz")
+SPARSE_SBS_PROPERTIES = ("rows", "nnz", "inverted_bytes")
 
 
 def _pyi_contract() -> dict:
@@ -428,6 +436,8 @@ def test_backend_contract_names_and_arguments():
             assert _pybind_params(fn) == CONTRACT[name], name
         for prop in SPARSE_L2_PROPERTIES:
             assert isinstance(getattr(core.SparseL2Index, prop), property)
+        for prop in SPARSE_SBS_PROPERTIES:
+            assert isinstance(getattr(core.SparseSBSIndex, prop), property)
     pytest.importorskip("numba")
     import inspect
 
@@ -440,3 +450,5 @@ def test_backend_contract_names_and_arguments():
         assert all(p.kind is p.POSITIONAL_OR_KEYWORD and p.default is p.empty for p in params)
     for prop in SPARSE_L2_PROPERTIES:
         assert isinstance(getattr(_numba.SparseL2Index, prop), property)
+    for prop in SPARSE_SBS_PROPERTIES:
+        assert isinstance(getattr(_numba.SparseSBSIndex, prop), property)

@@ -163,34 +163,18 @@ void hamming_topk(const CodeMatrix& queries, const CodeMatrix& database, int64_t
     }
     // Few queries: split the database; every worker keeps heaps for all queries, then merge.
     const int workers = db_workers;
-    std::vector<std::vector<int32_t>> hd(static_cast<size_t>(workers));
-    std::vector<std::vector<int64_t>> hi(static_cast<size_t>(workers));
-    std::vector<std::vector<int64_t>> sizes(static_cast<size_t>(workers));
+    WorkerHeaps<int32_t> worker_heaps(workers, nq, kk);
     parallel_chunks(n, workers, [&](int w, int64_t r0, int64_t r1) {
-        auto& d = hd[static_cast<size_t>(w)];
-        auto& id = hi[static_cast<size_t>(w)];
-        d.resize(static_cast<size_t>(nq * kk));
-        id.resize(static_cast<size_t>(nq * kk));
-        std::vector<Heap> heaps;
-        heaps.reserve(static_cast<size_t>(nq));
-        for (int64_t q = 0; q < nq; ++q) heaps.emplace_back(d.data() + q * kk, id.data() + q * kk, kk);
+        std::vector<Heap> heaps = worker_heaps.heaps(w);
         scan_range(queries, 0, nq, database, r0, r1, heaps);
-        auto& sz = sizes[static_cast<size_t>(w)];
-        sz.resize(static_cast<size_t>(nq));
-        for (int64_t q = 0; q < nq; ++q) sz[static_cast<size_t>(q)] = heaps[static_cast<size_t>(q)].size();
+        worker_heaps.keep(w, heaps);
     });
     std::vector<int32_t> md(static_cast<size_t>(kk));
     std::vector<int64_t> mi(static_cast<size_t>(kk));
     std::vector<std::pair<int32_t, int64_t>> scratch;
     for (int64_t q = 0; q < nq; ++q) {
         Heap merged(md.data(), mi.data(), kk);
-        for (int w = 0; w < workers; ++w) {
-            const auto& sz = sizes[static_cast<size_t>(w)];
-            if (sz.empty()) continue;
-            for (int64_t e = 0; e < sz[static_cast<size_t>(q)]; ++e)
-                merged.push(hd[static_cast<size_t>(w)][static_cast<size_t>(q * kk + e)],
-                            hi[static_cast<size_t>(w)][static_cast<size_t>(q * kk + e)]);
-        }
+        worker_heaps.merge_into(q, merged);
         finish(merged, distances + q * k, ids + q * k, k, scratch);
     }
 }

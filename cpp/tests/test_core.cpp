@@ -20,6 +20,7 @@
 #include "semcbir/phrase.hpp"
 #include "semcbir/sbs.hpp"
 #include "semcbir/sparse_l2.hpp"
+#include "semcbir/sparse_sbs.hpp"
 #include "semcbir/topk.hpp"
 
 using namespace semcbir;
@@ -524,6 +525,68 @@ static void check_sparse_cancellation(std::mt19937_64& rng) {
     }
 }
 
+// Sparse SBS: dense -> sparse -> dense round trip, and the sparse search (every method, ISA
+// and thread count) equal to hamming_topk on the dense codes; malformed sparse codes refused.
+static void check_sparse_sbs(std::mt19937_64& rng) {
+    struct Case { int64_t m, levels; bool pyramid; };
+    for (const Case c : {Case{5, 1, false}, Case{40, 2, false}, Case{3, 2, true},
+                         Case{1100, 2, false}}) {
+        const SbsLayout lay = make_sbs_layout(c.m, c.levels, c.pyramid);
+        const SparseSbsShape shape = make_sparse_sbs_shape(lay);
+        const int64_t n = 9000, nq = 5, k = 7;  // more than one block of rows
+        std::vector<uint8_t> codes(static_cast<size_t>(n * lay.stride), 0);
+        std::uniform_real_distribution<double> u(0, 1);
+        for (int64_t r = 0; r < n; ++r) {
+            uint8_t* row = codes.data() + r * lay.stride;
+            const double p = r % 3 == 0 ? 0.0 : 0.03 * static_cast<double>(r % 7);
+            for (size_t j = 0; j < shape.part_cells.size(); ++j)
+                for (int64_t e = 0; e < shape.part_cells[j]; ++e) {
+                    if (u(rng) >= p) continue;
+                    const int level = static_cast<int>(rng() % 4) + 1;
+                    const int64_t b0 = shape.part_bit_offset[j];
+                    auto set = [&](int64_t pos) { row[pos >> 3] |= static_cast<uint8_t>(0x80u >> (pos & 7)); };
+                    set(b0 + e);
+                    for (int t = 0; t < level; ++t) set(b0 + shape.part_cells[j] + 4 * e + t);
+                }
+        }
+        CodeMatrix cm{codes.data(), n, lay.stride, lay.stride};
+        std::vector<int64_t> off(static_cast<size_t>(n + 1), 0);
+        CHECK(sparse_sbs_count(cm, shape, off.data() + 1, 2) == -1, "sparse count m=%lld", (long long)c.m);
+        for (int64_t i = 0; i < n; ++i) off[static_cast<size_t>(i + 1)] += off[static_cast<size_t>(i)];
+        const int64_t nnz = off[static_cast<size_t>(n)];
+        std::vector<uint16_t> e16(static_cast<size_t>(shape.wide ? 0 : nnz));
+        std::vector<uint32_t> e32(static_cast<size_t>(shape.wide ? nnz : 0));
+        std::vector<int32_t> pop(static_cast<size_t>(n));
+        SparseSbsView v{off.data(), shape.wide ? static_cast<const void*>(e32.data()) : e16.data(),
+                        pop.data(), n, shape.wide};
+        sparse_sbs_fill(cm, shape, v, 2);
+        std::vector<uint8_t> back(codes.size(), 0xAA);
+        sparse_sbs_decode(v, shape, back.data(), lay.stride, 2);
+        CHECK(back == codes, "sparse round trip m=%lld", (long long)c.m);
+        SparseSbsIndex index(v, shape, nnz, 2);
+        std::vector<uint8_t> q(codes.begin(), codes.begin() + nq * lay.stride);
+        for (int64_t i = 0; i < lay.stride; ++i) q[static_cast<size_t>(i)] = static_cast<uint8_t>(rng());  // any bits
+        CodeMatrix qm{q.data(), nq, lay.stride, lay.stride};
+        std::vector<int32_t> wd(static_cast<size_t>(nq * k)), gd(wd.size());
+        std::vector<int64_t> wi(wd.size()), gi(wd.size());
+        hamming_topk(qm, cm, k, wd.data(), wi.data(), 1);
+        for (Isa isa : supported_isas()) {
+            set_active_isa(isa);
+            for (int method = 0; method < 3; ++method)
+                for (int threads : {1, 2}) {
+                    index.search(qm, k, gd.data(), gi.data(), threads, static_cast<SparseSbsMethod>(method));
+                    CHECK(gd == wd && gi == wi, "sparse search m=%lld isa=%s method=%d threads=%d",
+                          (long long)c.m, isa_name(isa), method, threads);
+                }
+        }
+        if (nnz > 1) {  // malformed: popcount off by one, cells out of order
+            pop[1] += 1;
+            CHECK(!invalid_message([&] { check_sparse_sbs(v, shape, nnz); }).empty(), "sparse bad popcount");
+            pop[1] -= 1;
+        }
+    }
+}
+
 int main() {
     std::mt19937_64 rng(12345);
     for (Isa isa : supported_isas()) {  // uint8 maps have per-ISA row counters
@@ -549,6 +612,7 @@ int main() {
     }
     check_sparse_bad_database();
     check_sparse_isas_identical(rng, 1);
+    check_sparse_sbs(rng);
     check_sparse_isas_identical(rng, int64_t{1} << 30);
     check_limits();
     check_sparse_cancellation(rng);

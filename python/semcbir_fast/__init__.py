@@ -26,6 +26,7 @@ from .signatures import (
     register_signature,
 )
 from .sparse_l2 import PhraseIndex, SparseL2Index, phrase_l2_topk, sparse_l2_topk
+from .sparse_sbs import SparseSBSCodes, SparseSBSSearcher, sparse_hamming_topk, to_sparse_sbs
 
 __version__ = "0.1.0"
 
@@ -39,6 +40,8 @@ def __getattr__(name: str) -> object:
     raise AttributeError(f"module 'semcbir_fast' has no attribute {name!r}")
 
 __all__ = [
+    "SparseSBSCodes",
+    "SparseSBSSearcher",
     "Features",
     "HybridSignatures",
     "IndexFormatError",
@@ -58,7 +61,9 @@ __all__ = [
     "get_signature",
     "list_signatures",
     "register_signature",
+    "sparse_hamming_topk",
     "sparse_l2_topk",
+    "to_sparse_sbs",
     "extract_features",
     "histogram_filter",
     "hybrid_signatures",

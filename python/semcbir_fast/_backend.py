@@ -2,7 +2,8 @@
 
 Both backends are modules with the same contract (the names and arguments of ``_core.pyi``):
 ``encode_sbs``, ``hamming_topk``, ``hamming_distances``, ``build_phrase_matrices``,
-``sparse_l2_topk``, ``SparseL2Index``, ``active_isa``, ``available_isas``, ``set_isa`` and
+``sparse_l2_topk``, ``SparseL2Index``, ``sparse_sbs_encode``, ``sparse_sbs_decode``,
+``sparse_sbs_check``, ``SparseSBSIndex``, ``active_isa``, ``available_isas``, ``set_isa`` and
 ``hardware_threads``. The public functions call ``core().<name>(...)`` and never branch on
 the backend.
 
@@ -27,6 +28,10 @@ CONTRACT = (
     "build_phrase_matrices",
     "sparse_l2_topk",
     "SparseL2Index",
+    "sparse_sbs_encode",
+    "sparse_sbs_decode",
+    "sparse_sbs_check",
+    "SparseSBSIndex",
     "active_isa",
     "available_isas",
     "set_isa",

@@ -78,3 +78,49 @@ class SparseL2Index:
         k: int,
         threads: int,
     ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]: ...
+
+# ---- sparse SBS search (docs/sparse_search.md) ----
+# Sparse codes (CSR): ``offsets`` int64 ``(n + 1,)``, ``entries`` uint16 (layouts of at most
+# 16,384 cells) or uint32, ``(cell << 2) | (level - 1)`` with cells ascending per row,
+# ``popcounts`` int32 ``(n,)``. Malformed input is ValueError naming the first problem.
+def sparse_sbs_encode(
+    codes: npt.NDArray[np.uint8], num_classes: int, levels: int, pyramid: bool, threads: int
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.unsignedinteger], npt.NDArray[np.int32]]: ...
+def sparse_sbs_decode(
+    offsets: npt.NDArray[np.int64],
+    entries: npt.NDArray[np.unsignedinteger],
+    popcounts: npt.NDArray[np.int32],
+    num_classes: int,
+    levels: int,
+    pyramid: bool,
+    threads: int,
+) -> npt.NDArray[np.uint8]: ...
+def sparse_sbs_check(
+    offsets: npt.NDArray[np.int64],
+    entries: npt.NDArray[np.unsignedinteger],
+    popcounts: npt.NDArray[np.int32],
+    num_classes: int,
+    levels: int,
+    pyramid: bool,
+) -> None: ...
+
+class SparseSBSIndex:
+    def __init__(
+        self,
+        offsets: npt.NDArray[np.int64],
+        entries: npt.NDArray[np.unsignedinteger],
+        popcounts: npt.NDArray[np.int32],
+        num_classes: int,
+        levels: int,
+        pyramid: bool,
+        threads: int,
+    ) -> None: ...
+    @property
+    def rows(self) -> int: ...
+    @property
+    def nnz(self) -> int: ...
+    @property
+    def inverted_bytes(self) -> int: ...
+    def search(
+        self, queries: npt.NDArray[np.uint8], k: int, threads: int, method: int
+    ) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int64]]: ...

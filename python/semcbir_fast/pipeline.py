@@ -3,7 +3,7 @@ results. The CLI, the evaluation and a service call these functions; a notebook 
 
 >>> from semcbir_fast import build_index, Retriever, create_signature   # doctest: +SKIP
 >>> from semcbir_fast.segment import load_segmenter                     # doctest: +SKIP
->>> seg = load_segmenter("ade20k-mnv2")                                  # doctest: +SKIP
+>>> seg = load_segmenter()                  # DEFAULT_SEGMENTER, "ade20k+voc" # doctest: +SKIP
 >>> sig = create_signature("sbs", num_classes=seg.num_classes, levels=2) # doctest: +SKIP
 >>> built = build_index(paths, sig, segmenter=seg)                       # doctest: +SKIP
 >>> hits = Retriever(built.index, seg).query(["q.jpg"], k=10)            # doctest: +SKIP
@@ -107,15 +107,19 @@ def load_inputs(
     use_cache: bool = True,
     log: Callable[[str], None] | None = None,
     stats: dict[str, int] | None = None,
+    requires: Sequence[str] | None = None,
 ) -> tuple[Inputs, list[tuple[str, str]]]:
     """What ``signature`` needs of the images ``paths``: ``(inputs of the readable ones,
     [(path, reason) of the unreadable ones])``. ``progress``: a bool, or an open tqdm bar
     that segmentation advances per image. ``stats["cached"]`` (when given) is increased by
-    the number of label maps that came from the cache."""
+    the number of label maps that came from the cache. ``requires``: what to compute
+    (default ``signature.requires``; :attr:`~semcbir_fast.signatures.Signature.fit_requires`
+    for a training set)."""
+    need = tuple(signature.requires if requires is None else requires)
     labels: list[np.ndarray] = []
     ok = list(paths)
     failed: list[tuple[str, str]] = []
-    if "labels" in signature.requires:
+    if "labels" in need:
         if segmenter is None:
             raise ValueError(f"signature {signature.name} needs label maps: pass a segmenter")
         from .eval.cache import segment_paths
@@ -125,15 +129,15 @@ def load_inputs(
                                                  log=log)
         if stats is not None:
             stats["cached"] = stats.get("cached", 0) + hits
-    elif "images" in signature.requires:
+    elif "images" in need:
         # the signature reads the files itself (inputs.paths): drop the unreadable ones here,
         # as segmentation does for the others
         ok, failed = _readable(ok, threads)
     feats = None
-    if "features" in signature.requires and ok:
+    if "features" in need and ok:
         feats = _features(ok, signature.feature_method, threads=threads,
                           progress=progress is True, use_cache=use_cache, log=log)
-    elif "features" in signature.requires:
+    elif "features" in need:
         feats = []
     return Inputs(labels, feats, ok), failed
 
@@ -225,11 +229,16 @@ def _build_chunks(todo: list[str], step: int, sig: Signature, out: BuildResult, 
         if not sig.fitted:
             train = inputs
             if fit_paths is not None:
-                fit = [image_key(p) for p in fit_paths]
-                train = Inputs([], _features(fit, sig.feature_method, threads=threads,
-                                             progress=progress is True, use_cache=use_cache,
-                                             log=log),
-                               fit)
+                # whatever the signature needs of its training images (label maps, local
+                # features, the readable files), as for the indexed ones
+                fit = list(dict.fromkeys(image_key(p) for p in fit_paths))
+                train, fit_failed = load_inputs(
+                    fit, sig, segmenter=segmenter, batch_size=batch_size,
+                    progress=progress is True, threads=threads, use_cache=use_cache, log=log,
+                    requires=sig.fit_requires)
+                if fit_failed and log:
+                    log(f"{len(fit_failed)} of the {len(fit)} training images could not be "
+                        "read and are left out of the fit")
             if log:
                 log(f"fitting the {sig.name} state on {len(train)} images ...")
             sig.fit(train, threads=threads)

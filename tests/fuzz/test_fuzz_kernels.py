@@ -540,3 +540,97 @@ def test_sparse_non_finite_is_value_error(bad, where):
     results = on_all_backends(lambda: sf.sparse_l2_topk(q, d, 2))
     for spec, (kind, got) in results.items():
         assert kind == "error" and got is ValueError, spec
+
+
+# --------------------------------------------------------------------------------------
+# sparse SBS search (issue 14)
+# --------------------------------------------------------------------------------------
+#: (classes, levels, pyramid): narrow (uint16) entries, a pyramid, and 17,600 cells (uint32)
+SPARSE_SBS_LAYOUTS = [(1, 0, False), (4, 1, False), (3, 2, True), (151, 1, False),
+                      (1100, 2, False)]
+SPARSE_SBS_METHODS = ("auto", "inverted", "scan")
+
+
+@_hyp(60)
+@given(shape=st.sampled_from(SPARSE_SBS_LAYOUTS), n=st.integers(0, 40), big=st.booleans(),
+       nq=st.integers(0, 5), k=st.one_of(st.integers(1, 45), st.sampled_from([1000, 2**16])),
+       p_cell=st.sampled_from([0.0, 0.01, 0.1, 0.5, 1.0]),
+       threads=st.sampled_from([0, 1, 2, 1024]), qkind=st.sampled_from(["rows", "codes", "bytes"]),
+       seed=st.integers(0, 2**32 - 1))
+def test_sparse_sbs_matches_reference(shape, n, big, nq, k, p_cell, threads, qkind, seed):
+    """Sparse codes of any density, queries of any bits: every backend, level and method
+    returns ref_topk of the dense codes (more than one 8,192-row block when ``big``)."""
+    from semcbir_fast.sparse_sbs import SparseSBSSearcher, to_sparse_sbs
+    from test_sparse_sbs import random_codes
+
+    m, levels, pyramid = shape
+    lay = sf.sbs_layout(m, levels, pyramid)
+    if big and lay.stride <= 200:
+        n = 8200 + n
+        p_cell = min(p_cell, 0.1)
+    rng = np.random.default_rng(seed)
+    db = random_codes(rng, lay, n, p_cell)
+    db[n // 2 : n // 2 + n // 4] = db[: n // 4]  # duplicates: ties
+    if qkind == "rows" and n:
+        q = db[rng.integers(0, n, nq)]
+    elif qkind == "bytes":
+        q = rng.integers(0, 256, (nq, lay.stride), dtype=np.uint8)
+    else:
+        q = random_codes(rng, lay, nq, max(p_cell, 0.02))
+    want = ref_topk(q, db, k) if nq else (np.zeros((0, k), np.int32), np.zeros((0, k), np.int64))
+
+    def search():
+        s = SparseSBSSearcher(to_sparse_sbs(db, lay, threads=threads), threads=threads)
+        return tuple(a for method in SPARSE_SBS_METHODS
+                     for a in s.search(q, k, threads=threads, method=method))
+
+    for spec, (kind, got) in on_all_backends(search).items():
+        assert kind == "ok", (spec, got)
+        for j, method in enumerate(SPARSE_SBS_METHODS):
+            assert np.array_equal(got[2 * j], want[0]), (spec, method)
+            assert np.array_equal(got[2 * j + 1], want[1]), (spec, method)
+
+
+SPARSE_SBS_EDITS = ("offset", "entry", "popcount", "truncate", "dtype")
+
+
+@_hyp(150)
+@given(edit=st.sampled_from(SPARSE_SBS_EDITS), where=st.integers(0, 2**20),
+       value=st.sampled_from([0, 1, 2, 3, 4, -1, 5, 19, 20, 79, 80, 0x7FFF, 0x8000, 0xFFFF,
+                              2**31 - 1, -(2**31), 2**31, 2**62, -(2**63), 2**63 - 1]),
+       shape=st.sampled_from(SPARSE_SBS_LAYOUTS[:4]))
+def test_sparse_sbs_malformed_refused(edit, where, value, shape):
+    """Damaged sparse codes (offsets out of order or range, cells out of order or past the
+    layout, popcounts that do not match, wrong dtypes): check, decode and the searcher raise
+    ValueError on every backend, alike -- never read out of bounds."""
+    from semcbir_fast.sparse_sbs import SparseSBSCodes, SparseSBSSearcher, to_sparse_sbs
+    from test_sparse_sbs import random_codes
+
+    lay = sf.sbs_layout(*shape)
+    rng = np.random.default_rng(where)
+    good = to_sparse_sbs(random_codes(rng, lay, 9, 0.3), lay)
+    off, ent, pop = good.offsets.copy(), good.entries.copy(), good.popcounts.copy()
+    if edit == "offset":
+        off[where % off.shape[0]] = value
+    elif edit == "entry" and ent.shape[0]:
+        ent[where % ent.shape[0]] = value % (1 << (8 * ent.itemsize))
+    elif edit == "popcount":
+        pop[where % pop.shape[0]] = np.int64(value).astype(np.int32)
+    elif edit == "truncate":
+        ent = ent[: where % (ent.shape[0] + 1)]
+    elif edit == "dtype":
+        ent = ent.astype([np.int16, np.uint32, np.uint8, np.int64][where % 4])
+    bad = SparseSBSCodes(lay, off, ent, pop)
+    q = random_codes(rng, lay, 2, 0.3)
+
+    def use():
+        bad.check()
+        return (bad.to_dense(), *SparseSBSSearcher(bad).search(q, 4))
+
+    with bounded_memory(256 << 20):
+        results = on_all_backends(use)
+    assert_same(results, f"sparse SBS {edit}")
+    kind, got = next(iter(results.values()))
+    if kind == "ok":  # an edit that kept the codes valid: the dense scan of them
+        want = ref_topk(q, got[0], 4)
+        assert np.array_equal(got[1], want[0]) and np.array_equal(got[2], want[1])

@@ -87,6 +87,11 @@ def write_seeds(folder: Path) -> dict[str, list[Path]]:
     b.add(sf.encode_sbs(np.stack(maps[:5]), num_classes=m, levels=0))
     out["sbs"].append(b.save(folder / "plain.sbsi"))
     out["sbs"].append(SBSIndex(sf.sbs_layout(m, 2)).save(folder / "empty.sbsi"))
+    c = SBSIndex(lay, engine="sparse")  # the sparse storage: sparse_offsets / _entries / ...
+    c.add(sf.encode_sbs(np.stack(maps), num_classes=m, levels=1, pyramid=True),
+          keys=[f"/img/{i}.png" for i in range(12)])
+    c.remove([2])
+    out["sbs"].append(c.save(folder / "sparse.sbsi"))
 
     vocab = Vocabulary.fit(feats, 4, seed=0)
     sig = sf.create_signature("sbovp", num_classes=m, vocabulary=vocab)

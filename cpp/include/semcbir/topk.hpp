@@ -1,4 +1,4 @@
-// Bounded top-k selection shared by every search (Hamming, sparse L2): keeps the k smallest
+// Bounded top-k selection shared by every search (Hamming, sparse SBS, sparse L2): keeps the k smallest
 // (distance, id) pairs, ordered by distance, then by the smaller id, and writes them out as one
 // sorted, padded result row.
 #pragma once
@@ -91,6 +91,52 @@ private:
     int64_t* id_;
     int64_t k_;
     int64_t size_ = 0;
+};
+
+/// Heaps of capacity kk for nq queries in each of `workers` workers that split a database,
+/// merged per query afterwards. Worker w calls heaps(w) once, fills them, then keep(w, ...);
+/// workers touch only their own storage, so they may run concurrently.
+template <class D>
+class WorkerHeaps {
+public:
+    WorkerHeaps(int workers, int64_t nq, int64_t kk)
+        : nq_(nq), kk_(kk), d_(static_cast<size_t>(workers)), id_(static_cast<size_t>(workers)),
+          size_(static_cast<size_t>(workers)) {}
+
+    /// Worker w's heaps, one per query (allocated here, owned by this object).
+    std::vector<TopK<D>> heaps(int w) {
+        auto& d = d_[static_cast<size_t>(w)];
+        auto& id = id_[static_cast<size_t>(w)];
+        d.resize(static_cast<size_t>(nq_ * kk_));
+        id.resize(static_cast<size_t>(nq_ * kk_));
+        std::vector<TopK<D>> out;
+        out.reserve(static_cast<size_t>(nq_));
+        for (int64_t q = 0; q < nq_; ++q) out.emplace_back(d.data() + q * kk_, id.data() + q * kk_, kk_);
+        return out;
+    }
+
+    /// Records how many pairs each of worker w's heaps holds.
+    void keep(int w, const std::vector<TopK<D>>& heaps) {
+        auto& sz = size_[static_cast<size_t>(w)];
+        sz.resize(static_cast<size_t>(nq_));
+        for (int64_t q = 0; q < nq_; ++q) sz[static_cast<size_t>(q)] = heaps[static_cast<size_t>(q)].size();
+    }
+
+    /// Offers query q's pairs of every worker (that ran) to `merged`.
+    void merge_into(int64_t q, TopK<D>& merged) const {
+        for (size_t w = 0; w < size_.size(); ++w) {
+            const auto& sz = size_[w];
+            if (sz.empty()) continue;
+            for (int64_t e = 0; e < sz[static_cast<size_t>(q)]; ++e)
+                merged.push(d_[w][static_cast<size_t>(q * kk_ + e)], id_[w][static_cast<size_t>(q * kk_ + e)]);
+        }
+    }
+
+private:
+    int64_t nq_, kk_;
+    std::vector<std::vector<D>> d_;
+    std::vector<std::vector<int64_t>> id_;
+    std::vector<std::vector<int64_t>> size_;
 };
 
 /// Writes one result row of k slots: the pairs (d[t], id[t]), t < size (any order, ids

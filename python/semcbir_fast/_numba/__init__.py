@@ -14,6 +14,7 @@ bit. One module per file of ``cpp/src``:
 ``csr``         CSR checks of the sparse inputs
 ``phrase``      ``build_phrase_matrices``
 ``sparse_l2``   ``sparse_l2_topk``, ``SparseL2Index``
+``sparse_sbs``  ``sparse_sbs_encode`` / ``_decode`` / ``_check``, ``SparseSBSIndex``
 ==============  ===========================================================================
 
 Importing this package needs numba (``pip install 'semcbir_fast[numba]'``); ``_backend``
@@ -28,9 +29,11 @@ from .parallel import hardware_threads
 from .phrase import build_phrase_matrices
 from .sbs import encode_sbs
 from .sparse_l2 import SparseL2Index, sparse_l2_topk
+from .sparse_sbs import SparseSBSIndex, sparse_sbs_check, sparse_sbs_decode, sparse_sbs_encode
 
 __all__ = [
     "SparseL2Index",
+    "SparseSBSIndex",
     "active_isa",
     "available_isas",
     "build_phrase_matrices",
@@ -40,4 +43,7 @@ __all__ = [
     "hardware_threads",
     "set_isa",
     "sparse_l2_topk",
+    "sparse_sbs_check",
+    "sparse_sbs_decode",
+    "sparse_sbs_encode",
 ]

@@ -8,7 +8,7 @@ import numpy as np
 from .._convert import check_topk_size
 from .parallel import check_threads_arg, with_threads
 from .popcount import popcount64
-from .topk import write_sorted_row
+from .topk import histogram_topk_row
 
 __all__ = ["hamming_distances", "hamming_topk"]
 
@@ -32,7 +32,6 @@ def _topk_words(q, db, k, out_d, out_i):
     nq = q.shape[0]
     n, words = db.shape
     maxd = words * 64
-    kk = min(k, n)
     missing = np.int32(_INT32_MAX)
     for i in nb.prange(nq):
         dist = np.empty(n, np.int32)
@@ -43,28 +42,7 @@ def _topk_words(q, db, k, out_d, out_i):
                 acc += popcount64(q[i, w] ^ db[j, w])
             dist[j] = acc
             hist[acc] += 1
-        # Smallest distance D with at least kk codes at distance <= D.
-        cum = 0
-        cut = 0
-        while cut < maxd:
-            cum += hist[cut]
-            if cum >= kk:
-                break
-            cut += 1
-        # Everything below D, then ids at distance D in ascending order: ties by smaller id.
-        sel = np.empty(kk, np.int64)
-        cnt = 0
-        for j in range(n):
-            if dist[j] < cut:
-                sel[cnt] = j
-                cnt += 1
-        for j in range(n):
-            if cnt >= kk:
-                break
-            if dist[j] == cut:
-                sel[cnt] = j
-                cnt += 1
-        write_sorted_row(dist[sel], sel, k, missing, out_d[i], out_i[i])
+        histogram_topk_row(dist, hist, k, missing, out_d[i], out_i[i])
 
 
 def _as_words(codes: np.ndarray) -> np.ndarray:

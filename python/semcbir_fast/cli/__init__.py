@@ -29,7 +29,7 @@ from collections.abc import Sequence
 
 from . import eval as eval_cmd
 from . import gallery, index, info, search, serve, train_hash
-from ._common import DEFAULT_MODEL, CLIError, err
+from ._common import DEFAULT_MODEL, CLIError, cli_wording, err
 
 __all__ = ["DEFAULT_MODEL", "CLIError", "build_parser", "main"]
 
@@ -88,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             PermissionError, ValueError, KeyError) as exc:
         if debug:
             raise
-        msg = _fmt_os_error(exc) if isinstance(exc, OSError) else str(exc)
+        msg = cli_wording(_fmt_os_error(exc) if isinstance(exc, OSError) else str(exc))
         if isinstance(exc, KeyError):
             msg = str(exc.args[0]) if exc.args else "key error"
         err(f"semcbir {args.command}: error: {msg.splitlines()[0] if msg else type(exc).__name__}")

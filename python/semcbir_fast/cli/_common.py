@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..segment.registry import DEFAULT_SEGMENTER
+
 __all__ = [
     "DEFAULT_MODEL",
     "CLIError",
@@ -31,7 +33,10 @@ __all__ = [
     "signature_params",
 ]
 
-DEFAULT_MODEL = "ade20k-mnv2"
+#: the model of ``--model`` when none is given: the library's default segmenter, the ADE20K
+#: + Pascal VOC composite "ade20k+voc" (docs/composite.md; --model ade20k-mnv2 is the
+#: ADE20K model alone). Imported from the registry, which imports neither torch nor OpenCV.
+DEFAULT_MODEL = DEFAULT_SEGMENTER
 
 
 class CLIError(Exception):
@@ -333,10 +338,39 @@ def printable(text: Any) -> str:
         for ch in s)
 
 
-def open_index(path: str, *, verify: bool = True) -> Any:
+def open_index(path: str, *, verify: bool = True, engine: str | None = None) -> Any:
     from ..index import load_index
 
-    return load_index(path, verify=verify)
+    index = load_index(path, verify=verify)
+    if engine is not None:
+        set_engine(index, engine)
+    return index
+
+
+def add_engine_option(p: argparse.ArgumentParser, what: str) -> None:
+    """``--engine auto|dense|sparse``: how an SBS index stores and searches its codes."""
+    from ..index.sbs import ENGINES
+
+    p.add_argument("--engine", default=None, choices=ENGINES,
+                   help=f"SBS indexes: {what} the dense codes or only their present cells "
+                   "(docs/sparse_search.md); auto: sparse when the codes are sparse; the "
+                   "results are the same")
+
+
+def check_engine(engine: str | None, index: Any) -> None:
+    """CLIError when ``--engine`` is given for an index (not None) that has no engines."""
+    if engine is not None and index is not None and not hasattr(index, "set_engine"):
+        raise CLIError(f"--engine applies to SBS indexes, not to {type(index).__name__}")
+
+
+def set_engine(index: Any, engine: str | None) -> None:
+    """Switch an index to ``--engine`` (nothing when not given)."""
+    check_engine(engine, index)
+    if engine is not None:
+        try:
+            index.set_engine(engine)
+        except ValueError as exc:
+            raise CLIError(str(exc)) from None
 
 
 def add_root_option(p: argparse.ArgumentParser) -> None:
@@ -358,13 +392,14 @@ _API_WORDS = (
     (re.compile(r"\bdtype=torch\.(\w+)"), r"--dtype \1"),
     (re.compile(r"\bdtype=None \(float32\)"), "--dtype float32"),
     (re.compile(r"\bruntime='([^']*)'"), r"--runtime \1"),
+    (re.compile(r"\bmodel='([^']*)'"), r"--model \1"),
 )
 
 
 def cli_wording(msg: str) -> str:
     """A library message in the command line's words: ``device='cpu'`` -> ``--device cpu``,
     ``dtype=torch.bfloat16`` -> ``--dtype bfloat16``, ``runtime='torch'`` -> ``--runtime
-    torch``."""
+    torch``, ``model='ade20k-mnv2'`` -> ``--model ade20k-mnv2``."""
     for pat, rep in _API_WORDS:
         msg = pat.sub(rep, msg)
     return msg

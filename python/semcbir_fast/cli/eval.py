@@ -155,7 +155,11 @@ def run(args: argparse.Namespace) -> int:
         if args.dataset != "folders" else Path(ds.root).name,
         "limit": args.limit,
     }
-    maps, num_classes, ignore = _label_maps(args, ds, settings)
+    if "labels" in cls.requires or args.oracle:
+        maps, num_classes, ignore = _label_maps(args, ds, settings)
+    else:  # cnn, neural-codes read the image files alone: no segmentation model is run
+        maps, num_classes, ignore = [], 1, None
+        settings.update(segmentation="image files only")
     if ignore is not None and not 0 <= ignore < num_classes:
         raise CLIError(f"--ignore-index must be a class id in [0, {num_classes}), got {ignore}")
     if args.exclude_query and args.mode != "query-in-db":

@@ -11,8 +11,10 @@ from typing import Any
 from ._common import (
     DEFAULT_MODEL,
     CLIError,
+    add_engine_option,
     add_model_options,
     add_signature_options,
+    check_engine,
     check_foreign_options,
     discover,
     flag_of,
@@ -24,6 +26,7 @@ from ._common import (
     plural,
     positive_int,
     report_failed,
+    set_engine,
     signature_params,
     state_training_paths,
 )
@@ -53,7 +56,12 @@ def register(sub: Any) -> None:
     p.add_argument("--checkpoint-every", type=positive_int, default=256, metavar="N",
                    help="save the index every N images, so that an interrupted run keeps "
                    "them and a rerun continues (256)")
+    p.add_argument("--fit-on", nargs="+", default=None, metavar="FOLDER",
+                   help="fit the signature's learned state (an SBoVP vocabulary, cnn "
+                   "--whiten's whitening, the regions PCA, a fused signature's components') "
+                   "on the images under FOLDER(s) instead of the indexed images")
     add_signature_options(p, several=False, state_file=True)
+    add_engine_option(p, "store and search")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--append", action="store_true",
                       help="add the images not yet in INDEX (same model and settings); an "
@@ -117,8 +125,36 @@ def _record_unreadable(metadata: dict[str, Any], failed: list[tuple[str, str]]) 
         metadata["unreadable"] = rec
 
 
+def _fit_on(args: argparse.Namespace, probe: Any, existing: Any) -> list[str] | None:
+    """The images of ``--fit-on`` (None when not given, or when an interrupted run whose
+    state is fitted already is resumed); ``CLIError`` when there is nothing to fit (an
+    existing index's state, or settings without learned state)."""
+    if not getattr(args, "fit_on", None):
+        return None
+    if existing is not None:
+        if existing.metadata.get("complete") is False:
+            return None  # the interrupted run fitted the state before its first chunk
+        raise CLIError("--fit-on: the index's learned state was fitted when it was built; "
+                       "build a new index to fit it on other images")
+    if probe.fitted:
+        raise CLIError(f"--fit-on: signature {probe.name} has no learned state to fit with "
+                       "these settings")
+    if probe.state_flags and getattr(args, probe.state_flags[1], None) is not None:
+        raise CLIError(f"give --fit-on or --{probe.state_flags[1].replace('_', '-')}, "
+                       "not both")
+    paths = discover(args.fit_on)
+    if not paths:
+        raise CLIError(f"--fit-on: no images under {' '.join(args.fit_on)}")
+    log(args, f"fitting set: {plural(len(paths), 'image')} under {' '.join(args.fit_on)}")
+    return paths
+
+
 def run(args: argparse.Namespace) -> int:
     if getattr(args, "ray", None) is not None:
+        if getattr(args, "fit_on", None):
+            raise CLIError("--fit-on does not apply with --ray")
+        if args.engine is not None:
+            raise CLIError("--engine does not apply with --ray (each shard uses engine auto)")
         from ..distributed.cli import run as run_ray
 
         return run_ray(args)
@@ -148,6 +184,8 @@ def run(args: argparse.Namespace) -> int:
                        f"{existing.signature.name}; build a new index for another signature")
     cls = get_signature(name)
     check_foreign_options(args, cls)
+    if existing is not None and existing.metadata.get("complete") is not False:
+        _fit_on(args, existing.signature, existing)  # refused before anything else
     t0 = time.perf_counter()
     paths = discover(args.folders)
     if not paths:
@@ -181,7 +219,8 @@ def run(args: argparse.Namespace) -> int:
         log(args, f"{len(paths)} images found, {len(paths) - n_new} already in {out}")
         if not n_new:
             log(args, "nothing new to add")
-            if existing.metadata.pop("complete", True) is False:
+            set_engine(existing, args.engine)
+            if existing.metadata.pop("complete", True) is False or args.engine is not None:
                 existing.save(out)
             print(f"{out}: {len(existing)} images (unchanged)")
             return 0
@@ -197,6 +236,13 @@ def run(args: argparse.Namespace) -> int:
         probe.check_available()
     except ImportError as exc:
         raise CLIError(f"--signature {name} needs OpenCV ({exc})") from None
+    fit_on = _fit_on(args, probe, existing)
+    if args.engine is not None and existing is None:
+        try:  # --engine of an index without engines is refused before the slow steps
+            check_engine(args.engine, probe.new_index())
+        except ValueError:
+            pass  # a signature not fitted yet: checked on the built index
+    check_engine(args.engine, existing)
     if sig is None and cls.state_flags and getattr(args, cls.state_flags[0], None):
         _new_signature(args, name, 1, None)  # read the state file before the slow steps
     # a signature that reads only the image files (cnn, neural-codes) needs no segmenter
@@ -238,8 +284,14 @@ def run(args: argparse.Namespace) -> int:
                 str(Path(state).resolve()) if state else
                 str(Path(root).resolve()) if root else "the indexed images")
     fit = None if sig.fitted else state_training_paths(args, cls)
+    if fit_on is not None:
+        fit = fit_on
+        if metadata is not None:
+            metadata[f"{cls.state_name}_set"] = " ".join(
+                str(Path(f).resolve()) for f in args.fit_on)
     def checkpoint(index: Any) -> None:  # an interrupted run keeps what it finished
         index.metadata["complete"] = False
+        set_engine(index, args.engine)
         index.save(out)
         log(args, f"{out}: {len(index)} images saved so far")
 
@@ -257,11 +309,13 @@ def run(args: argparse.Namespace) -> int:
     if res.index is None:
         raise CLIError(f"none of the {len(paths)} images could be read; no index written")
     index = res.index
+    set_engine(index, args.engine)
     if res.added and index.has_keys:  # where the images are (semcbir search --root re-roots)
         from ..pipeline import image_root
 
         index.metadata["image_root"] = image_root(index.keys())
-    if index.metadata.pop("complete", True) is False or res.added or res.failed:
+    if index.metadata.pop("complete", True) is False or res.added or res.failed \
+            or args.engine is not None:
         index.save(out)
     if existing is not None and not res.added:
         print(f"{out}: {len(existing)} images (unchanged; {len(res.failed)} skipped)")

@@ -8,6 +8,7 @@ from typing import Any
 
 from ._common import (
     CLIError,
+    add_engine_option,
     add_model_options,
     add_root_option,
     open_index,
@@ -33,6 +34,7 @@ def register(sub: Any) -> None:
     p.add_argument("--resegment", action="store_true",
                    help="segment query images even when they are in the index")
     p.add_argument("--threads", type=int, default=0, help="search threads (0 = all cores)")
+    add_engine_option(p, "search")
     add_root_option(p)
     add_model_options(p, model_default=None)
     p.add_argument("-q", "--quiet", action="store_true", help="no status lines on stderr")
@@ -40,7 +42,7 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    index = open_index(args.index)
+    index = open_index(args.index, engine=args.engine)
     if len(index) == 0:
         raise CLIError(f"{args.index} is empty")
     res = query(args, index, args.images, args.k)

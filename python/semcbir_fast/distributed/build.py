@@ -49,6 +49,7 @@ from typing import Any
 
 import numpy as np
 
+from ..segment.registry import DEFAULT_SEGMENTER
 from .manifest import (
     Manifest,
     ShardEntry,
@@ -71,11 +72,11 @@ class SegmenterSpec:
     ``torch_threads``: torch's intra-op threads in the actor (``torch.set_num_threads``).
     Ray starts a worker with ``OMP_NUM_THREADS`` = its CPUs, and the label maps of the
     CPU path change in a few hundred pixels per image with torch's thread count (measured
-    on the default model, docs/distributed.md): give the thread count of the run to match
+    on ade20k-mnv2, docs/distributed.md): give the thread count of the run to match
     (``torch.get_num_threads()`` there) for label maps identical to it; None keeps Ray's.
     """
 
-    model: str = "ade20k-mnv2"
+    model: str = DEFAULT_SEGMENTER
     device: str | None = None
     dtype: str | None = None
     runtime: str | None = None

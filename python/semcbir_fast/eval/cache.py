@@ -70,7 +70,7 @@ def files_key(parts: dict[str, Any], images: Sequence[str | os.PathLike[str]]) -
                           ).hexdigest()
 
 
-_MODEL_KEYS: dict[tuple[str, int, int, str, str, str], str] = {}
+_MODEL_KEYS: dict[tuple[Any, ...], str] = {}
 
 
 def model_key(
@@ -84,13 +84,27 @@ def model_key(
     runtime that runs it, the compute dtype and the resize mode (memoised per file state)."""
     mp = Path(model_path)
     st = mp.stat()
-    memo = (os.path.abspath(mp), st.st_size, st.st_mtime_ns, runtime, dtype, resize)
+    memo: tuple[Any, ...] = (os.path.abspath(mp), st.st_size, st.st_mtime_ns, runtime, dtype,
+                             resize)
+    members: list[dict[str, Any]] = []
+    if mp.suffix == ".composite":  # a composite segmenter: its key covers every member model
+        from semcbir_fast.segment.composite import members_key_parts
+
+        members = members_key_parts(mp)
+        for m in members:
+            if m["file"]:
+                mst = os.stat(m["model"])
+                memo += (m["model"], mst.st_size, mst.st_mtime_ns)
     key = _MODEL_KEYS.get(memo)
     if key is None:
         side = mp.with_suffix(".json")
         parts = {"model": _file_digest(mp),
                  "sidecar": side.read_text() if side.is_file() else None,
                  "runtime": runtime, "dtype": dtype, "resize": resize}
+        if members:
+            parts["members"] = [
+                model_key(m["model"], runtime=m["runtime"], dtype=dtype, resize=resize)
+                if m["file"] else m["model"] for m in members]
         key = _MODEL_KEYS[memo] = hashlib.sha256(
             json.dumps(parts, sort_keys=True).encode()).hexdigest()
     return key
@@ -336,7 +350,7 @@ def segment_paths(
 def segment_cached(
     images: Sequence[str | os.PathLike[str]],
     *,
-    model: str = "ade20k-mnv2",
+    model: Any = None,
     device: Any = None,
     dtype: Any = None,
     runtime: str | None = None,
@@ -352,8 +366,9 @@ def segment_cached(
     Parameters
     ----------
     images : sequence of path
-    model : str
-        Registered model name or model file (see :func:`semcbir_fast.segment.load_segmenter`).
+    model : str, optional
+        Registered model name or model file (see :func:`semcbir_fast.segment.load_segmenter`);
+        default :data:`semcbir_fast.segment.DEFAULT_SEGMENTER` (``"ade20k+voc"``).
     device, dtype, runtime, batch_size, progress
         Passed to the segmenter (``runtime=None``: ``"auto"``).
     use_cache : bool, default True
@@ -377,8 +392,10 @@ def segment_cached(
     """
     from semcbir_fast.models.sidecar import read_sidecar
     from semcbir_fast.segment import load_segmenter
-    from semcbir_fast.segment.registry import _resolve
+    from semcbir_fast.segment.registry import DEFAULT_SEGMENTER, _resolve
 
+    if model is None:
+        model = DEFAULT_SEGMENTER
     paths = [os.fspath(p) for p in images]
     model_path, rt = _resolve(model, runtime=runtime, device=device, dtype=dtype)
     meta = read_sidecar(model_path)

@@ -444,7 +444,9 @@ def evaluate(
         # signatures that read the image files themselves (cnn, regions, fused, ...)
         inputs = dataclasses.replace(inputs, paths=[str(p) for p in dataset.images])
     size = len(dataset)
-    if len(inputs.label_maps) != size:
+    needs_labels = "labels" in getattr(sigs[0], "requires", ("labels",))
+    if (needs_labels or inputs.label_maps) and len(inputs.label_maps) != size:
+        # a signature that reads only the image files (cnn, neural-codes) needs no maps
         raise ValueError(f"label_maps must have one map per image: {size} images, "
                          f"{len(inputs.label_maps)} maps")
     split = _Split.make(dataset, mode, exclude_query, queries_per_category)
@@ -530,7 +532,7 @@ def evaluate(
         dataset=dataset,
         query_idx=q_idx,
         db_idx=db_idx,
-        label_maps=list(inputs.label_maps) if keep_label_maps else None,
+        label_maps=list(inputs.label_maps) if keep_label_maps and inputs.label_maps else None,
         versions=library_versions(),
         signatures=sigs,
     )

@@ -41,13 +41,16 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "MSRC_V1_SYNONYMS",
     "average_precision",
+    "map_classes_by_name",
     "mean_average_precision",
     "per_category_ap",
     "precision_at_k",
     "precision_at_r",
     "precision_recall_curve",
     "relevance",
+    "segmentation_scores",
 ]
 
 
@@ -94,7 +97,7 @@ def _tie_groups(distances: Any, shape: tuple[int, int]) -> tuple[np.ndarray, np.
         raise ValueError(f"distances must have the shape of the ranking {shape}, got {d.shape}")
     if shape[1] > 1 and np.any(np.diff(d.astype(np.float64), axis=1) < 0):
         raise ValueError("distances must be sorted ascending along each row (a ranking)")
-    nq, n = shape
+    n = shape[1]
     pos = np.broadcast_to(np.arange(n), shape)
     new = np.ones(shape, dtype=bool)
     new[:, 1:] = d[:, 1:] != d[:, :-1]
@@ -143,7 +146,7 @@ def average_precision(
     """
     rel = relevance(ranked_labels, query_labels)
     total = _n_relevant(rel, n_relevant)
-    nq, n = rel.shape
+    n = rel.shape[1]
     ranks = np.arange(1, n + 1, dtype=np.float64)
     if distances is None:
         hits = np.cumsum(rel, axis=1)
@@ -293,3 +296,134 @@ def per_category_ap(
             key = names[key] if isinstance(names, dict) else names[int(key)]
         out[key] = float(a[q == c].mean())
     return out
+
+
+# --------------------------------------------------------------------------------------
+# Segmentation quality against ground-truth label maps (classes mapped by name)
+# --------------------------------------------------------------------------------------
+
+#: MSRC v1 ground-truth class -> the model class names (ADE20K's short names of
+#: ``ade20k_labels.txt``, and the classes a Pascal VOC overlay adds) that mean it. Fixed
+#: from the class definitions alone, before any score was seen. A model class not listed
+#: maps to no MSRC class and counts as wrong wherever the ground truth is not void; so
+#: ADE20K's single "animal" class scores 0 on cow, horse and sheep.
+MSRC_V1_SYNONYMS: dict[str, tuple[str, ...]] = {
+    "building": ("building", "house", "skyscraper", "tower", "wall", "hovel"),
+    "grass": ("grass", "field"),
+    "tree": ("tree", "palm", "plant"),
+    "cow": ("cow",),
+    "horse": ("horse",),
+    "sheep": ("sheep",),
+    "sky": ("sky",),
+    "mountain": ("mountain", "hill"),
+    "aeroplane": ("airplane", "aeroplane"),
+    "water": ("water", "sea", "river", "lake"),
+    "face": ("person",),
+    "car": ("car", "van"),
+    "bicycle": ("bicycle",),
+}
+
+
+def map_classes_by_name(source_names: Sequence[str], target_names: Sequence[str],
+                        synonyms: dict[str, Sequence[str]] | None = None) -> np.ndarray:
+    """Lookup table from a model's classes to ground-truth classes, by name.
+
+    Parameters
+    ----------
+    source_names : sequence of str
+        The model's class names (index = label value).
+    target_names : sequence of str
+        The ground truth's class names (index = value in its maps).
+    synonyms : dict, optional
+        ``{target name: source names}``; a source class whose name is listed maps to that
+        target. Without it (or for targets it omits), equal names map.
+
+    Returns
+    -------
+    numpy.ndarray
+        int64 of ``len(source_names)``: the target class of each source class, -1 for none.
+
+    Raises
+    ------
+    ValueError
+        A synonym table naming a target class that does not exist, or a source name listed
+        under two targets.
+    """
+    lut = np.full(len(source_names), -1, dtype=np.int64)
+    tindex = {n: i for i, n in enumerate(target_names)}
+    table: dict[str, int] = {}
+    for tname, i in tindex.items():
+        names = (synonyms or {}).get(tname, (tname,))
+        for s in names:
+            if s in table and table[s] != i:
+                raise ValueError(f"synonyms: {s!r} is listed under {target_names[table[s]]!r} "
+                                 f"and {tname!r}")
+            table[s] = i
+    unknown = set(synonyms or {}) - set(tindex)
+    if unknown:
+        raise ValueError(f"synonyms name classes the ground truth lacks: {sorted(unknown)} "
+                         f"(it has {list(target_names)})")
+    for j, n in enumerate(source_names):
+        if n in table:
+            lut[j] = table[n]
+    return lut
+
+
+def segmentation_scores(predictions: Sequence[Any], ground_truth: Sequence[Any],
+                        class_map: Any, num_classes: int, *,
+                        ignore_index: int | None = 0) -> dict[str, Any]:
+    """Pixel accuracy and IoU of predicted label maps against ground truth.
+
+    Parameters
+    ----------
+    predictions, ground_truth : sequences of 2-D integer arrays
+        One predicted and one ground-truth map per image, of equal shapes.
+    class_map : array-like of int
+        Ground-truth class of each predicted label (:func:`map_classes_by_name`); -1 (or a
+        label past its end) = no class, always wrong.
+    num_classes : int
+        Ground-truth classes (values ``0 .. num_classes - 1``).
+    ignore_index : int or None, default 0
+        Ground-truth value that is void: its pixels are not scored.
+
+    Returns
+    -------
+    dict
+        ``pixel_accuracy`` (correct / scored pixels), ``miou`` (mean IoU over the classes
+        present in the ground truth or the mapped predictions, void excluded), ``iou``
+        ``{class: IoU}`` and ``pixels`` (scored pixels). ``IoU = TP / (TP + FP + FN)`` over
+        the scored pixels.
+    """
+    if len(predictions) != len(ground_truth):
+        raise ValueError(f"predictions and ground_truth must have the same length, got "
+                         f"{len(predictions)} and {len(ground_truth)}")
+    lut = np.asarray(class_map, dtype=np.int64)
+    n = int(num_classes)
+    conf = np.zeros((n, n + 1), dtype=np.int64)  # rows: truth, cols: mapped prediction (+none)
+    for i, (p, g) in enumerate(zip(predictions, ground_truth)):
+        p, g = np.asarray(p), np.asarray(g)
+        if p.shape != g.shape:
+            raise ValueError(f"image {i}: prediction shape {p.shape} != ground truth {g.shape}")
+        p = p.astype(np.int64).ravel()
+        g = g.astype(np.int64).ravel()
+        keep = (g >= 0) & (g < n)
+        if ignore_index is not None:
+            keep &= g != ignore_index
+        p, g = p[keep], g[keep]
+        inside = (p >= 0) & (p < lut.size)
+        mp = np.full(p.shape, -1, dtype=np.int64)
+        mp[inside] = lut[p[inside]]
+        mp[(mp < 0) | (mp >= n)] = n
+        conf += np.bincount(g * (n + 1) + mp, minlength=n * (n + 1)).reshape(n, n + 1)
+    tp = np.diag(conf[:, :n])
+    total = int(conf.sum())
+    iou = {}
+    for c in range(n):
+        if c == ignore_index:
+            continue
+        union = conf[c].sum() + conf[:, c].sum() - tp[c]
+        if union > 0:
+            iou[c] = float(tp[c] / union)
+    return {"pixel_accuracy": float(tp.sum() / total) if total else 0.0,
+            "miou": float(np.mean(list(iou.values()))) if iou else 0.0,
+            "iou": iou, "pixels": total}

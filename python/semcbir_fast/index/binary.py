@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from .._convert import check_int, check_threads
+from ._keys import AppendOnlyKeys, check_new_keys
 from .container import (
     CONTAINER_VERSION,
     Container,
@@ -37,6 +38,7 @@ from .container import (
     load_with,
     write_container,
 )
+from .sbs import check_device
 
 __all__ = ["FORMAT_NAME", "BinaryIndex"]
 
@@ -51,7 +53,7 @@ def _stride(nbits: int) -> int:
     return (nbits + 63) // 64 * 8
 
 
-class BinaryIndex:
+class BinaryIndex(AppendOnlyKeys):
     """Exact Hamming index of packed binary codes of ``nbits`` bits.
 
     Parameters
@@ -62,10 +64,14 @@ class BinaryIndex:
         What encodes queries like the database (written into the file header).
     metadata : dict, optional
         JSON-serialisable description saved with the index.
+    device : str, default "cpu"
+        Where searches run: ``"cpu"`` (SIMD :func:`~semcbir_fast.hamming_topk`) or a CUDA
+        device (``"cuda"``, ``"cuda:N"``): the codes are uploaded once per content and
+        searched by :class:`~semcbir_fast.search.gpu.DeviceCodes`, with the same results.
     """
 
     def __init__(self, nbits: int, *, signature: Any = None,
-                 metadata: dict[str, Any] | None = None) -> None:
+                 metadata: dict[str, Any] | None = None, device: str = "cpu") -> None:
         self.nbits = check_int(nbits, "nbits", 1, MAX_BITS)
         self.nbytes = (self.nbits + 7) // 8
         self.stride = _stride(self.nbits)
@@ -76,6 +82,8 @@ class BinaryIndex:
         self._codes = np.zeros((0, self.stride), dtype=np.uint8)
         self._keys: list[str] | None = None
         self._mmap: Any = None
+        self._device = check_device(device)
+        self._device_codes: Any = None  # search.gpu.DeviceCodes of self._codes, built lazily
 
     # ------------------------------------------------------------------ properties
     @property
@@ -83,13 +91,14 @@ class BinaryIndex:
         return self._signature
 
     @property
-    def has_keys(self) -> bool:
-        return self._keys is not None
-
-    @property
     def codes(self) -> np.ndarray:
         """The stored codes ``(count, stride)`` (read-only when memory-mapped)."""
         return self._codes
+
+    @property
+    def device(self) -> str:
+        """Where searches run: ``"cpu"`` or a CUDA device."""
+        return self._device
 
     def __len__(self) -> int:
         return int(self._codes.shape[0])
@@ -106,21 +115,6 @@ class BinaryIndex:
         line = (f"codes     {len(self):,} x {self.nbits} bits ({self.nbytes} bytes, stride "
                 f"{self.stride})")
         return [line]
-
-    def ids(self) -> np.ndarray:
-        return np.arange(len(self), dtype=np.int64)
-
-    def keys(self) -> list[str]:
-        if self._keys is None:
-            raise ValueError("this index has no keys: pass keys=... to add()")
-        return list(self._keys)
-
-    def keys_of(self, ids: Any) -> list[str | None]:
-        keys = self._keys
-        if keys is None:
-            raise ValueError("this index has no keys: pass keys=... to add()")
-        return [keys[i] if 0 <= i < len(keys) else None
-                for i in np.asarray(ids).reshape(-1).tolist()]
 
     # ------------------------------------------------------------------ checks
     def _as_codes(self, codes: Any, name: str) -> np.ndarray:
@@ -151,27 +145,15 @@ class BinaryIndex:
         per code (an index has keys for every entry or for none)."""
         new = self._as_codes(codes, "codes")
         m = new.shape[0]
-        if keys is not None:
-            if isinstance(keys, (str, bytes)):
-                raise ValueError("keys must be a sequence of str (one per code), got a single "
-                                 "string")
-            keys = list(keys)
-            if len(keys) != m or not all(isinstance(k, str) for k in keys):
-                raise ValueError(f"keys must be {m} strings (one per code)")
+        keys = check_new_keys(keys, m, "code")
         with self._lock:
             n = len(self)
-            if n and (keys is None) != (self._keys is None):
-                raise ValueError("this index has keys: pass keys=... with every add()"
-                                 if keys is None else "this index has no keys (its first add "
-                                 "had none); build a new index to store keys")
-            if m == 0:
-                if n == 0 and keys is not None:
-                    self._keys = []
-                return np.zeros(0, dtype=np.int64)
-            self._codes = np.ascontiguousarray(np.concatenate([self._codes, new]))
-            self._mmap = None
-            if keys is not None:
-                self._keys = (self._keys or []) + keys
+            self._check_keys_locked(keys)
+            if m:
+                self._codes = np.ascontiguousarray(np.concatenate([self._codes, new]))
+                self._mmap = None
+                self._device_codes = None
+            self._append_keys_locked(keys, m)
             return np.arange(n, n + m, dtype=np.int64)
 
     # ------------------------------------------------------------------ queries
@@ -210,9 +192,25 @@ class BinaryIndex:
         if db.shape[0] == 0:
             d = np.full((nq, k), _INT32_MAX, dtype=np.int32)
             i = np.full((nq, k), -1, dtype=np.int64)
+        elif self._device != "cpu":
+            d, i = self._on_device(db).search(q, k)
         else:
             d, i = hamming_topk(q, db, k, threads=t)
         return (d, i, np.zeros(d.shape, dtype=bool)) if return_penalised else (d, i)
+
+    def _on_device(self, db: np.ndarray) -> Any:
+        """The device-resident copy of ``db`` (the codes of one snapshot), built once."""
+        from ..search.gpu import DeviceCodes
+
+        with self._lock:
+            cached = self._device_codes
+        if cached is not None and cached[0] is db:
+            return cached[1]
+        dev = DeviceCodes(db, self._device)
+        with self._lock:
+            if self._codes is db:
+                self._device_codes = (db, dev)
+        return dev
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike[str]) -> Path:
@@ -234,10 +232,13 @@ class BinaryIndex:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], *, mmap: bool = True,
-             verify: bool = True) -> BinaryIndex:
+             verify: bool = True, device: str = "cpu") -> BinaryIndex:
         """Load an index written by :meth:`save` (``IndexFormatError`` when the file is not
-        one, or is truncated / corrupted / newer)."""
-        return load_with(path, cls._from_container, mmap=mmap, verify=verify)
+        one, or is truncated / corrupted / newer); ``device`` as in the constructor."""
+        device = check_device(device)
+        idx = load_with(path, cls._from_container, mmap=mmap, verify=verify)
+        idx._device = device
+        return idx
 
     @classmethod
     def _from_container(cls, c: Container) -> BinaryIndex:

@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 
 from .._convert import check_k, check_threads
+from ._keys import AppendOnlyKeys, check_new_keys
 from .container import (
     CONTAINER_VERSION,
     Container,
@@ -228,7 +229,7 @@ def as_batch(x: Any, name: str = "signatures") -> DenseBatch:
     return DenseBatch(as_vectors(x, name))
 
 
-class DenseIndex:
+class DenseIndex(AppendOnlyKeys):
     """Exact float-vector index with its signature, side data and keys.
 
     Parameters
@@ -290,10 +291,6 @@ class DenseIndex:
         return -1 if b is None else b.dim
 
     @property
-    def has_keys(self) -> bool:
-        return self._keys is not None
-
-    @property
     def vectors(self) -> np.ndarray:
         """The stored vectors ``(count, dim)`` (read-only when memory-mapped)."""
         b = self._batch
@@ -333,22 +330,6 @@ class DenseIndex:
                     lines.append(f"extra     {k}{what}: {a.dtype} {tuple(a.shape)}")
         return lines
 
-    def keys(self) -> list[str]:
-        if self._keys is None:
-            raise ValueError("this index has no keys: pass keys=... to add()")
-        return list(self._keys)
-
-    def ids(self) -> np.ndarray:
-        return np.arange(len(self), dtype=np.int64)
-
-    def keys_of(self, ids: Any) -> list[str | None]:
-        """Keys of several ids (a row of results); ``None`` for the -1 padding."""
-        keys = self._keys
-        if keys is None:
-            raise ValueError("this index has no keys: pass keys=... to add()")
-        return [keys[i] if 0 <= i < len(keys) else None
-                for i in np.asarray(ids).reshape(-1).tolist()]
-
     # ------------------------------------------------------------------ mutations
     def add(self, signatures: Any, *, keys: Sequence[str] | None = None) -> np.ndarray:
         """Append encoded images (``signature.encode(...)``: a :class:`DenseBatch`, or an
@@ -356,30 +337,19 @@ class DenseIndex:
         has keys for every entry or for none)."""
         batch = as_batch(signatures)
         m = len(batch)
-        if keys is not None:
-            if isinstance(keys, (str, bytes)):
-                raise ValueError("keys must be a sequence of str (one per image), got a "
-                                 "single string")
-            keys = list(keys)
-            if len(keys) != m or not all(isinstance(k, str) for k in keys):
-                raise ValueError(f"keys must be {m} strings (one per image)")
+        keys = check_new_keys(keys, m)
         with self._lock:
             n = len(self)
-            if n and (keys is None) != (self._keys is None):
-                raise ValueError("this index has keys: pass keys=... with every add()"
-                                 if keys is None else "this index has no keys (its first add "
-                                 "had none); build a new index to store keys")
+            self._check_keys_locked(keys)
             if self._batch is not None and batch.dim != self._batch.dim:
                 raise ValueError(f"signatures have dim {batch.dim}, the index {self._batch.dim}"
                                  "; encode them with the index's signature")
             if m == 0:
-                if n == 0 and keys is not None:
-                    self._keys = []
+                self._append_keys_locked(keys, 0)
                 return np.zeros(0, dtype=np.int64)
             self._batch = batch if self._batch is None else DenseBatch.concat([self._batch,
                                                                               batch])
-            if keys is not None:
-                self._keys = (self._keys or []) + keys
+            self._append_keys_locked(keys, m)
             self._derived = {}
             self._mmap = None
             return np.arange(n, n + m, dtype=np.int64)

@@ -39,6 +39,21 @@ Header JSON keys: ``format``, ``version``, ``layout`` (:meth:`SBSLayout.to_dict`
 ``next_id``, ``has_keys``, ``sections``, ``metadata`` (the user's dict) and
 ``library_version`` (of the writer). The memory-mapped code matrix is 64-byte aligned, as
 the SIMD kernels prefer.
+
+Engines
+-------
+``engine="dense"`` keeps the packed codes and scans them (:func:`~semcbir_fast.hamming_topk`);
+``engine="sparse"`` keeps only the present (block, class) cells of each code
+(:class:`~semcbir_fast.sparse_sbs.SparseSBSCodes`, docs/sparse_search.md) and searches them
+through inverted lists, with exactly the same results; ``engine="auto"`` (default) picks the
+sparse one while every code is canonical and the measured share of one-bits is at most
+:data:`~semcbir_fast.sparse_sbs.AUTO_SPARSE_MAX_DENSITY` (re-decided after each ``add``,
+back to dense above twice that). A sparse index is written with the header keys
+``engine`` (the choice) and ``storage`` = ``"sparse"`` and the sections ``sparse_offsets``
+(``count + 1`` int64), ``sparse_entries`` (uint16 or uint32, ``(cell << 2) | (level - 1)``)
+and ``sparse_popcounts`` (``count`` int32) instead of ``codes``; every one is checked on
+load. ``device="cuda"`` searches device-resident copies of the codes
+(:mod:`semcbir_fast.search.gpu`), with the same results.
 """
 
 from __future__ import annotations
@@ -52,6 +67,17 @@ from typing import Any
 
 import numpy as np
 
+from .._convert import check_int
+from ..layout import MAX_CODE_BYTES, SBSLayout, sbs_layout
+from ..sparse_sbs import (
+    AUTO_SPARSE_MAX_DENSITY,
+    SparseSBSCodes,
+    SparseSBSSearcher,
+    choose_engine,
+    code_density,
+    entry_dtype,
+    to_sparse_sbs,
+)
 from .container import (
     CONTAINER_VERSION,
     MAGIC,
@@ -64,14 +90,22 @@ from .container import (
     load_with,
     write_container,
 )
-from .._convert import check_int
-from ..layout import MAX_CODE_BYTES, SBSLayout, sbs_layout
 
 __all__ = ["FORMAT_VERSION", "MAGIC", "IndexFormatError", "SBSIndex"]
 
 FORMAT_VERSION = CONTAINER_VERSION
 FORMAT_NAME = "semcbir-sbs-index"
 _INT32_MAX = np.iinfo(np.int32).max
+ENGINES = ("auto", "dense", "sparse")
+_SPARSE_SECTIONS = ("sparse_offsets", "sparse_entries", "sparse_popcounts")
+
+
+def check_device(device: Any) -> str:
+    """``device`` of an index (``"cpu"``, ``"cuda"``, ``"cuda:N"``), else ValueError."""
+    dev = str(device)
+    if dev != "cpu" and dev != "cuda" and not (dev.startswith("cuda:") and dev[5:].isdigit()):
+        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+    return dev
 
 
 def _as_codes(codes: Any, layout: SBSLayout, name: str) -> np.ndarray:
@@ -121,6 +155,11 @@ class SBSIndex:
     metadata : dict, optional
         JSON-serialisable description saved with the index, e.g. ``{"model":
         "ade20k-mnv2", "class_names": [...], "levels": 2}``. ``library_version`` is added.
+    engine : {"auto", "dense", "sparse"}, default "auto"
+        How the codes are stored and searched (module docstring, "Engines"); results never
+        depend on it. ``"sparse"`` refuses codes that are not canonical SBS codes.
+    device : str, default "cpu"
+        ``"cuda"`` / ``"cuda:N"``: searches run on that GPU (torch), same results.
 
     Examples
     --------
@@ -135,15 +174,29 @@ class SBSIndex:
     (3, 0)
     """
 
-    def __init__(self, layout: SBSLayout, *, metadata: dict[str, Any] | None = None) -> None:
+    def __init__(self, layout: SBSLayout, *, metadata: dict[str, Any] | None = None,
+                 engine: str = "auto", device: str = "cpu") -> None:
         if not isinstance(layout, SBSLayout):
             raise TypeError(
                 f"layout must be an SBSLayout (from semcbir_fast.sbs_layout), got "
                 f"{type(layout).__name__}"
             )
+        if engine not in ENGINES:
+            raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
         self._layout = layout
+        self._engine = engine
+        self._device = check_device(device)
         self._lock = threading.RLock()
         self._codes = np.zeros((0, layout.stride), dtype=np.uint8)  # capacity buffer
+        # sparse storage (engine "sparse", or "auto" on sparse codes): capacity buffers too
+        self._sparse = engine == "sparse"
+        self._sp_off = np.zeros(1, dtype=np.int64)
+        self._sp_ent = np.zeros(0, dtype=entry_dtype(layout))
+        self._sp_pop = np.zeros(0, dtype=np.int32)
+        self._sp_nnz = 0
+        self._canonical = True  # False once auto met a non-canonical code (until reset)
+        self._searcher: tuple[Any, Any] | None = None  # (key, SparseSBSSearcher)
+        self._gpu: tuple[Any, ...] | None = None  # (key, search.gpu.DeviceCodes, rows)
         self._n = 0  # rows in use (live + tombstones)
         self._ids = np.zeros(0, dtype=np.int64)  # sorted, unique, length _n
         self._alive: np.ndarray | None = None  # None = all alive; else bool (_n,)
@@ -159,6 +212,56 @@ class SBSIndex:
     def layout(self) -> SBSLayout:
         """Bit layout of the codes."""
         return self._layout
+
+    @property
+    def engine(self) -> str:
+        """The engine that searches now: ``"dense"`` or ``"sparse"``."""
+        return "sparse" if self._sparse else "dense"
+
+    @property
+    def engine_choice(self) -> str:
+        """What the index was asked for: ``"auto"``, ``"dense"`` or ``"sparse"``."""
+        return self._engine
+
+    @property
+    def device(self) -> str:
+        """Where searches run: ``"cpu"`` or a CUDA device."""
+        return self._device
+
+    def set_engine(self, engine: str) -> None:
+        """Switch to ``engine`` (``"auto"``, ``"dense"`` or ``"sparse"``), converting the
+        storage when needed; results never change. ValueError for another name, and for
+        ``"sparse"`` when a code is not a canonical SBS code (the index is then unchanged)."""
+        if engine not in ENGINES:
+            raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+        with self._lock:
+            if engine == "dense" and self._sparse:
+                self._to_dense_locked()
+            elif engine == "sparse" and not self._sparse:
+                self._check_mapped()
+                try:
+                    sp = to_sparse_sbs(self._codes[: self._n], self._layout)
+                except ValueError as exc:
+                    raise ValueError(f"engine='sparse': {exc}") from None
+                self._set_sparse_locked(sp)
+                self._mmap = None
+            self._engine = engine
+            if engine == "auto":
+                self._choose_engine_locked()
+
+    def bytes_per_image(self) -> float:
+        """Bytes the stored codes take per held row (the search structures' own: inverted lists
+        are counted once built; 0.0 when empty)."""
+        with self._lock:
+            n = self._n
+            if not n:
+                return 0.0
+            if not self._sparse:
+                return float(self._layout.stride)
+            nbytes = 8 * (n + 1) + self._sp_ent.itemsize * self._sp_nnz + 4 * n
+            if self._searcher is not None:
+                nbytes += self._searcher[1].inverted_bytes
+            return nbytes / n
 
     @property
     def has_keys(self) -> bool:
@@ -188,6 +291,7 @@ class SBSIndex:
         return (
             f"SBSIndex({len(self)} codes, {lay.num_classes} classes, levels={lay.levels}"
             f"{', pyramid' if lay.pyramid else ''}, {lay.nbits} bits / {lay.stride} bytes"
+            f", {self.engine} engine"
             f"{f', {self._n_dead} removed' if self._n_dead else ''})"
         )
 
@@ -198,11 +302,100 @@ class SBSIndex:
             return False
 
     # ------------------------------------------------------------------ snapshots
-    def _snapshot(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, int, list[str] | None]:
+    def _snapshot(self) -> tuple[Any, np.ndarray, np.ndarray | None, int, list[str] | None]:
+        """(rows, ids, alive, n_dead, keys); rows: dense codes ``(n, stride)`` or the
+        :class:`SparseSBSCodes` of the sparse engine (views that later appends never touch)."""
         with self._lock:
             self._check_mapped()
             n = self._n
-            return self._codes[:n], self._ids, self._alive, self._n_dead, self._keys
+            if self._sparse:
+                rows: Any = SparseSBSCodes(self._layout, self._sp_off[: n + 1],
+                                           self._sp_ent[: self._sp_nnz], self._sp_pop[:n])
+            else:
+                rows = self._codes[:n]
+            return rows, self._ids, self._alive, self._n_dead, self._keys
+
+    # ------------------------------------------------------------------ storage
+    def _set_sparse_locked(self, sp: SparseSBSCodes) -> None:
+        self._sp_off = np.ascontiguousarray(sp.offsets, dtype=np.int64)
+        self._sp_ent = np.ascontiguousarray(sp.entries)
+        self._sp_pop = np.ascontiguousarray(sp.popcounts, dtype=np.int32)
+        self._sp_nnz = sp.nnz
+        self._sparse = True
+        self._codes = np.zeros((0, self._layout.stride), dtype=np.uint8)
+        self._searcher = None
+
+    def _to_dense_locked(self) -> None:
+        n = self._n
+        sp = SparseSBSCodes(self._layout, self._sp_off[: n + 1], self._sp_ent[: self._sp_nnz],
+                            self._sp_pop[:n])
+        self._codes = sp.to_dense()
+        self._mmap = None
+        self._sparse = False
+        self._sp_off = np.zeros(1, dtype=np.int64)
+        self._sp_ent = np.zeros(0, dtype=entry_dtype(self._layout))
+        self._sp_pop = np.zeros(0, dtype=np.int32)
+        self._sp_nnz = 0
+        self._searcher = None
+
+    def _choose_engine_locked(self) -> None:
+        """engine="auto": switch storage when the measured density asks for it."""
+        if self._engine != "auto" or self._n == 0:
+            return
+        if self._sparse:
+            density = float(self._sp_pop[: self._n].sum(dtype=np.int64)) / (
+                self._n * self._layout.nbits)
+            if density > 2 * AUTO_SPARSE_MAX_DENSITY:
+                self._to_dense_locked()
+            return
+        if not self._canonical:
+            return
+        codes = self._codes[: self._n]
+        if choose_engine(code_density(codes, self._layout)) == "sparse":
+            try:
+                sp = to_sparse_sbs(codes, self._layout)
+            except ValueError:
+                self._canonical = False
+                return
+            self._mmap = None
+            self._set_sparse_locked(sp)
+
+    def _sparse_of(self, new: np.ndarray) -> SparseSBSCodes | None:
+        """The sparse form of codes being added to a sparse index; None when auto must turn
+        dense instead (ValueError for engine="sparse")."""
+        try:
+            return to_sparse_sbs(new, self._layout)
+        except ValueError as exc:
+            if self._engine == "sparse":
+                raise ValueError(f"engine='sparse': {exc}") from None
+            return None
+
+    def _gpu_of(self, rows: Any) -> Any:
+        """Device-resident copies of a snapshot's codes (search.gpu.DeviceCodes), cached."""
+        from ..search.gpu import DeviceCodes
+
+        data = rows.entries if isinstance(rows, SparseSBSCodes) else rows
+        key = (data.__array_interface__["data"][0], len(rows), self._device)
+        with self._lock:
+            cached = self._gpu
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        dev = DeviceCodes(rows, self._device)
+        with self._lock:
+            self._gpu = (key, dev, rows)  # rows kept: its buffer address stays unique
+        return dev
+
+    def _searcher_of(self, rows: SparseSBSCodes, threads: int) -> SparseSBSSearcher:
+        """The inverted lists of a snapshot, built once per content (cached)."""
+        key = (rows.entries.__array_interface__["data"][0], len(rows), rows.nnz)
+        with self._lock:
+            cached = self._searcher
+        if cached is not None and cached[0] == key:
+            return cached[1]  # type: ignore[no-any-return]
+        s = SparseSBSSearcher(rows, threads=threads)
+        with self._lock:
+            self._searcher = (key, s)
+        return s
 
     def _check_mapped(self) -> None:
         # a memory-mapped file rewritten in place by another program would make reading the
@@ -295,7 +488,8 @@ class SBSIndex:
                 )
             for k in keys:
                 if not isinstance(k, str):
-                    raise ValueError(f"keys must be str, got {type(k).__name__} {k!r}")
+                    raise ValueError(  # noqa: TRY004 - the index's input errors are ValueError
+                        f"keys must be str, got {type(k).__name__} {k!r}")
         with self._lock:
             if self._n > 0 and (keys is None) != (self._keys is None):
                 if keys is None:
@@ -340,11 +534,21 @@ class SBSIndex:
             in_order = bool(np.all(np.diff(new_ids) > 0)) and (
                 self._n == 0 or new_ids[0] > self._ids[self._n - 1]
             )
-            if in_order:
+            new_sp = self._sparse_of(new) if self._sparse else None
+            if self._sparse and new_sp is None:  # auto: a non-canonical code, go dense
+                self._to_dense_locked()
+                self._canonical = False
+            if new_sp is not None:
+                if in_order:
+                    self._append_sparse_locked(new_sp, new_ids, keys)
+                else:
+                    self._merge_sparse_locked(new_sp, new_ids, keys)
+            elif in_order:
                 self._append_locked(new, new_ids, keys)
             else:
                 self._merge_locked(new, new_ids, keys)
             self._next_id = max(self._next_id, int(new_ids.max()) + 1)
+            self._choose_engine_locked()
             return new_ids
 
     def _append_locked(self, new: np.ndarray, new_ids: np.ndarray, keys: list[str] | None) -> None:
@@ -364,6 +568,64 @@ class SBSIndex:
             assert keys is not None
             self._keys = self._keys + keys  # new list: snapshots keep theirs
         self._n = n + m
+
+    def _append_meta_locked(self, new_ids: np.ndarray, keys: list[str] | None) -> None:
+        m = new_ids.shape[0]
+        self._ids = np.concatenate([self._ids, new_ids])
+        if self._alive is not None:
+            self._alive = np.concatenate([self._alive, np.ones(m, dtype=bool)])
+        if self._keys is not None:
+            assert keys is not None
+            self._keys = self._keys + keys  # new list: snapshots keep theirs
+        self._n += m
+
+    def _append_sparse_locked(self, new: SparseSBSCodes, new_ids: np.ndarray,
+                              keys: list[str] | None) -> None:
+        # capacity buffers, written past every snapshot's rows and entries (never seen by a
+        # reader); a full or read-only (memory-mapped) buffer is copied into a larger one
+        self._check_mapped()
+        n, m, nnz, add = self._n, len(new), self._sp_nnz, new.nnz
+
+        def grown(buf: np.ndarray, used: int, need: int) -> np.ndarray:
+            if buf.shape[0] >= need and buf.flags.writeable:
+                return buf
+            out = np.zeros(max(need, 2 * buf.shape[0], 64), dtype=buf.dtype)
+            out[:used] = buf[:used]
+            return out
+
+        off = grown(self._sp_off, n + 1, n + m + 1)
+        ent = grown(self._sp_ent, nnz, nnz + add)
+        pop = grown(self._sp_pop, n, n + m)
+        if off is not self._sp_off or ent is not self._sp_ent or pop is not self._sp_pop:
+            self._mmap = None
+        off[n + 1 : n + m + 1] = new.offsets[1:] + nnz
+        ent[nnz : nnz + add] = new.entries[:add]
+        pop[n : n + m] = new.popcounts
+        self._sp_off, self._sp_ent, self._sp_pop = off, ent, pop
+        self._sp_nnz = nnz + add
+        self._append_meta_locked(new_ids, keys)
+
+    def _current_sparse(self) -> SparseSBSCodes:
+        n = self._n
+        return SparseSBSCodes(self._layout, self._sp_off[: n + 1], self._sp_ent[: self._sp_nnz],
+                              self._sp_pop[:n])
+
+    def _merge_sparse_locked(self, new: SparseSBSCodes, new_ids: np.ndarray,
+                             keys: list[str] | None) -> None:
+        self._check_mapped()
+        all_ids = np.concatenate([self._ids, new_ids])
+        order = np.argsort(all_ids, kind="stable")
+        merged = SparseSBSCodes.concat([self._current_sparse(), new]).take(order)
+        self._set_sparse_locked(merged)
+        self._mmap = None
+        self._ids = all_ids[order]
+        if self._alive is not None:
+            self._alive = np.concatenate([self._alive, np.ones(len(new), dtype=bool)])[order]
+        if self._keys is not None:
+            assert keys is not None
+            both = self._keys + keys
+            self._keys = [both[i] for i in order.tolist()]
+        self._n = self._ids.shape[0]
 
     def _merge_locked(self, new: np.ndarray, new_ids: np.ndarray, keys: list[str] | None) -> None:
         self._check_mapped()
@@ -430,7 +692,10 @@ class SBSIndex:
             return
         self._check_mapped()
         keep = self._alive
-        self._codes = np.ascontiguousarray(self._codes[: self._n][keep])
+        if self._sparse:
+            self._set_sparse_locked(self._current_sparse().take(keep))
+        else:
+            self._codes = np.ascontiguousarray(self._codes[: self._n][keep])
         self._mmap = None
         self._ids = self._ids[keep]
         if self._keys is not None:
@@ -444,6 +709,11 @@ class SBSIndex:
             self._codes = np.zeros((0, self._layout.stride), dtype=np.uint8)
             self._ids = np.zeros(0, dtype=np.int64)
             self._alive, self._n_dead, self._n, self._mmap = None, 0, 0, None
+            if self._sparse:
+                self._set_sparse_locked(SparseSBSCodes.empty(self._layout))
+            self._sparse = self._engine == "sparse"
+            self._canonical = True
+            self._searcher = self._gpu = None
             self._keys = [] if self._keys is not None else None
 
     # ------------------------------------------------------------------ queries
@@ -463,19 +733,19 @@ class SBSIndex:
         r = self._row_of(i, snap)
         if r is None:
             raise KeyError(f"id {i} is not in the index")
-        return np.array(snap[0][r], copy=True)
+        return _dense_rows(snap[0], np.array([r]))[0]
 
     def reconstruct_batch(self, ids: Any) -> np.ndarray:
         """Codes of several ids, uint8 ``(len(ids), stride)`` (``KeyError`` if one is absent)."""
         arr = _as_ids(ids)
         snap = self._snapshot()
-        out = np.empty((arr.shape[0], self._layout.stride), dtype=np.uint8)
+        rows = np.empty(arr.shape[0], dtype=np.int64)
         for j, i in enumerate(arr.tolist()):
             r = self._row_of(i, snap)
             if r is None:
                 raise KeyError(f"id {i} is not in the index")
-            out[j] = snap[0][r]
-        return out
+            rows[j] = r
+        return _dense_rows(snap[0], rows)
 
     def search(self, queries: Any, k: int, *, threads: int = 0,
                return_penalised: bool = False) -> tuple[np.ndarray, ...]:
@@ -513,7 +783,7 @@ class SBSIndex:
         threads = check_threads(threads)
         codes, ids, alive, n_dead, _ = self._snapshot()
         nq = q.shape[0]
-        n = codes.shape[0]
+        n = len(codes)
         if n == 0:
             return (
                 np.full((nq, k), _INT32_MAX, dtype=np.int32),
@@ -521,7 +791,12 @@ class SBSIndex:
             )
         # Tombstones can take at most n_dead slots: ask for that many more, then drop them.
         kk = min(k + n_dead, n)
-        dist, rows = hamming_topk(q, codes, kk, threads=threads)
+        if self._device != "cpu":
+            dist, rows = self._gpu_of(codes).search(q, kk)
+        elif isinstance(codes, SparseSBSCodes):
+            dist, rows = self._searcher_of(codes, threads).search(q, kk, threads=threads)
+        else:
+            dist, rows = hamming_topk(q, codes, kk, threads=threads)
         out_d = np.full((nq, k), _INT32_MAX, dtype=np.int32)
         out_i = np.full((nq, k), -1, dtype=np.int64)
         if alive is None:
@@ -560,14 +835,13 @@ class SBSIndex:
             ``(nq + 1,)``.
         """
         from .._convert import check_threads
-        from ..hamming import hamming_distances
 
         q = _as_codes(queries, self._layout, "queries")
         radius = check_int(radius, "radius", 0)
         radius = min(radius, 8 * self._layout.stride)  # no distance is larger
         threads = check_threads(threads)
         codes, ids, alive, _, _ = self._snapshot()
-        nq, n = q.shape[0], codes.shape[0]
+        nq, n = q.shape[0], len(codes)
         lims = np.zeros(nq + 1, dtype=np.int64)
         if n == 0 or nq == 0:
             return lims, np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.int64)
@@ -575,7 +849,7 @@ class SBSIndex:
         out_d: list[np.ndarray] = []
         out_i: list[np.ndarray] = []
         for s in range(0, nq, chunk):
-            d = hamming_distances(q[s : s + chunk], codes, threads=threads)
+            d = _distances(q[s : s + chunk], codes, threads)
             hit = d <= radius
             if alive is not None:
                 hit &= alive[None, :]
@@ -605,10 +879,18 @@ class SBSIndex:
         meta = json_metadata(self.metadata)
         codes, ids, alive, _, keys = self._snapshot()
         if alive is not None:
-            codes, ids = codes[alive], ids[alive]
+            codes = codes.take(alive) if isinstance(codes, SparseSBSCodes) else codes[alive]
+            ids = ids[alive]
             if keys is not None:
                 keys = [k for k, a in zip(keys, alive.tolist()) if a]
-        sections: list[tuple[str, Any]] = [("codes", codes), ("ids", ids.astype("<i8"))]
+        if isinstance(codes, SparseSBSCodes):
+            sections: list[tuple[str, Any]] = [
+                ("sparse_offsets", codes.offsets.astype("<i8")),
+                ("sparse_entries", codes.entries.astype(codes.entries.dtype.newbyteorder("<"))),
+                ("sparse_popcounts", codes.popcounts.astype("<i4")),
+                ("ids", ids.astype("<i8"))]
+        else:
+            sections = [("codes", codes), ("ids", ids.astype("<i8"))]
         if keys is not None:
             sections += encode_keys(keys)
         header = {
@@ -618,6 +900,9 @@ class SBSIndex:
             "count": int(ids.shape[0]),
             "next_id": int(self._next_id),
             "has_keys": keys is not None,
+            **({"engine": self._engine, "storage": "sparse"}
+               if isinstance(codes, SparseSBSCodes) else
+               ({} if self._engine == "auto" else {"engine": self._engine})),
             "metadata": meta,
             "library_version": library_version(),
         }
@@ -625,7 +910,8 @@ class SBSIndex:
 
     @classmethod
     def load(
-        cls, path: str | os.PathLike[str], *, mmap: bool = True, verify: bool = True
+        cls, path: str | os.PathLike[str], *, mmap: bool = True, verify: bool = True,
+        engine: str | None = None, device: str = "cpu",
     ) -> SBSIndex:
         """Load an index written by :meth:`save`.
 
@@ -643,6 +929,10 @@ class SBSIndex:
         verify : bool, default True
             Check the BLAKE2b checksum of the whole file (reads every byte once; about a
             second per GB). Structural checks run either way.
+        engine : {"auto", "dense", "sparse"}, optional
+            Override the engine recorded in the file (the storage is converted on load).
+        device : str, default "cpu"
+            Where searches run (``"cuda"``: see the class).
 
         Raises
         ------
@@ -652,13 +942,42 @@ class SBSIndex:
             (a ``ValueError``) if the file is not an index, is truncated or corrupted, or
             was written by a newer format version.
         """
-        return load_with(path, cls._from_container, mmap=mmap, verify=verify)
+        if engine is not None and engine not in ENGINES:
+            raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+        device = check_device(device)
+        idx = load_with(path, cls._from_container, mmap=mmap, verify=verify)
+        idx._device = device
+        if engine is not None:
+            idx.set_engine(engine)
+        return idx
 
     @classmethod
     def _from_container(cls, c: Container) -> SBSIndex:
         layout, count, has_keys, next_id, metadata = _check_header(c)
         stride = layout.stride
-        codes = c.array("codes", np.uint8, count * stride).reshape(count, stride)
+        engine = c.header.get("engine", "auto")
+        storage = c.header.get("storage", "dense")
+        if engine not in ENGINES or storage not in ("dense", "sparse") or (
+                storage == "sparse" and engine == "dense"):
+            raise c.error(f"corrupted header: engine {engine!r} / storage {storage!r}")
+        sparse = None
+        if storage == "sparse":
+            off = c.array("sparse_offsets", "<i8", count + 1)
+            nnz = int(off[-1]) if count + 1 else 0
+            if nnz < 0 or nnz > c.nbytes("sparse_entries"):
+                raise c.error(f"corrupted: sparse_offsets end at {nnz}")
+            sparse = SparseSBSCodes(
+                layout, off.astype(np.int64, copy=False),
+                c.array("sparse_entries", entry_dtype(layout).newbyteorder("<"), nnz).view(
+                    entry_dtype(layout)),
+                c.array("sparse_popcounts", "<i4", count).astype(np.int32, copy=False))
+            try:
+                sparse.check()
+            except ValueError as exc:
+                raise c.error(f"corrupted: {exc}") from None
+            codes = np.zeros((0, stride), dtype=np.uint8)
+        else:
+            codes = c.array("codes", np.uint8, count * stride).reshape(count, stride)
         # read-only when memory-mapped: the first add() copies it
         ids = c.array("ids", "<i8", count).astype(np.int64)
         if count > 1 and not np.all(ids[1:] > ids[:-1]):
@@ -670,7 +989,11 @@ class SBSIndex:
         if stride and count and layout.stride > layout.nbytes \
                 and codes[:, layout.nbytes :].any():
             raise c.error("corrupted: code padding bytes are not zero")
-        idx = cls(layout, metadata=metadata)
+        idx = cls(layout, metadata=metadata, engine=engine)
+        if sparse is not None:
+            idx._set_sparse_locked(sparse)
+        else:
+            idx._sparse = False
         idx._codes = codes
         idx._ids = ids
         idx._n = count
@@ -694,20 +1017,49 @@ class SBSIndex:
     def storage_lines(self) -> list[str]:
         """How the entries are stored (for ``semcbir info``)."""
         lay = self._layout
-        return [f"codes     {lay.num_classes} classes x {lay.blocks} blocks (levels={lay.levels}"
-                f"{', pyramid' if lay.pyramid else ''}) = {lay.nbits} bits, {lay.nbytes} bytes, "
-                f"stride {lay.stride}"]
+        what = "sparse cells + offsets + popcounts" if self._sparse else "dense codes"
+        return [(f"codes     {lay.num_classes} classes x {lay.blocks} blocks (levels="
+                 f"{lay.levels}{', pyramid' if lay.pyramid else ''}) = {lay.nbits} bits, "
+                 f"{lay.nbytes} bytes, stride {lay.stride}"),
+                f"engine    {self.engine} (engine={self._engine}, device={self._device})",
+                f"bytes     {self.bytes_per_image():,.1f} per image ({what})"]
 
     def info(self) -> dict[str, Any]:
         """A plain summary: layout, counts, key presence and metadata."""
         return {
             "count": len(self),
+            "engine": self.engine,
+            "engine_choice": self._engine,
+            "bytes_per_image": round(self.bytes_per_image(), 1),
             "removed": self._n_dead,
             "next_id": self._next_id,
             "has_keys": self.has_keys,
             "layout": self._layout.to_dict(),
             "metadata": dict(self.metadata),
         }
+
+
+def _dense_rows(codes: Any, rows: np.ndarray) -> np.ndarray:
+    """Copies of the dense codes of ``rows`` of a snapshot (dense array or sparse codes)."""
+    if isinstance(codes, SparseSBSCodes):
+        return codes.take(rows).to_dense()
+    return np.array(codes[rows], copy=True)
+
+
+def _distances(q: np.ndarray, codes: Any, threads: int) -> np.ndarray:
+    """int32 ``(nq, n)`` Hamming distances to every row of a snapshot; sparse rows are made
+    dense 64 MB at a time."""
+    from ..hamming import hamming_distances
+
+    if not isinstance(codes, SparseSBSCodes):
+        return hamming_distances(q, codes, threads=threads)
+    n = len(codes)
+    out = np.empty((q.shape[0], n), dtype=np.int32)
+    step = max(1, (1 << 26) // codes.layout.stride)
+    for r0 in range(0, n, step):
+        part = codes.take(np.arange(r0, min(n, r0 + step))).to_dense(threads=threads)
+        out[:, r0 : r0 + part.shape[0]] = hamming_distances(q, part, threads=threads)
+    return out
 
 
 def _check_header(c: Container) -> tuple[SBSLayout, int, bool, int | None, dict[str, Any]]:

@@ -41,6 +41,7 @@ from .._convert import check_k, check_threads
 from ..layout import MAX_CLASSES
 from ..semantic_histogram import filtered_topk
 from ..sparse_l2 import csr_rows
+from ._keys import AppendOnlyKeys, check_new_keys
 from .container import (
     CONTAINER_VERSION,
     Container,
@@ -92,7 +93,7 @@ def _signature(signature: Any, kwargs: dict[str, Any]) -> Any:
                **{k: v for k, v in kwargs.items() if k in own})
 
 
-class SparseSignatureIndex:
+class SparseSignatureIndex(AppendOnlyKeys):
     """Exact L2 index of sparse signatures with their histograms, signature and keys.
 
     Parameters
@@ -160,11 +161,6 @@ class SparseSignatureIndex:
         return self.signature.filter_epsilon
 
     @property
-    def has_keys(self) -> bool:
-        """Whether the entries carry string keys."""
-        return self._keys is not None
-
-    @property
     def nnz(self) -> int:
         """Stored non-zeros of all signatures."""
         return int(self._indices.shape[0])
@@ -190,24 +186,6 @@ class SparseSignatureIndex:
 
     def __repr__(self) -> str:
         return f"SparseSignatureIndex({len(self)} images: {self.describe()})"
-
-    def keys(self) -> list[str]:
-        """Keys of the entries in id order (``ValueError`` if the index has none)."""
-        if self._keys is None:
-            raise ValueError("this index has no keys: pass keys=... to add()")
-        return list(self._keys)
-
-    def ids(self) -> np.ndarray:
-        """All ids (``0 .. len - 1``)."""
-        return np.arange(len(self), dtype=np.int64)
-
-    def keys_of(self, ids: Any) -> list[str | None]:
-        """Keys of several ids (e.g. a row of search results); ``None`` for id -1 padding."""
-        keys = self._keys
-        if keys is None:
-            raise ValueError("this index has no keys: pass keys=... to add()")
-        return [keys[i] if 0 <= i < len(keys) else None
-                for i in np.asarray(ids).reshape(-1).tolist()]
 
     # ------------------------------------------------------------------ encoding
     def encode(self, features: Any, label_maps: Any, *, threads: int = 0,
@@ -259,30 +237,19 @@ class SparseSignatureIndex:
         """Append signatures made with this index's signature; returns their ids."""
         ip, ix, dt, h, cols = self._rows(signatures, histograms, "signatures")
         m = int(ip.shape[0] - 1)
-        if keys is not None:
-            if isinstance(keys, (str, bytes)):
-                raise ValueError("keys must be a sequence of str (one per image), got a "
-                                 "single string")
-            keys = list(keys)
-            if len(keys) != m or not all(isinstance(k, str) for k in keys):
-                raise ValueError(f"keys must be {m} strings (one per image)")
+        keys = check_new_keys(keys, m)
         with self._lock:
             n = len(self)
-            if n and (keys is None) != (self._keys is None):
-                raise ValueError("this index has keys: pass keys=... with every add()"
-                                 if keys is None else "this index has no keys (its first add "
-                                 "had none); build a new index to store keys")
+            self._check_keys_locked(keys)
             if m == 0:
-                if n == 0 and keys is not None:
-                    self._keys = []
+                self._append_keys_locked(keys, 0)
                 return np.zeros(0, dtype=np.int64)
             self._cols = cols
             self._indptr = np.concatenate([self._indptr, ip[1:] + self._indptr[-1]])
             self._indices = np.concatenate([self._indices, ix])
             self._data = np.concatenate([self._data, dt])
             self._hist = np.concatenate([self._hist, h])
-            if keys is not None:
-                self._keys = (self._keys or []) + keys
+            self._append_keys_locked(keys, m)
             self._search_index = None
             self._mmap = None
             return np.arange(n, n + m, dtype=np.int64)

@@ -58,11 +58,7 @@ graph exactly; ``build_ade20k_mnv2(upsample=True)`` builds a module that does it
 
 from __future__ import annotations
 
-import hashlib
-import json
-import logging
 import os
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -71,10 +67,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from semcbir_fast._atomic import atomic_path
-from semcbir_fast._paths import cache_dir as _default_cache_dir
-from semcbir_fast._paths import models_root
-from semcbir_fast.models.sidecar import SegmenterMeta, read_sidecar, write_sidecar
+from semcbir_fast.models._port import (
+    builtin_code,
+    ensure_converted,
+    find_source,
+    only_producer,
+    pack_tflite,
+    read_labels,
+    read_tflite,
+    save_torchscript,
+    tensor_names,
+    tflite_schema,
+)
+from semcbir_fast.models.sidecar import SegmenterMeta
 
 __all__ = [
     "LOGITS_TENSOR",
@@ -90,8 +95,6 @@ __all__ = [
     "load_ade20k_from_onnx",
     "read_ade20k_labels",
 ]
-
-log = logging.getLogger(__name__)
 
 MODEL_NAME = "ade20k-mnv2"
 NUM_CLASSES = 151
@@ -583,82 +586,13 @@ def read_ade20k_labels(path: str | os.PathLike[str]) -> list[str]:
     list of str
         151 class names, index 0 first ("others").
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"no class-name file {path}: put {LABELS_FILENAME} (from the project's shared "
-            "models folder) beside the ONNX model"
-        )
-    names: list[str] = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        parts = line.split("\t", 1) if "\t" in line else line.split(None, 1)
-        if len(parts) != 2 or not parts[0].strip().isdigit() or not parts[1].strip():
-            raise ValueError(f"{path}:{lineno}: expected 'index<TAB>name', got {line!r}")
-        if int(parts[0]) != len(names):
-            raise ValueError(f"{path}:{lineno}: expected index {len(names)}, got {parts[0]}")
-        names.append(parts[1].strip())
-    if len(names) != NUM_CLASSES:
-        raise ValueError(f"{path}: expected {NUM_CLASSES} class names, got {len(names)}")
-    return names
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return read_labels(path, count=NUM_CLASSES, filename=LABELS_FILENAME, beside="ONNX model")
 
 
 def _find_source(source: str | os.PathLike[str] | None, filename: str = SOURCE_FILENAME,
                  kind: str = "ONNX") -> Path:
-    if source is not None:
-        path = Path(source).expanduser()
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"source: no {kind} file at {path}. Pass the path of {filename}, or "
-                f"leave source=None to use SEMCBIR_MODELS / ../shared/models. {_PUBLISHED}"
-            )
-        return path
-    root = models_root()
-    path = root / filename
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"the default segmentation model {filename} is not at {path}. Put it in "
-            "the folder named by the SEMCBIR_MODELS environment variable, or in "
-            "../shared/models beside the repository, or pass source=<path>. "
-            f"{_PUBLISHED}"
-        )
-    return path
-
-
-def _atomic_write_bytes(path: Path, write: Any) -> None:
-    """Call ``write(tmp_path)`` then rename the temp file onto ``path``."""
-    with atomic_path(path) as tmp:
-        write(str(tmp))
-
-
-def _stamp_path(model_path: Path) -> Path:
-    return model_path.with_name(model_path.stem + ".stamp.json")
-
-
-def _cache_is_valid(model_path: Path, stamp: dict[str, Any]) -> bool:
-    stamp_path = _stamp_path(model_path)
-    if not (model_path.is_file() and stamp_path.is_file()):
-        return False
-    try:
-        old = json.loads(stamp_path.read_text())
-        meta = read_sidecar(model_path)
-    except (OSError, ValueError, TypeError):
-        return False
-    if not isinstance(old, dict) or any(old.get(k) != v for k, v in stamp.items()):
-        return False
-    if meta.name != MODEL_NAME or meta.num_classes != NUM_CLASSES:
-        return False
-    return (model_path.stat().st_size == old.get("model_size")
-            and _sha256(model_path) == old.get("model_sha256"))
+    return find_source(source, filename=filename, kind=kind,
+                       what="the ADE20K segmentation model", published=_PUBLISHED)
 
 
 def ensure_ade20k_torchscript(*, source: str | os.PathLike[str] | None = None,
@@ -698,54 +632,24 @@ def ensure_ade20k_torchscript(*, source: str | os.PathLike[str] | None = None,
     """
     src = _find_source(source)
 
-    def convert(tmp: str) -> None:
-        model = load_ade20k_from_onnx(src).requires_grad_(False)
-        with warnings.catch_warnings():
-            # torch >= 2.10 flags torch.jit as deprecated; TorchScript is still this library's
-            # model format (see semcbir_fast.models.sidecar), so keep users' logs clean.
-            warnings.filterwarnings("ignore", message=r".*torch\.jit.*deprecated",
-                                    category=DeprecationWarning)
-            torch.jit.save(torch.jit.script(model), tmp)
+    return _ensure_converted(src, f"{MODEL_NAME}.pt", cache_dir, lambda tmp: save_torchscript(
+        load_ade20k_from_onnx(src).requires_grad_(False), tmp))
 
-    return _ensure_converted(src, f"{MODEL_NAME}.pt", cache_dir, convert)
+
+def _sidecar(labels: Path) -> SegmenterMeta:
+    return SegmenterMeta(name=MODEL_NAME, num_classes=NUM_CLASSES,
+                         class_names=read_ade20k_labels(labels), mean=[127.5] * 3,
+                         std=[127.5] * 3, input_size=INPUT_SIZE)
 
 
 def _ensure_converted(src: Path, filename: str, cache_dir: str | os.PathLike[str] | None,
                       convert: Any) -> Path:
     """``<cache_dir>/filename`` converted from ``src`` by ``convert(tmp_path)``, with its
     sidecar and stamp; re-used while the stamp matches ``src`` and the file is intact."""
-    labels = src.parent / LABELS_FILENAME
-    if not labels.is_file():
-        labels = models_root() / LABELS_FILENAME
-    out_dir = Path(cache_dir).expanduser() if cache_dir is not None else _default_cache_dir()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model_path = out_dir / filename
-    stamp = {
-        "converter_version": CONVERTER_VERSION,
-        "source_sha256": _sha256(src),
-        "source_size": src.stat().st_size,
-    }
-    if _cache_is_valid(model_path, stamp):
-        return model_path
-
-    log.info("converting %s to %s", src, model_path)
-    class_names = read_ade20k_labels(labels)
-    _atomic_write_bytes(model_path, convert)
-    meta = SegmenterMeta(
-        name=MODEL_NAME,
-        num_classes=NUM_CLASSES,
-        class_names=class_names,
-        mean=[127.5, 127.5, 127.5],
-        std=[127.5, 127.5, 127.5],
-        input_size=INPUT_SIZE,
-    )
-    write_sidecar(model_path, meta)
-    stamp.update(model_sha256=_sha256(model_path), model_size=model_path.stat().st_size,
-                 source=str(src))
-    stamp_path = _stamp_path(model_path)
-    _atomic_write_bytes(stamp_path,
-                        lambda tmp: Path(tmp).write_text(json.dumps(stamp, indent=1)))
-    return model_path
+    return ensure_converted(src, filename, cache_dir, convert, name=MODEL_NAME,
+                            num_classes=NUM_CLASSES, sidecar=_sidecar,
+                            labels_filename=LABELS_FILENAME,
+                            converter_version=CONVERTER_VERSION)
 
 
 # --------------------------------------------------------------------------------------
@@ -766,14 +670,7 @@ def _tflite_logits_model(buf: bytes, path: Path) -> bytes:
     weights included, is kept byte for byte. Needs the flatbuffer schema shipped with
     ``ai-edge-litert`` (``ai_edge_litert.schema_py_generated``) and ``flatbuffers``.
     """
-    try:
-        import flatbuffers
-        from ai_edge_litert import schema_py_generated as schema
-    except ImportError as exc:
-        raise ImportError(
-            f"cutting {path.name} for the LiteRT runtime needs ai-edge-litert >= 2.0 with its "
-            f"flatbuffer schema ({exc}); pip install -U ai-edge-litert"
-        ) from None
+    schema = tflite_schema(f"cutting {path.name} for the LiteRT runtime")
 
     def bad(what: str) -> ValueError:
         return ValueError(
@@ -782,18 +679,9 @@ def _tflite_logits_model(buf: bytes, path: Path) -> bytes:
             f"folder. {_PUBLISHED}"
         )
 
-    try:
-        if not schema.Model.ModelBufferHasIdentifier(buf, 0):
-            raise bad("no TFL3 flatbuffer identifier")
-        model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(buf, 0))
-    except (ValueError, IndexError, TypeError, AttributeError) as exc:
-        if isinstance(exc, ValueError) and "not the DeepLabV3" in str(exc):
-            raise
-        raise bad(f"unreadable flatbuffer: {exc}") from None
-    if not model.subgraphs or len(model.subgraphs) != 1:
-        raise bad(f"{len(model.subgraphs or [])} subgraphs, expected 1")
+    model = read_tflite(schema, buf, bad)
     sg = model.subgraphs[0]
-    names = [t.name.decode() if isinstance(t.name, bytes) else str(t.name) for t in sg.tensors]
+    names = tensor_names(sg)
     if LOGITS_TENSOR not in names:
         raise bad(f"no tensor {LOGITS_TENSOR!r}")
     idx = names.index(LOGITS_TENSOR)
@@ -801,14 +689,8 @@ def _tflite_logits_model(buf: bytes, path: Path) -> bytes:
     if shape != [1, 129, 129, NUM_CLASSES] or sg.tensors[idx].type != schema.TensorType.FLOAT32:
         raise bad(f"{LOGITS_TENSOR} has shape {shape}, expected float32 [1, 129, 129, "
                   f"{NUM_CLASSES}]")
-    producers = [j for j, op in enumerate(sg.operators) if idx in list(op.outputs)]
-    if len(producers) != 1:
-        raise bad(f"{LOGITS_TENSOR} has {len(producers)} producers")
-    k = producers[0]
-    tail_ops = []
-    for op in sg.operators[k + 1:]:
-        code = model.operatorCodes[op.opcodeIndex]
-        tail_ops.append(max(int(code.builtinCode), int(code.deprecatedBuiltinCode)))
+    k = only_producer(sg, idx, LOGITS_TENSOR, bad)
+    tail_ops = [builtin_code(model, op) for op in sg.operators[k + 1:]]
     if tail_ops != [schema.BuiltinOperator.RESIZE_BILINEAR] * 2:
         raise bad("the logits are not followed by exactly two RESIZE_BILINEAR operators")
     ishape = [int(v) for v in sg.tensors[int(sg.inputs[0])].shape]
@@ -816,9 +698,7 @@ def _tflite_logits_model(buf: bytes, path: Path) -> bytes:
         raise bad(f"input shape {ishape}, expected [1, {INPUT_SIZE[0]}, {INPUT_SIZE[1]}, 3]")
     sg.operators = sg.operators[: k + 1]
     sg.outputs = np.array([idx], dtype=np.int32)
-    builder = flatbuffers.Builder(len(buf) + (1 << 16))
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
+    return pack_tflite(model, len(buf))
 
 
 def _onnx_logits_model(path: Path) -> bytes:

@@ -347,8 +347,7 @@ _register_lite()
 # --------------------------------------------------------------------------------------
 
 
-from ..segment.device import _resolve_device  # noqa: E402  (one copy of the device check)
-
+from ..segment.device import _resolve_device
 
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
            "fp16": torch.float16, "half": torch.float16, "bfloat16": torch.bfloat16,

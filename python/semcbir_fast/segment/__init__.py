@@ -3,7 +3,8 @@
 Entry points:
 
 - :func:`load_segmenter` loads a segmentation model (a registered name such as
-  ``"ade20k-mnv2"``, or a TorchScript / TFLite / ONNX file with its JSON sidecar) onto a
+  ``"ade20k-mnv2"`` or the default, :data:`DEFAULT_SEGMENTER` = ``"ade20k+voc"``, or a
+  TorchScript / TFLite / ONNX file with its JSON sidecar) onto a
   device, in a runtime (torch; LiteRT or onnxruntime on the CPU; ``runtime="auto"`` picks
   the int8 LiteRT model for ``"ade20k-mnv2"`` on the CPU, the float torch port on CUDA);
 - :meth:`Segmenter.segment` turns images (paths, bytes, arrays, tensors) into one label map
@@ -40,22 +41,35 @@ Modules, one concept each (torch and OpenCV are imported only when first needed)
   (its docstring has the geometry and the measurements behind the defaults);
 - :mod:`.timings`: seconds per stage;
 - :mod:`.segmenter`: :class:`Segmenter`, its results, :func:`load_segmenter`;
+- :mod:`.composite`: :class:`CompositeSegmenter`, several models merged into one label
+  space (``"ade20k+voc"``; the merge rule and the class-mapping file format);
 - :mod:`.images`: :func:`segment_images` and :func:`index_images` over many files.
 """
 
 from __future__ import annotations
 
+from .composite import CompositeMember, CompositeSegmenter, read_class_mapping
+
 # "name as name": private names re-exported for other modules (eval.cache: _resolve_model)
 from .device import _resolve_device as _resolve_device
 from .device import _resolve_dtype as _resolve_dtype
 from .images import IndexResult, LabelMaps, index_images, segment_images
+from .registry import (
+    DEFAULT_SEGMENTER,
+    available_segmenters,
+    register_composite,
+    register_segmenter,
+    segmenter_runtimes,
+)
 from .registry import _resolve_model as _resolve_model
-from .registry import available_segmenters, register_segmenter, segmenter_runtimes
 from .runtimes import RUNTIMES, runtime_available
 from .segmenter import SegmentationResult, SegmentBatch, Segmenter, load_segmenter
 
 __all__ = [
+    "DEFAULT_SEGMENTER",
     "RUNTIMES",
+    "CompositeMember",
+    "CompositeSegmenter",
     "IndexResult",
     "LabelMaps",
     "SegmentBatch",
@@ -64,6 +78,8 @@ __all__ = [
     "available_segmenters",
     "index_images",
     "load_segmenter",
+    "read_class_mapping",
+    "register_composite",
     "register_segmenter",
     "runtime_available",
     "segment_images",

@@ -27,7 +27,7 @@ from semcbir_fast.imageio import ImageReadError, describe_source
 from .decode import _decode, _split_inputs, _upload
 from .device import _resolve_device, _resolve_dtype
 from .geometry import _argmax_bilinear_dense, _argmax_bilinear_sparse, _sampling_grid
-from .registry import _resolve
+from .registry import DEFAULT_SEGMENTER, _resolve
 from .runtimes import _load_runtime_model
 from .timings import _Timings
 
@@ -39,7 +39,8 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["SegmentBatch", "SegmentationResult", "Segmenter", "load_segmenter"]
 
 
-def load_segmenter(model: str | os.PathLike[str] = "ade20k-mnv2", *, device: Any = None,
+def load_segmenter(model: str | os.PathLike[str] | Sequence[Any] = DEFAULT_SEGMENTER, *,
+                   device: Any = None,
                    dtype: Any = None, check: bool = True,
                    cudnn_benchmark: bool | None = None, optimize: bool = False,
                    runtime: str | None = None, threads: int | None = None) -> Segmenter:
@@ -47,12 +48,18 @@ def load_segmenter(model: str | os.PathLike[str] = "ade20k-mnv2", *, device: Any
 
     Parameters
     ----------
-    model : str or os.PathLike, default "ade20k-mnv2"
+    model : str, os.PathLike or list, default ``DEFAULT_SEGMENTER`` (``"ade20k+voc"``)
+        The default is the composite of the ADE20K and Pascal VOC models (158 classes;
+        ``docs/composite.md``: better SBS / SBoVP / hybrid MAP on Corel-1K and MSRC v1);
+        ``"ade20k-mnv2"`` is the ADE20K model alone (151 classes, 1.3-1.6x faster).
         A registered name (:func:`available_segmenters`; ``"ade20k-mnv2"`` converts the
         shared model files at first use into cached files, one per runtime) or the path of
         a model file with its JSON sidecar beside it (``model.pt`` + ``model.json``, see
         :mod:`semcbir_fast.models.sidecar`): TorchScript (``.pt``, any other suffix),
         TFLite (``.tflite``) or ONNX (``.onnx``).
+        Or a composite (:mod:`semcbir_fast.segment.composite`): a registered composite
+        name (``"ade20k+voc"``), ``"a+b"`` of names / files, a list of them, or a
+        ``.composite`` file; it returns a ``CompositeSegmenter`` (a ``Segmenter``).
     device : str or torch.device, optional
         Default: ``"cuda"`` when ``torch.cuda.is_available()``, else ``"cpu"``. The LiteRT
         and onnxruntime runtimes run on the CPU only.
@@ -112,6 +119,12 @@ def load_segmenter(model: str | os.PathLike[str] = "ade20k-mnv2", *, device: Any
                                 or threads < 1):
         raise ValueError(f"threads must be a positive int or None, got {threads!r}")
     path, rt = _resolve(model, runtime=runtime, device=dev, dtype=amp, optimize=optimize)
+    if path.suffix == ".composite":  # several models, one merged label map (.composite)
+        from .composite import load_composite
+
+        return load_composite(path, device=dev, dtype=amp, check=check,
+                              cudnn_benchmark=cudnn_benchmark, optimize=optimize,
+                              threads=threads)
     meta = read_sidecar(path)  # FileNotFoundError with the fix when missing
     if rt != "torch":
         if dev.type != "cpu":

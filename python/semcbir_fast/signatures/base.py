@@ -155,6 +155,14 @@ class Signature(ABC):
         ``cache`` lets several signatures share state fitted with the same settings."""
         return self
 
+    @property
+    def fit_requires(self) -> tuple[str, ...]:
+        """Per-image inputs :meth:`fit` needs of its training images (default: what
+        :meth:`encode` needs, :attr:`requires`); a training set elsewhere than the indexed
+        images (``build_index(fit_paths=...)``, ``semcbir index --fit-on``) is described
+        with these only."""
+        return tuple(self.requires)
+
     def require_fitted(self) -> None:
         """``ValueError`` saying what is missing when the signature is not fitted."""
         if not self.fitted:

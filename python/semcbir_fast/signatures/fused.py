@@ -194,6 +194,14 @@ class FusedSignature(DenseSignature):
     def fitted(self) -> bool:
         return all(c.fitted for c in self.components)
 
+    @property
+    def fit_requires(self) -> tuple[str, ...]:
+        out: list[str] = []
+        for c in self.components:
+            if not c.fitted:
+                out += [r for r in c.fit_requires if r not in out]
+        return tuple(out)
+
     def fit(self, inputs: Inputs, *, threads: int = 0,
             cache: dict[Any, Any] | None = None) -> FusedSignature:
         for c in self.components:

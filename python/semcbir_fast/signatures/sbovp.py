@@ -140,6 +140,10 @@ class SBoVPSignature(LocalSignature):
     def fitted(self) -> bool:
         return self.vocabulary is not None
 
+    @property
+    def fit_requires(self) -> tuple[str, ...]:
+        return ("features",)  # the vocabulary is fitted on the local features alone
+
     def fit(self, inputs: Inputs, *, threads: int = 0,
             cache: dict[Any, Any] | None = None) -> SBoVPSignature:
         """Fit the vocabulary (k-means, ``n_words`` words, ``seed``) on ``inputs.features``."""

@@ -1,0 +1,124 @@
+"""Choose the fused signature's components on one half of each data set, report the other.
+
+The rule (fixed before any of these numbers was measured, docs/deep.md "Choosing the
+components on a disjoint split"):
+
+- each data set is split in two halves per category (the images of a category in file
+  order, alternately to half A and half B); every evaluation is query-in-db with full
+  ranking *inside one half* (the other half's images are not in its database);
+- candidates (declared in advance): the components ``cnn sbs`` (the current default),
+  ``regions sbs``, ``cnn sbovp``, ``cnn sbs sbovp``, ``regions sbs sbovp``, every other
+  setting at the fused signature's defaults (z-normalised, equal weights, k-reciprocal
+  with k1 = 20, k2 = 6, lambda = 0.3) and every component at its own defaults;
+- selected: the candidate with the highest mean of half-A MAP over Corel-1K and MSRC v1
+  (one default for both data sets, never one per data set); a tie within 0.002 goes to the
+  candidate listed first (fewer components, the current default first);
+- reported: every candidate's half-B MAP (labels never used by the choice) and full-set MAP.
+
+Label maps come from the segmentation model given (default the composite ``ade20k+voc``),
+from the per-image label cache.
+
+    PYTHONPATH=python python bench/fusion_split.py --dataset msrc corel1k --model ade20k+voc
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+
+CANDIDATES = [("cnn", "sbs"), ("regions", "sbs"), ("cnn", "sbovp"), ("cnn", "sbs", "sbovp"),
+              ("regions", "sbs", "sbovp")]
+
+
+def halves(categories: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of half A and half B: within each category, alternately (file order)."""
+    a, b = [], []
+    for c in np.unique(categories):
+        rows = np.flatnonzero(categories == c)
+        a += rows[0::2].tolist()
+        b += rows[1::2].tolist()
+    return np.array(sorted(a)), np.array(sorted(b))
+
+
+def share_descriptors() -> None:
+    """Compute each kind of backbone descriptor once, for the first (full) image list, and
+    give a half its rows of it. Every descriptor is a per-image function (eval-mode network,
+    one image's label map for its regions), so a row does not depend on the batch."""
+    import os
+
+    from semcbir_fast.deep import extract
+
+    inner = extract.extract_cached
+    done: dict[tuple[str, str], tuple[dict[str, int], dict]] = {}
+
+    def cached(paths, what, reducer, *, backbone="efficientnet-lite0", **kw):
+        files = [os.path.abspath(os.fspath(p)) for p in paths]
+        key = (what, backbone)
+        if key in done and all(f in done[key][0] for f in files):
+            pos, out = done[key]
+            rows = np.array([pos[f] for f in files], dtype=np.int64)
+            return {k: v[rows] for k, v in out.items()}
+        out = inner(paths, what, reducer, backbone=backbone, **kw)
+        if what != "regions-crop":  # crop results are not one row per image
+            done[key] = ({f: i for i, f in enumerate(files)}, out)
+        return out
+
+    extract.extract_cached = cached
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--dataset", nargs="+", default=["msrc", "corel1k"])
+    ap.add_argument("--model", default="ade20k+voc")
+    ap.add_argument("--components", nargs="+", default=None,
+                    help="evaluate only these candidates, as 'cnn+sbs' (default all)")
+    ap.add_argument("--parts", nargs="+", default=["full", "A", "B"],
+                    help="the first one computes the descriptors of every image")
+    ap.add_argument("--out", default=None, help="append one JSON line per result here")
+    args = ap.parse_args()
+
+    from semcbir_fast.eval.cache import features_cached, segment_cached
+    from semcbir_fast.eval.datasets import load_dataset
+    from semcbir_fast.eval.evaluate import evaluate
+    from semcbir_fast.signatures import Inputs, create_signature
+
+    share_descriptors()
+    cands = CANDIDATES if not args.components else [
+        tuple(c.split("+")) for c in args.components]
+    for name in args.dataset:
+        ds = load_dataset(name)
+        paths = [str(p) for p in ds.images]
+        maps, minfo = segment_cached(paths, model=args.model, progress=False)
+        cats = np.asarray(ds.categories)
+        a, b = halves(cats)
+        parts = {"A": a, "B": b, "full": np.arange(len(ds))}
+        feats_all = None
+        for comps in cands:
+            sig0 = create_signature("fused", num_classes=minfo["num_classes"],
+                                    components=comps)
+            if sig0.feature_method and feats_all is None:
+                feats_all = features_cached(paths, sig0.feature_method, progress=False)
+            for part in args.parts:
+                rows = parts[part]
+                sig = create_signature("fused", num_classes=minfo["num_classes"],
+                                       components=comps)
+                t0 = time.perf_counter()
+                inp = Inputs([maps[i] for i in rows],
+                             None if not sig.feature_method else [feats_all[i] for i in rows],
+                             [paths[i] for i in rows])
+                res = evaluate(ds.subset(rows), sig, inp)
+                r = res.results[0]
+                line = {"dataset": name, "model": args.model, "components": "+".join(comps),
+                        "part": part, "images": len(rows), "map": round(float(r.map), 4),
+                        "seconds": round(time.perf_counter() - t0, 1)}
+                print(json.dumps(line), flush=True)
+                if args.out:
+                    with open(args.out, "a") as f:
+                        f.write(json.dumps(line) + "\n")
+
+
+if __name__ == "__main__":
+    main()
