@@ -12,6 +12,7 @@ an image share one source, which keeps much of the co-occurrence across blocks.
 Run as a script (the table of docs/benchmarks.md#sparse-sbs-search)::
 
     PYTHONPATH=python python bench/bench_sparse_sbs.py --n 100000 1000000 --levels 2 3
+    PYTHONPATH=python python bench/bench_sparse_sbs.py --lanes --levels 3 --nq 1 16 64
 
 or as a pytest-benchmark suite (N = 100k, 64 blocks, nq = 1; checks results first)::
 
@@ -156,6 +157,35 @@ def run(n: int, levels: int, nqs: list[int], threads_list: list[int], k: int = 1
     return rows
 
 
+def lanes(n: int, levels: int, nqs: list[int], seed: int = 0) -> None:
+    """The forced methods and ``auto`` at each ISA level, one thread (the cost constants of
+    cpp/src/sparse_sbs.cpp come from this table)."""
+    from semcbir_fast import _backend
+
+    real_codes, lay = load_real_codes(levels)
+    sp = synthesise(to_sparse_sbs(real_codes, lay), n, seed)
+    searcher = SparseSBSSearcher(sp)
+    qs = real_codes[np.random.default_rng(seed + 1).integers(0, len(real_codes), max(nqs))]
+    want = {nq: sf.hamming_topk(qs[:nq], sp.to_dense(), 10) for nq in nqs} if n <= 200_000 \
+        else {}
+    for isa in sf.available_isas():
+        _backend.set_isa(isa)
+        for nq in nqs:
+            q = qs[:nq]
+            t = {}
+            for method in ("inverted", "scan", "auto"):
+                got = searcher.search(q, 10, threads=1, method=method)
+                if nq in want:
+                    assert (got[0] == want[nq][0]).all() and (got[1] == want[nq][1]).all()
+                t[method] = timed(lambda m=method, q=q: searcher.search(q, 10, threads=1,
+                                                                        method=m), 3)
+            print(f"N={n:,} blocks={lay.blocks} isa={isa:<6} nq={nq:>2}: inverted "
+                  f"{t['inverted'] * 1e3:8.2f} ms  scan {t['scan'] * 1e3:8.2f} ms "
+                  f"({t['scan'] * 1e9 / sp.nnz:.2f} ns/entry)  auto {t['auto'] * 1e3:8.2f} ms",
+                  flush=True)
+    _backend.set_isa(sf.available_isas()[-1])
+
+
 def crossover(levels: int = 3, n: int = 20000, seed: int = 0) -> None:
     """Time per query of the sparse and dense engines on random canonical codes of rising
     density (nq = 1 and 64, one thread): where the dense scan starts to win."""
@@ -280,7 +310,14 @@ def main() -> None:
     ap.add_argument("--no-faiss", action="store_true")
     ap.add_argument("--crossover", action="store_true", help="density sweep instead")
     ap.add_argument("--gpu", action="store_true", help="search/gpu.py on CUDA instead")
+    ap.add_argument("--lanes", action="store_true",
+                    help="forced methods and auto per ISA level, one thread, instead")
     a = ap.parse_args()
+    if a.lanes:
+        for n in a.n:
+            for lv in a.levels:
+                lanes(n, lv, a.nq)
+        return
     if a.gpu:
         for n in a.n:
             for lv in a.levels:

@@ -26,24 +26,31 @@ namespace {
 
 constexpr int32_t kMissingDistance = std::numeric_limits<int32_t>::max();
 constexpr int64_t kScanRows = 256;                 // rows per forward-scan kernel call
-constexpr int kMaxLanes = 64;                      // queries per forward-scan group
+constexpr int kMaxLanes = 64;                      // most queries per forward-scan group
 constexpr int64_t kMaxTableBytes = int64_t{64} << 20;  // weight table of one group
 constexpr int64_t kMergeHeapEntries = int64_t{1} << 24;  // heaps of all workers, one chunk
 constexpr int64_t kRowsPerWorker = 4 * kSparseBlockRows;  // below this a thread does not pay
 
-// Estimated nanoseconds, measured with bench/bench_sparse_sbs.py (forced methods) on the
-// 2-core workplace machine (AVX-512): one posting of the inverted path, one row of it (clear,
-// distance, select); one entry of the forward scan plus one lane per entry, one row and lane
-// of it. The forward-scan constants are those of the first kernel (3 ns per entry at 16
-// lanes, 15 at 64); the kernel with its lanes in registers takes 0.7 / 5.1 ns (AVX-512) and
-// 1.3 / 10.8 ns (AVX2) on 64-block codes (N = 100k), still above the inverted path's cost
-// on real codes at nq = 1, and level-dependent at nq = 64: the automatic choice keeps the
-// inverted path for real codes until the constants are measured per ISA level.
-constexpr double kInvPosting = 0.4;
+// Estimated nanoseconds, measured on the 2-core workplace machine (AMD EPYC, quiet) with the
+// forced methods on Corel-1K-distributed 64-block codes (bench/bench_sparse_sbs.py's
+// synthesis, N = 100k and 1M, one thread): one posting of the inverted path (1.2-1.3 ns at
+// both sizes), one row of it (clear, distance, select); one row and lane of the forward scan.
+// One entry of the forward scan costs ScanEntryCost::ns[lanes 16 / 32 / 64] of the active ISA
+// level, and a group takes at most ScanEntryCost::max_lanes queries: the cheapest per lane
+// (AVX-512: 0.7 / 1.2 / 5.2 ns, 32 lanes of uint16 fill one register; AVX2: 1.3 / 9.0 /
+// 10.8; scalar 3.2 / 3.5 / 4.9). Table: bench/bench_sparse_sbs.py --lanes.
+constexpr double kInvPosting = 1.2;
 constexpr double kInvRow = 0.05;
-constexpr double kScanEntry = 2.5;
-constexpr double kScanEntryLane = 0.2;
 constexpr double kScanRowLane = 0.1;
+
+struct ScanEntryCost {
+    double ns[3];  // 16, 32, 64 lanes
+    int max_lanes;
+    double at(int lanes) const noexcept { return ns[lanes <= 16 ? 0 : lanes <= 32 ? 1 : 2]; }
+};
+constexpr ScanEntryCost kScanCostAvx512{{0.7, 1.2, 5.2}, 32};
+constexpr ScanEntryCost kScanCostAvx2{{1.3, 9.0, 10.8}, 16};
+constexpr ScanEntryCost kScanCostScalar{{3.2, 3.5, 4.9}, 64};
 
 // Level of a present cell from its 4 proportion bits read first-bit-first (bit t = 0 is the
 // nibble's most significant bit): 1000 -> 1, 1100 -> 2, 1110 -> 3, 1111 -> 4, else 0 (not a
@@ -407,6 +414,14 @@ detail::SparseScanFn scan_kernel() noexcept {
     }
 }
 
+ScanEntryCost scan_entry_cost() noexcept {
+    switch (active_isa()) {
+        case Isa::avx512: return kScanCostAvx512;
+        case Isa::avx2: return kScanCostAvx2;
+        default: return kScanCostScalar;
+    }
+}
+
 int lanes_for(int64_t m) noexcept { return m <= 16 ? 16 : m <= 32 ? 32 : 64; }
 
 struct Group {
@@ -454,6 +469,8 @@ void SparseSbsIndex::Impl::search(const CodeMatrix& queries, int64_t k, int32_t*
     const int workers = workers_for_rows(threads, n, nblocks);
     const int64_t chunk = std::max<int64_t>(1, kMergeHeapEntries / (kk * workers));
     const detail::SparseScanFn kernel = scan_kernel();
+    const ScanEntryCost scan_cost = scan_entry_cost();
+    const int64_t group_max = scan_cost.max_lanes;  // queries per forward-scan group
     const detail::FindBelowFn find_below = detail::kernels().find_below;
     const bool narrow_acc = shape.nbits <= 65535;
     const int64_t cells = shape.cells;
@@ -472,8 +489,8 @@ void SparseSbsIndex::Impl::search(const CodeMatrix& queries, int64_t k, int32_t*
                    static_cast<double>(n) * kInvRow;
         };
         auto group_cost = [&](int64_t m) {  // m queries in one group
-            const int lanes = lanes_for(m);
-            return static_cast<double>(nnz) * (kScanEntry + kScanEntryLane * lanes) +
+            const int lanes = lanes_for(m);  // m <= group_max
+            return static_cast<double>(nnz) * scan_cost.at(lanes) +
                    static_cast<double>(n) * lanes * kScanRowLane;
         };
         int64_t m_best = 0;
@@ -485,7 +502,7 @@ void SparseSbsIndex::Impl::search(const CodeMatrix& queries, int64_t k, int32_t*
             double best = rest, scan = 0;
             for (int64_t m = 1; m <= cn; ++m) {
                 rest -= inv_cost(order[static_cast<size_t>(m - 1)]);
-                const int64_t in_group = (m - 1) % kMaxLanes + 1;
+                const int64_t in_group = (m - 1) % group_max + 1;
                 if (in_group == 1) scan += group_cost(1);
                 else scan += group_cost(in_group) - group_cost(in_group - 1);
                 if (scan + rest < best) {
@@ -496,9 +513,9 @@ void SparseSbsIndex::Impl::search(const CodeMatrix& queries, int64_t k, int32_t*
         }
         std::vector<int64_t> inverted;
         std::vector<Group> groups;
-        for (int64_t s = 0; s < m_best; s += kMaxLanes) {
+        for (int64_t s = 0; s < m_best; s += group_max) {
             Group g;
-            for (int64_t i = s; i < std::min(m_best, s + kMaxLanes); ++i)
+            for (int64_t i = s; i < std::min(m_best, s + group_max); ++i)
                 g.queries.push_back(order[static_cast<size_t>(i)]);
             std::sort(g.queries.begin(), g.queries.end());
             g.lanes = lanes_for(static_cast<int64_t>(g.queries.size()));
