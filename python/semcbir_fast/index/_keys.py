@@ -60,6 +60,18 @@ class AppendOnlyKeys:
         return [keys[i] if 0 <= i < len(keys) else None
                 for i in np.asarray(ids).reshape(-1).tolist()]
 
+    def _checked_ids(self, ids: Any) -> np.ndarray:
+        """``ids`` as int64 rows (ids are rows here); ValueError unless a 1-D sequence of
+        integers, KeyError for an id not in the index."""
+        rows = np.atleast_1d(np.asarray(ids))
+        if rows.size and (rows.dtype.kind not in "iu" or rows.ndim != 1):
+            raise ValueError(f"ids must be a 1-D sequence of integers, got {rows!r}")
+        rows = rows.astype(np.int64)
+        bad = (rows < 0) | (rows >= len(self))  # type: ignore[arg-type]
+        if bad.any():
+            raise KeyError(f"ids not in the index: {rows[bad][:10].tolist()}")
+        return rows
+
     def _check_keys_locked(self, keys: list[str] | None) -> None:
         """ValueError when ``keys`` (of an ``add``) breaks "keys for every entry or none"."""
         if len(self) and (keys is None) != (self._keys is None):

@@ -157,23 +157,13 @@ class BinaryIndex(AppendOnlyKeys):
             return np.arange(n, n + m, dtype=np.int64)
 
     # ------------------------------------------------------------------ queries
-    def _rows(self, ids: Any) -> np.ndarray:
-        rows = np.atleast_1d(np.asarray(ids))
-        if rows.size and (rows.dtype.kind not in "iu" or rows.ndim != 1):
-            raise ValueError(f"ids must be a 1-D sequence of integers, got {rows!r}")
-        rows = rows.astype(np.int64)
-        bad = (rows < 0) | (rows >= len(self))
-        if bad.any():
-            raise KeyError(f"ids not in the index: {rows[bad][:10].tolist()}")
-        return rows
-
     def reconstruct(self, id: int) -> np.ndarray:
         """A copy of the code of ``id`` ``(stride,)`` (``KeyError`` if absent)."""
-        return self._codes[self._rows([id])[0]].copy()
+        return self._codes[self._checked_ids([id])[0]].copy()
 
     def reconstruct_batch(self, ids: Any) -> np.ndarray:
         """Codes of several ids ``(len(ids), stride)``."""
-        return self._codes[self._rows(ids)].copy()
+        return self._codes[self._checked_ids(ids)].copy()
 
     def search(self, queries: Any, k: int, *, threads: int = 0,
                return_penalised: bool = False) -> tuple[np.ndarray, ...]:

@@ -364,25 +364,15 @@ class DenseIndex(AppendOnlyKeys):
             return d[key]
 
     # ------------------------------------------------------------------ queries
-    def _check_ids(self, ids: Any) -> np.ndarray:
-        rows = np.atleast_1d(np.asarray(ids))
-        if rows.size and (rows.dtype.kind not in "iu" or rows.ndim != 1):
-            raise ValueError(f"ids must be a 1-D sequence of integers, got {rows!r}")
-        rows = rows.astype(np.int64)
-        bad = (rows < 0) | (rows >= len(self))
-        if bad.any():
-            raise KeyError(f"ids not in the index: {rows[bad][:10].tolist()}")
-        return rows
-
     def reconstruct(self, ids: Any) -> np.ndarray:
         """The stored vectors of ``ids`` ``(len(ids), dim)`` (``KeyError`` if one is absent)."""
-        rows = self._check_ids(ids)
+        rows = self._checked_ids(ids)
         b = self._batch
         return (np.zeros((0, 0), np.float32) if b is None else b.vectors[rows].copy())
 
     def reconstruct_batch(self, ids: Any) -> DenseBatch:
         """The stored rows of ``ids`` as one :class:`DenseBatch` (vectors and side data)."""
-        rows = self._check_ids(ids)
+        rows = self._checked_ids(ids)
         b = self._batch
         if b is None:
             return DenseBatch(np.zeros((0, 0), np.float32))
