@@ -13,6 +13,8 @@ Run as a script (the table of docs/benchmarks.md#sparse-sbs-search)::
 
     PYTHONPATH=python python bench/bench_sparse_sbs.py --n 100000 1000000 --levels 2 3
     PYTHONPATH=python python bench/bench_sparse_sbs.py --lanes --levels 3 --nq 1 16 64
+    PYTHONPATH=python python bench/bench_sparse_sbs.py --hot-cost --n 200000 --levels 3
+    PYTHONPATH=python python bench/bench_sparse_sbs.py --make-labels   # the label cache first
 
 or as a pytest-benchmark suite (N = 100k, 64 blocks, nq = 1; checks results first)::
 
@@ -50,6 +52,22 @@ def load_real_codes(levels: int, labels: Path = DEFAULT_LABELS) -> tuple[np.ndar
         maps.append(flat[o:o + h * w].reshape(h, w))
         o += h * w
     return sf.encode_sbs(maps, num_classes=m, levels=levels), sf.sbs_layout(m, levels)
+
+
+def make_labels(out: Path = DEFAULT_LABELS, model: str = "ade20k-mnv2") -> Path:
+    """Segment Corel-1K (``$SEMCBIR_DATA``) with ``model`` (through the per-image label cache)
+    and write the maps to ``out`` in the form :func:`load_real_codes` reads."""
+    from semcbir_fast.eval.cache import segment_cached
+    from semcbir_fast.eval.datasets import corel1k
+
+    ds = corel1k()
+    maps, info = segment_cached(ds.images, model=model, log=print)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(out, flat=np.concatenate([m.reshape(-1) for m in maps]),
+                        shapes=np.array([m.shape for m in maps], np.int64),
+                        num_classes=info["num_classes"])
+    print(f"{len(maps)} label maps of {model} ({info['num_classes']} classes) -> {out}")
+    return out
 
 
 def synthesise(real: SparseSBSCodes, n: int, seed: int = 0, keep: float = 0.5,
@@ -186,6 +204,47 @@ def lanes(n: int, levels: int, nqs: list[int], seed: int = 0) -> None:
     _backend.set_isa(sf.available_isas()[-1])
 
 
+def hot_cost(n: int, levels: int, seed: int = 0, nq: int = 16) -> None:
+    """Per ISA level, one thread, the inverted path with no hot cells, with the default
+    hot_fraction and with every cell hot: ns per posting (row costs included) and, from the
+    difference, ns per row and hot column (the IsaCost::hot_row constants of
+    cpp/src/sparse_sbs.cpp)."""
+    from semcbir_fast import _backend
+
+    real_codes, lay = load_real_codes(levels)
+    sp = synthesise(to_sparse_sbs(real_codes, lay), n, seed)
+    qs = real_codes[np.random.default_rng(seed + 1).integers(0, len(real_codes), nq)]
+    e = sp.entries.astype(np.int64)
+    per_level = np.zeros((lay.num_classes * lay.blocks, 4), np.int64)
+    np.add.at(per_level, (e >> 2, e & 3), 1)
+    df, rare = per_level.sum(1), per_level.min(1)
+    rq = to_sparse_sbs(qs, lay)
+
+    def postings_and_hot(hf: float) -> tuple[float, float]:
+        hot = df - rare > hf * n  # the rule of SparseSbsIndex
+        post = hot_cells = 0
+        for i in range(nq):
+            c = (rq.entries[rq.offsets[i]:rq.offsets[i + 1]] >> 2).astype(np.int64)
+            post += np.where(hot[c], rare[c], df[c]).sum()
+            hot_cells += hot[c].sum()
+        return post / nq, hot_cells / nq
+
+    searchers = {hf: SparseSBSSearcher(sp, hot_fraction=hf) for hf in (1.0, 0.125, 0.0)}
+    for isa in sf.available_isas():
+        _backend.set_isa(isa)
+        t = {hf: timed(lambda s=s: [s.search(qs[i:i + 1], 10, threads=1, method="inverted")
+                                    for i in range(nq)], 3) / nq
+             for hf, s in searchers.items()}
+        per_posting = t[1.0] / postings_and_hot(1.0)[0]
+        out = [f"N={n:,} isa={isa:<6}: {per_posting * 1e9:.2f} ns/posting"]
+        for hf in (0.125, 0.0):
+            p, h = postings_and_hot(hf)
+            out.append(f"hot_fraction={hf}: {t[hf] * 1e3:.2f} ms/query, "
+                       f"{(t[hf] - p * per_posting) / (h * n) * 1e9:.3f} ns per row and hot column")
+        print("  ".join(out), flush=True)
+    _backend.set_isa(sf.available_isas()[-1])
+
+
 def crossover(levels: int = 3, n: int = 20000, seed: int = 0) -> None:
     """Time per query of the sparse and dense engines on random canonical codes of rising
     density (nq = 1 and 64, one thread): where the dense scan starts to win."""
@@ -312,7 +371,18 @@ def main() -> None:
     ap.add_argument("--gpu", action="store_true", help="search/gpu.py on CUDA instead")
     ap.add_argument("--lanes", action="store_true",
                     help="forced methods and auto per ISA level, one thread, instead")
+    ap.add_argument("--hot-cost", action="store_true",
+                    help="cost of a hot column per ISA level, one thread, instead")
+    ap.add_argument("--make-labels", action="store_true",
+                    help=f"segment Corel-1K with ade20k-mnv2 into {DEFAULT_LABELS} first")
     a = ap.parse_args()
+    if a.make_labels:
+        make_labels()
+    if a.hot_cost:
+        for n in a.n:
+            for lv in a.levels:
+                hot_cost(n, lv)
+        return
     if a.lanes:
         for n in a.n:
             for lv in a.levels:

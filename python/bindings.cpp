@@ -371,7 +371,8 @@ std::unique_ptr<PySparseSbsIndex> make_sparse_sbs_index(const I64& offsets,
                                                         const py::array& entries,
                                                         const I32& popcounts,
                                                         int64_t num_classes, int64_t levels,
-                                                        bool pyramid, int64_t threads_in) {
+                                                        bool pyramid, int64_t threads_in,
+                                                        double hot_fraction) {
     const int threads = threads_arg(threads_in);
     const SparseSbsShape shape = sparse_shape(num_classes, levels, pyramid);
     const SparseSbsView v = sparse_view(offsets, entries, popcounts, shape);
@@ -384,7 +385,7 @@ std::unique_ptr<PySparseSbsIndex> make_sparse_sbs_index(const I64& offsets,
     {
         py::gil_scoped_release release;
         try {
-            out->index = std::make_unique<SparseSbsIndex>(v, shape, nnz, threads);
+            out->index = std::make_unique<SparseSbsIndex>(v, shape, nnz, threads, hot_fraction);
         } catch (const std::bad_alloc&) {
             oom = true;
         }
@@ -452,11 +453,13 @@ PYBIND11_MODULE(_core, m) {
     py::class_<PySparseSbsIndex>(m, "SparseSBSIndex")
         .def(py::init(&make_sparse_sbs_index), py::arg("offsets"), py::arg("entries"),
              py::arg("popcounts"), py::arg("num_classes"), py::arg("levels"), py::arg("pyramid"),
-             py::arg("threads"))
+             py::arg("threads"), py::arg("hot_fraction"))
         .def_property_readonly("rows", [](const PySparseSbsIndex& s) { return s.index->rows(); })
         .def_property_readonly("nnz", [](const PySparseSbsIndex& s) { return s.index->nnz(); })
         .def_property_readonly("inverted_bytes",
                                [](const PySparseSbsIndex& s) { return s.index->inverted_bytes(); })
+        .def_property_readonly("hot_cells",
+                               [](const PySparseSbsIndex& s) { return s.index->hot_cells(); })
         .def("search", &sparse_sbs_search, py::arg("queries"), py::arg("k"), py::arg("threads"),
              py::arg("method"));
 }

@@ -373,7 +373,7 @@ CONTRACT = {
                           "threads"),
     "sparse_sbs_check": ("offsets", "entries", "popcounts", "num_classes", "levels", "pyramid"),
     "SparseSBSIndex": ("offsets", "entries", "popcounts", "num_classes", "levels", "pyramid",
-                       "threads"),
+                       "threads", "hot_fraction"),
     "SparseSBSIndex.search": ("queries", "k", "threads", "method"),
     "active_isa": (),
     "available_isas": (),
@@ -381,7 +381,7 @@ CONTRACT = {
     "hardware_threads": (),
 }
 SPARSE_L2_PROPERTIES = ("rows", "cols", "nnz")
-SPARSE_SBS_PROPERTIES = ("rows", "nnz", "inverted_bytes")
+SPARSE_SBS_PROPERTIES = ("rows", "nnz", "inverted_bytes", "hot_cells")
 
 
 def _pyi_contract() -> dict:

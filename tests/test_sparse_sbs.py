@@ -122,6 +122,56 @@ def test_many_rows_blocks_and_groups(backend_isa):
     assert d[0, 0] == 0 and ids[0, :21].tolist() == [5, *range(100, 120)]
 
 
+def test_hot_and_cold_cells(backend_isa):
+    """Cells held by many rows are searched as 2-bit code columns plus the postings of their
+    least frequent level, the others through postings: a database with both kinds, two blocks
+    of rows with a last block whose size is not a multiple of 4, queries holding more hot
+    cells than one uint8 pass sums (51), a query with no hot cell, stray query bits, and every
+    hot_fraction from all cells hot to none."""
+    rng = np.random.default_rng(11)
+    lay = sf.sbs_layout(60, 1)  # 240 cells
+    n = 8192 + 1001
+    cells = 60 * lay.blocks
+    p = np.where(np.arange(cells) % 3 == 0, 0.6, 0.02)  # 80 hot cells, 160 cold
+    pres = rng.random((n, cells)) < p
+    level = np.where(pres, rng.integers(1, 5, (n, cells)), 0)
+    level[:, 3] = np.where(pres[:, 3], 4, 0)  # a hot cell at one level only
+    level[:, 6] = np.where(pres[:, 6], 1 + (rng.random(n) < 0.1), 0)  # two levels
+    pres[9000:9010], level[9000:9010] = pres[3], level[3]  # ties across blocks
+    bits = np.zeros((n, lay.stride * 8), np.uint8)
+    bits[:, :cells] = pres
+    bits[:, cells:5 * cells] = (np.arange(4)[None, None, :] < level[:, :, None]).reshape(n, -1)
+    db = np.packbits(bits, axis=1)
+    cold_only = np.zeros((1, lay.stride * 8), np.uint8)
+    cold_only[0, [1, 2, cells + 4, cells + 5]] = 1
+    stray = np.packbits(bits[[7]], axis=1)
+    stray[0, -1] ^= 0xFF  # bits past the proportion strings: counted through |q| only
+    q = np.concatenate([db[[0, 3, n - 1]], random_codes(rng, lay, 3, 0.5),
+                        np.packbits(cold_only, axis=1), stray])
+    sp = to_sparse_sbs(db, lay)
+    wants = {k: sf.hamming_topk(q, db, k) for k in (1, 12, n + 3)}
+    for hf in (0.0, 0.125, 0.5, 1.0):
+        s = SparseSBSSearcher(sp, hot_fraction=hf)
+        for k, want in wants.items():
+            for method in METHODS:
+                for threads in (1, 2):
+                    assert_same(s.search(q, k, threads=threads, method=method), want)
+    assert_same(SparseSBSSearcher(sp).search(q, 12), ref_topk(q, db, 12))
+    if sf.backend() == "cpp":  # bytes: postings, hot columns, per-block and per-cell tables
+        per_level = np.stack([(level == v).sum(0) for v in (1, 2, 3, 4)], 1)  # (cells, 4)
+        df = per_level.sum(1)
+        hot = df - per_level.min(1) > n / 8
+        posted = df[~hot].sum() + per_level.min(1)[hot].sum()
+        want = (2 * posted + hot.sum() * (2048 + 251) + 4 * 2 * (cells + 1) + (8 + 4 + 4) * cells
+                + 2 * 8 * 3)
+        s = SparseSBSSearcher(sp)
+        assert s.hot_cells == hot.sum() == 80
+        assert s.inverted_bytes == want < 2 * int(pres.sum())
+    for bad in (-0.1, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="hot_fraction"):
+            SparseSBSSearcher(sp, hot_fraction=bad)
+
+
 def test_empty_codes_and_void_maps(backend_isa):
     lay = sf.sbs_layout(6, 1)
     void = sf.encode_sbs(np.full((3, 8, 8), 99), num_classes=6, levels=1)  # all void

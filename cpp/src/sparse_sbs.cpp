@@ -31,26 +31,28 @@ constexpr int64_t kMaxTableBytes = int64_t{64} << 20;  // weight table of one gr
 constexpr int64_t kMergeHeapEntries = int64_t{1} << 24;  // heaps of all workers, one chunk
 constexpr int64_t kRowsPerWorker = 4 * kSparseBlockRows;  // below this a thread does not pay
 
-// Estimated nanoseconds, measured on the 2-core workplace machine (AMD EPYC, quiet) with the
-// forced methods on Corel-1K-distributed 64-block codes (bench/bench_sparse_sbs.py's
-// synthesis, N = 100k and 1M, one thread): one posting of the inverted path (1.2-1.3 ns at
-// both sizes), one row of it (clear, distance, select); one row and lane of the forward scan.
-// One entry of the forward scan costs ScanEntryCost::ns[lanes 16 / 32 / 64] of the active ISA
-// level, and a group takes at most ScanEntryCost::max_lanes queries: the cheapest per lane
-// (AVX-512: 0.7 / 1.2 / 5.2 ns, 32 lanes of uint16 fill one register; AVX2: 1.3 / 9.0 /
-// 10.8; scalar 3.2 / 3.5 / 4.9). Table: bench/bench_sparse_sbs.py --lanes.
-constexpr double kInvPosting = 1.2;
+// Estimated nanoseconds, measured on the 2-core workplace machine (AMD EPYC) with the forced
+// methods on Corel-1K-distributed 64-block codes (bench/bench_sparse_sbs.py's synthesis,
+// N = 100k, 200k and 1M, one thread): one posting of the inverted path (0.7-1.3 ns with uint16
+// counters), one row of it (clear, distance, select); one row and lane of the forward scan.
+// Per ISA level (IsaCost): one row of one hot column of the inverted path (AVX-512 about
+// 0.045 ns, AVX2 0.05-0.1, scalar 0.24-0.31: bench/bench_sparse_sbs.py --hot-cost), and one
+// entry of the forward scan, ns[lanes 16 / 32 / 64]; a group takes at most max_lanes queries,
+// the cheapest per lane (AVX-512: 1.0 / 1.5 / 5.2 ns, 32 lanes of uint16 fill one register;
+// AVX2: 1.3 / 9.0 / 10.8; scalar 3.2 / 3.5 / 4.9; bench/bench_sparse_sbs.py --lanes).
+constexpr double kInvPosting = 1.0;
 constexpr double kInvRow = 0.05;
 constexpr double kScanRowLane = 0.1;
 
-struct ScanEntryCost {
-    double ns[3];  // 16, 32, 64 lanes
+struct IsaCost {
+    double ns[3];  // forward scan, per entry: 16, 32, 64 lanes
     int max_lanes;
+    double hot_row;  // inverted path: one hot column, per row
     double at(int lanes) const noexcept { return ns[lanes <= 16 ? 0 : lanes <= 32 ? 1 : 2]; }
 };
-constexpr ScanEntryCost kScanCostAvx512{{0.7, 1.2, 5.2}, 32};
-constexpr ScanEntryCost kScanCostAvx2{{1.3, 9.0, 10.8}, 16};
-constexpr ScanEntryCost kScanCostScalar{{3.2, 3.5, 4.9}, 64};
+constexpr IsaCost kCostAvx512{{1.0, 1.5, 5.2}, 32, 0.045};
+constexpr IsaCost kCostAvx2{{1.3, 9.0, 10.8}, 16, 0.07};
+constexpr IsaCost kCostScalar{{3.2, 3.5, 4.9}, 64, 0.28};
 
 // Level of a present cell from its 4 proportion bits read first-bit-first (bit t = 0 is the
 // nibble's most significant bit): 1000 -> 1, 1100 -> 2, 1110 -> 3, 1111 -> 4, else 0 (not a
@@ -300,75 +302,188 @@ struct QueryCell {
 
 struct Query {
     int32_t pop = 0;
-    double postings = 0;  // inverted path: postings it reads (sum of df over its cells)
+    double postings = 0;  // inverted path: postings of its cold cells (sum of their df)
     std::vector<QueryCell> cells;
+    std::vector<QueryCell> cold;   // inverted path: its cells with postings
+    std::vector<uint32_t> hot;     // inverted path: hot columns of its hot cells
+    std::vector<uint8_t> tables;   // 16 per hot column: weight by nibble (0, w[0..3], 0...)
+    double inverted_ns(int64_t n, double hot_row) const noexcept {
+        return postings * kInvPosting +
+               static_cast<double>(n) * (kInvRow + hot_row * static_cast<double>(hot.size()));
+    }
 };
+
+// |q AND d| of one query for the rows of one block of the inverted lists, into dist:
+// hot columns summed kMaxHotPass at a time in uint8, then the postings of its cells.
+// C: uint16_t counters (16 KiB for a block: they stay in L1 beside the postings) when every
+// sum fits, else uint32_t.
+template <class C>
+void inverted_block(const Query& q, const uint16_t* post, const uint32_t* off,
+                    const uint8_t* col, int64_t rows, const int32_t* pop, C* cnt,
+                    uint8_t* hot_acc, const uint8_t** cols, detail::HotSumFn hot_sum,
+                    int32_t* dist) {
+    const int64_t quarter = (rows + 3) / 4;
+    std::memset(cnt, 0, static_cast<size_t>(rows) * sizeof(C));
+    for (size_t h0 = 0; h0 < q.hot.size(); h0 += detail::kMaxHotPass) {
+        const size_t hn = std::min<size_t>(detail::kMaxHotPass, q.hot.size() - h0);
+        for (size_t c = 0; c < hn; ++c)
+            cols[c] = col + static_cast<int64_t>(q.hot[h0 + c]) * quarter;
+        hot_sum(cols, q.tables.data() + 16 * h0, static_cast<int>(hn), quarter, hot_acc);
+        for (int64_t i = 0; i < rows; ++i) cnt[i] = static_cast<C>(cnt[i] + hot_acc[i]);
+    }
+    for (const QueryCell& qc : q.cold) {
+        const uint16_t* p = post + off[qc.cell];
+        const uint16_t* e = post + off[qc.cell + 1];
+        // the four weights in one register, picked by shifting (no table load per posting)
+        const uint32_t wt = uint32_t{qc.w[0]} | uint32_t{qc.w[1]} << 8 |
+                            uint32_t{qc.w[2]} << 16 | uint32_t{qc.w[3]} << 24;
+        for (; p < e; ++p) {
+            const uint32_t v = *p;
+            cnt[v >> 2] = static_cast<C>(cnt[v >> 2] + ((wt >> ((v & 3u) << 3)) & 0xFFu));
+        }
+    }
+    const int32_t pq = q.pop;
+    for (int64_t i = 0; i < rows; ++i) dist[i] = pq + pop[i] - 2 * static_cast<int32_t>(cnt[i]);
+}
 
 }  // namespace
 
+// Hot cells: cells held by many rows get a 2-bit code per row and block of rows, read with
+// byte shuffles, instead of postings (docs/sparse_search.md#search). The code stands for
+// three of the cell's four levels (0 = absent or the fourth level); rows holding the cell at
+// its least frequent level keep ordinary postings (the cell's exceptions). A cell is hot when
+// df - exceptions > hot_fraction * rows: with the default 1/8 exactly where the column
+// (0.25 B per row) takes less memory than the postings it replaces (2 B each). In block b of
+// rows, hot column h holds quarter(b) = ceil(rows / 4) bytes at col_base[b] + h * quarter(b);
+// byte j holds the codes of rows j, quarter + j, 2 quarter + j, 3 quarter + j in its bits
+// 0-1, 2-3, 4-5, 6-7.
 struct SparseSbsIndex::Impl {
     SparseSbsView codes;
     SparseSbsShape shape;
     int64_t nnz = 0;
     int64_t nblocks = 0;
-    std::vector<uint16_t> postings;   // per block, by cell: (local row << 2) | (level - 1)
+    std::vector<uint16_t> postings;   // cold cells and exceptions, per block, by cell:
+                                      // (local row << 2) | (level - 1)
+    std::vector<int64_t> post_base;   // per block: its first posting
     std::vector<uint32_t> block_off;  // per block: cells + 1 offsets relative to the block's base
-    std::vector<int64_t> df;          // rows holding each cell
+    std::vector<int64_t> df;          // postings of each cell (rows holding it, less a hot
+                                      // cell's coded rows)
+    std::vector<int32_t> hot;         // per cell: its hot column, or -1
+    std::vector<uint8_t> code_of;     // per cell and level - 1: its 2-bit code (0: a posting)
+    int64_t nhot = 0;
+    std::vector<uint8_t> columns;     // hot columns of every block
+    std::vector<int64_t> col_base;    // per block: the first byte of its hot columns
 
-    int64_t block_base(int64_t b) const noexcept { return codes.offsets[b * kSparseBlockRows]; }
+    int64_t block_rows(int64_t b) const noexcept {
+        return std::min(codes.n, (b + 1) * kSparseBlockRows) - b * kSparseBlockRows;
+    }
+    static int64_t quarter_of(int64_t rows) noexcept { return (rows + 3) / 4; }
 
-    void build(int threads);
+    void build(int threads, double hot_fraction);
     void prepare(const CodeMatrix& q, int64_t i, Query& out) const;
     void search(const CodeMatrix& queries, int64_t k, int32_t* distances, int64_t* ids,
                 int threads, SparseSbsMethod method) const;
 };
 
-void SparseSbsIndex::Impl::build(int threads) {
+void SparseSbsIndex::Impl::build(int threads, double hot_fraction) {
     const int64_t n = codes.n, cells = shape.cells;
     nblocks = (n + kSparseBlockRows - 1) / kSparseBlockRows;
-    postings.assign(static_cast<size_t>(nnz), 0);
-    block_off.assign(static_cast<size_t>(nblocks * (cells + 1)), 0);
-    for (int64_t b = 0; b < nblocks; ++b) {
-        const int64_t r0 = b * kSparseBlockRows, r1 = std::min(n, r0 + kSparseBlockRows);
-        if (codes.offsets[r1] - codes.offsets[r0] > int64_t{0xFFFFFFFF})
-            throw std::invalid_argument("sparse codes: more than 2^32 - 1 entries in the block "
-                                        "of rows starting at " + std::to_string(r0));
-    }
     const int workers = workers_for_rows(threads, n, nblocks);
+    // ---- document frequencies, then the hot cells
     std::vector<std::vector<int64_t>> dfs(static_cast<size_t>(workers));
     parallel_chunks(nblocks, workers, [&](int w, int64_t b0, int64_t b1) {
-        auto& my_df = dfs[static_cast<size_t>(w)];
-        my_df.assign(static_cast<size_t>(cells), 0);
+        auto& my_df = dfs[static_cast<size_t>(w)];  // by (cell << 2) | (level - 1)
+        my_df.assign(static_cast<size_t>(4 * cells), 0);
+        const int64_t p1 = codes.offsets[std::min(n, b1 * kSparseBlockRows)];
+        for (int64_t p = codes.offsets[b0 * kSparseBlockRows]; p < p1; ++p)
+            ++my_df[entry(codes, p)];
+    });
+    std::vector<int64_t> by_level(static_cast<size_t>(4 * cells), 0);
+    for (const auto& d : dfs)
+        for (size_t c = 0; c < d.size(); ++c) by_level[c] += d[c];
+    // ---- the hot cells, their codes, and the level left to postings
+    df.assign(static_cast<size_t>(cells), 0);
+    hot.assign(static_cast<size_t>(cells), -1);
+    code_of.assign(static_cast<size_t>(4 * cells), 0);
+    nhot = 0;
+    for (int64_t c = 0; c < cells; ++c) {
+        const int64_t* lv = by_level.data() + 4 * c;
+        df[static_cast<size_t>(c)] = lv[0] + lv[1] + lv[2] + lv[3];
+        const int64_t rare = std::min_element(lv, lv + 4) - lv;  // the first least frequent
+        if (static_cast<double>(df[static_cast<size_t>(c)] - lv[rare]) <=
+            hot_fraction * static_cast<double>(n))
+            continue;
+        df[static_cast<size_t>(c)] = lv[rare];
+        hot[static_cast<size_t>(c)] = static_cast<int32_t>(nhot++);
+        uint8_t code = 1;
+        for (int64_t l = 0; l < 4; ++l)
+            if (l != rare) code_of[static_cast<size_t>(4 * c + l)] = code++;
+    }
+    auto posted = [&](uint32_t e) { return code_of[e] == 0; };  // e: (cell << 2) | (level - 1)
+    // ---- where each block's postings and hot columns start
+    post_base.assign(static_cast<size_t>(nblocks + 1), 0);
+    col_base.assign(static_cast<size_t>(nblocks + 1), 0);
+    parallel_chunks(nblocks, workers, [&](int, int64_t b0, int64_t b1) {
+        for (int64_t b = b0; b < b1; ++b) {
+            const int64_t r0 = b * kSparseBlockRows, r1 = r0 + block_rows(b);
+            int64_t count = 0;
+            for (int64_t p = codes.offsets[r0]; p < codes.offsets[r1]; ++p)
+                count += posted(entry(codes, p));
+            post_base[static_cast<size_t>(b + 1)] = count;
+        }
+    });
+    for (int64_t b = 0; b < nblocks; ++b) {
+        const int64_t count = post_base[static_cast<size_t>(b + 1)];
+        if (count > int64_t{0xFFFFFFFF})
+            throw std::invalid_argument("sparse codes: more than 2^32 - 1 entries in the block "
+                                        "of rows starting at " +
+                                        std::to_string(b * kSparseBlockRows));
+        post_base[static_cast<size_t>(b + 1)] = post_base[static_cast<size_t>(b)] + count;
+        col_base[static_cast<size_t>(b + 1)] =
+            col_base[static_cast<size_t>(b)] + nhot * quarter_of(block_rows(b));
+    }
+    postings.assign(static_cast<size_t>(post_base[static_cast<size_t>(nblocks)]), 0);
+    columns.assign(static_cast<size_t>(col_base[static_cast<size_t>(nblocks)]), 0);
+    block_off.assign(static_cast<size_t>(nblocks * (cells + 1)), 0);
+    // ---- fill them
+    parallel_chunks(nblocks, workers, [&](int, int64_t b0, int64_t b1) {
         std::vector<uint32_t> cursor(static_cast<size_t>(cells));
         for (int64_t b = b0; b < b1; ++b) {
-            const int64_t r0 = b * kSparseBlockRows, r1 = std::min(n, r0 + kSparseBlockRows);
+            const int64_t r0 = b * kSparseBlockRows, r1 = r0 + block_rows(b);
+            const int64_t quarter = quarter_of(r1 - r0);
             uint32_t* off = block_off.data() + b * (cells + 1);
-            for (int64_t p = codes.offsets[r0]; p < codes.offsets[r1]; ++p)
-                ++off[(entry(codes, p) >> 2) + 1];
-            for (int64_t c = 0; c < cells; ++c) {
-                my_df[static_cast<size_t>(c)] += off[c + 1];
-                off[c + 1] += off[c];
+            for (int64_t p = codes.offsets[r0]; p < codes.offsets[r1]; ++p) {
+                const uint32_t e = entry(codes, p);
+                if (posted(e)) ++off[(e >> 2) + 1];
             }
+            for (int64_t c = 0; c < cells; ++c) off[c + 1] += off[c];
             std::copy(off, off + cells, cursor.begin());
-            uint16_t* post = postings.data() + codes.offsets[r0];
+            uint16_t* post = postings.data() + post_base[static_cast<size_t>(b)];
+            uint8_t* col = columns.data() + col_base[static_cast<size_t>(b)];
             for (int64_t r = r0; r < r1; ++r) {
                 const auto local = static_cast<uint32_t>(r - r0);
+                const int64_t j = local % quarter;
+                const int shift = static_cast<int>(2 * (local / quarter));
                 for (int64_t p = codes.offsets[r]; p < codes.offsets[r + 1]; ++p) {
                     const uint32_t e = entry(codes, p);
-                    post[cursor[e >> 2]++] = static_cast<uint16_t>(local << 2 | (e & 3));
+                    if (posted(e))
+                        post[cursor[e >> 2]++] = static_cast<uint16_t>(local << 2 | (e & 3));
+                    else
+                        col[hot[e >> 2] * quarter + j] |=
+                            static_cast<uint8_t>(code_of[e] << shift);
                 }
             }
         }
     });
-    df.assign(static_cast<size_t>(cells), 0);
-    for (const auto& d : dfs)
-        for (size_t c = 0; c < d.size(); ++c) df[c] += d[c];
 }
 
 void SparseSbsIndex::Impl::prepare(const CodeMatrix& q, int64_t i, Query& out) const {
     const uint8_t* row = q.data + i * q.stride;
     out.pop = static_cast<int32_t>(row_popcount(row, q.width));
     out.cells.clear();
+    out.cold.clear();
+    out.hot.clear();
+    out.tables.clear();
     out.postings = 0;
     std::vector<uint32_t> found;
     for (size_t j = 0; j < shape.part_cells.size(); ++j) {
@@ -396,7 +511,17 @@ void SparseSbsIndex::Impl::prepare(const CodeMatrix& q, int64_t i, Query& out) c
         for (int l = 0; l < 4; ++l)
             qc.w[l] = static_cast<uint8_t>(pres + detail::popcount64(nib & kThermometer[l]));
         out.cells.push_back(qc);
+        const int32_t h = hot[cell];
+        out.cold.push_back(qc);  // a hot cell's postings are its exceptions
         out.postings += static_cast<double>(df[cell]);
+        if (h < 0) continue;
+        out.hot.push_back(static_cast<uint32_t>(h));
+        const size_t t = out.tables.size();
+        out.tables.resize(t + 16, 0);
+        for (int l = 0; l < 4; ++l) {
+            const uint8_t code = code_of[4 * cell + static_cast<size_t>(l)];
+            if (code) out.tables[t + code] = qc.w[l];
+        }
     }
 }
 
@@ -414,11 +539,23 @@ detail::SparseScanFn scan_kernel() noexcept {
     }
 }
 
-ScanEntryCost scan_entry_cost() noexcept {
+detail::HotSumFn hot_kernel() noexcept {
     switch (active_isa()) {
-        case Isa::avx512: return kScanCostAvx512;
-        case Isa::avx2: return kScanCostAvx2;
-        default: return kScanCostScalar;
+#if defined(SEMCBIR_HAVE_AVX512)
+        case Isa::avx512: return detail::hot_sum_avx512;
+#endif
+#if defined(SEMCBIR_HAVE_AVX2)
+        case Isa::avx2: return detail::hot_sum_avx2;
+#endif
+        default: return detail::hot_sum_scalar;
+    }
+}
+
+IsaCost isa_cost() noexcept {
+    switch (active_isa()) {
+        case Isa::avx512: return kCostAvx512;
+        case Isa::avx2: return kCostAvx2;
+        default: return kCostScalar;
     }
 }
 
@@ -469,7 +606,8 @@ void SparseSbsIndex::Impl::search(const CodeMatrix& queries, int64_t k, int32_t*
     const int workers = workers_for_rows(threads, n, nblocks);
     const int64_t chunk = std::max<int64_t>(1, kMergeHeapEntries / (kk * workers));
     const detail::SparseScanFn kernel = scan_kernel();
-    const ScanEntryCost scan_cost = scan_entry_cost();
+    const detail::HotSumFn hot_sum = hot_kernel();
+    const IsaCost scan_cost = isa_cost();
     const int64_t group_max = scan_cost.max_lanes;  // queries per forward-scan group
     const detail::FindBelowFn find_below = detail::kernels().find_below;
     const bool narrow_acc = shape.nbits <= 65535;
@@ -481,13 +619,10 @@ void SparseSbsIndex::Impl::search(const CodeMatrix& queries, int64_t k, int32_t*
         std::vector<int64_t> order(static_cast<size_t>(cn));
         std::iota(order.begin(), order.end(), int64_t{0});
         std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) {
-            return prepared[static_cast<size_t>(c0 + a)].postings >
-                   prepared[static_cast<size_t>(c0 + b)].postings;
+            return prepared[static_cast<size_t>(c0 + a)].inverted_ns(n, scan_cost.hot_row) >
+                   prepared[static_cast<size_t>(c0 + b)].inverted_ns(n, scan_cost.hot_row);
         });
-        auto inv_cost = [&](int64_t i) {
-            return prepared[static_cast<size_t>(c0 + i)].postings * kInvPosting +
-                   static_cast<double>(n) * kInvRow;
-        };
+        auto inv_cost = [&](int64_t i) { return prepared[static_cast<size_t>(c0 + i)].inverted_ns(n, scan_cost.hot_row); };
         auto group_cost = [&](int64_t m) {  // m queries in one group
             const int lanes = lanes_for(m);  // m <= group_max
             return static_cast<double>(nnz) * scan_cost.at(lanes) +
@@ -548,28 +683,26 @@ void SparseSbsIndex::Impl::search(const CodeMatrix& queries, int64_t k, int32_t*
         WorkerHeaps<int32_t> worker_heaps(workers, cn, kk);
         parallel_chunks(nblocks, workers, [&](int w, int64_t b0, int64_t b1) {
             std::vector<Heap> heaps = worker_heaps.heaps(w);
-            std::vector<uint32_t> counters(static_cast<size_t>(kSparseBlockRows));
+            std::vector<uint32_t> counters(narrow_acc ? 0 : static_cast<size_t>(kSparseBlockRows));
+            std::vector<uint16_t> counters16(narrow_acc ? static_cast<size_t>(kSparseBlockRows) : 0);
+            std::vector<uint8_t> hot_acc(static_cast<size_t>(kSparseBlockRows + 1));
+            std::vector<const uint8_t*> cols(static_cast<size_t>(detail::kMaxHotPass));
             std::vector<int32_t> dist(static_cast<size_t>(std::max<int64_t>(kSparseBlockRows, kMaxLanes * kScanRows)));
             for (int64_t b = b0; b < b1; ++b) {
                 const int64_t r0 = b * kSparseBlockRows;
-                const int64_t rows = std::min(n, r0 + kSparseBlockRows) - r0;
+                const int64_t rows = block_rows(b);
                 const uint32_t* off = block_off.data() + b * (cells + 1);
-                const uint16_t* post = postings.data() + block_base(b);
+                const uint16_t* post = postings.data() + post_base[static_cast<size_t>(b)];
+                const uint8_t* col = columns.data() + col_base[static_cast<size_t>(b)];
                 const int32_t* pop = codes.popcounts + r0;
                 for (int64_t qi : inverted) {
                     const Query& q = prepared[static_cast<size_t>(c0 + qi)];
-                    uint32_t* cnt = counters.data();
-                    std::memset(cnt, 0, static_cast<size_t>(rows) * sizeof(uint32_t));
-                    for (const QueryCell& qc : q.cells) {
-                        const uint16_t* p = post + off[qc.cell];
-                        const uint16_t* e = post + off[qc.cell + 1];
-                        const uint8_t w0 = qc.w[0], w1 = qc.w[1], w2 = qc.w[2], w3 = qc.w[3];
-                        const uint8_t wt[4] = {w0, w1, w2, w3};
-                        for (; p < e; ++p) cnt[*p >> 2] += wt[*p & 3];
-                    }
-                    const int32_t pq = q.pop;
-                    for (int64_t i = 0; i < rows; ++i)
-                        dist[static_cast<size_t>(i)] = pq + pop[i] - 2 * static_cast<int32_t>(cnt[i]);
+                    if (narrow_acc)
+                        inverted_block(q, post, off, col, rows, pop, counters16.data(),
+                                       hot_acc.data(), cols.data(), hot_sum, dist.data());
+                    else
+                        inverted_block(q, post, off, col, rows, pop, counters.data(),
+                                       hot_acc.data(), cols.data(), hot_sum, dist.data());
                     select_rows(dist.data(), rows, r0, heaps[static_cast<size_t>(qi)], find_below);
                 }
                 for (const Group& g : groups) {
@@ -599,13 +732,16 @@ void SparseSbsIndex::Impl::search(const CodeMatrix& queries, int64_t k, int32_t*
 }
 
 SparseSbsIndex::SparseSbsIndex(const SparseSbsView& codes, const SparseSbsShape& shape,
-                               int64_t nnz, int threads)
+                               int64_t nnz, int threads, double hot_fraction)
     : impl_(std::make_unique<Impl>()) {
+    if (!(hot_fraction >= 0.0 && hot_fraction <= 1.0))
+        throw std::invalid_argument("hot_fraction must lie in [0, 1], got " +
+                                    std::to_string(hot_fraction));
     check_sparse_sbs(codes, shape, nnz);
     impl_->codes = codes;
     impl_->shape = shape;
     impl_->nnz = nnz;
-    impl_->build(threads);
+    impl_->build(threads, hot_fraction);
 }
 
 SparseSbsIndex::~SparseSbsIndex() = default;
@@ -614,10 +750,16 @@ int64_t SparseSbsIndex::rows() const noexcept { return impl_->codes.n; }
 int64_t SparseSbsIndex::nnz() const noexcept { return impl_->nnz; }
 const SparseSbsShape& SparseSbsIndex::shape() const noexcept { return impl_->shape; }
 
+int64_t SparseSbsIndex::hot_cells() const noexcept { return impl_->nhot; }
+
 int64_t SparseSbsIndex::inverted_bytes() const noexcept {
     return static_cast<int64_t>(impl_->postings.size() * sizeof(uint16_t) +
                                 impl_->block_off.size() * sizeof(uint32_t) +
-                                impl_->df.size() * sizeof(int64_t));
+                                impl_->df.size() * sizeof(int64_t) +
+                                impl_->hot.size() * sizeof(int32_t) + impl_->code_of.size() +
+                                impl_->columns.size() +
+                                (impl_->post_base.size() + impl_->col_base.size()) *
+                                    sizeof(int64_t));
 }
 
 void SparseSbsIndex::search(const CodeMatrix& queries, int64_t k, int32_t* distances,

@@ -2,4 +2,4 @@
 // sparse_sbs_kernels.hpp: the lane loops are vectorised by the compiler for this level).
 #include "sparse_sbs_kernels.hpp"
 
-SEMCBIR_DEFINE_SPARSE_SCAN(sparse_scan_scalar)
+SEMCBIR_DEFINE_SPARSE_SCAN(sparse_scan_scalar, hot_sum_scalar)

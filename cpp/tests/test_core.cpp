@@ -563,22 +563,28 @@ static void check_sparse_sbs(std::mt19937_64& rng) {
         std::vector<uint8_t> back(codes.size(), 0xAA);
         sparse_sbs_decode(v, shape, back.data(), lay.stride, 2);
         CHECK(back == codes, "sparse round trip m=%lld", (long long)c.m);
-        SparseSbsIndex index(v, shape, nnz, 2);
         std::vector<uint8_t> q(codes.begin(), codes.begin() + nq * lay.stride);
         for (int64_t i = 0; i < lay.stride; ++i) q[static_cast<size_t>(i)] = static_cast<uint8_t>(rng());  // any bits
         CodeMatrix qm{q.data(), nq, lay.stride, lay.stride};
         std::vector<int32_t> wd(static_cast<size_t>(nq * k)), gd(wd.size());
         std::vector<int64_t> wi(wd.size()), gi(wd.size());
         hamming_topk(qm, cm, k, wd.data(), wi.data(), 1);
-        for (Isa isa : supported_isas()) {
-            set_active_isa(isa);
-            for (int method = 0; method < 3; ++method)
-                for (int threads : {1, 2}) {
-                    index.search(qm, k, gd.data(), gi.data(), threads, static_cast<SparseSbsMethod>(method));
-                    CHECK(gd == wd && gi == wi, "sparse search m=%lld isa=%s method=%d threads=%d",
-                          (long long)c.m, isa_name(isa), method, threads);
-                }
+        for (double hot : {0.0, kDefaultHotFraction, 0.05, 1.0}) {  // every cell hot .. none
+            const SparseSbsIndex index(v, shape, nnz, 2, hot);
+            for (Isa isa : supported_isas()) {
+                set_active_isa(isa);
+                for (int method = 0; method < 3; ++method)
+                    for (int threads : {1, 2}) {
+                        index.search(qm, k, gd.data(), gi.data(), threads,
+                                     static_cast<SparseSbsMethod>(method));
+                        CHECK(gd == wd && gi == wi,
+                              "sparse search m=%lld hot=%.3f isa=%s method=%d threads=%d",
+                              (long long)c.m, hot, isa_name(isa), method, threads);
+                    }
+            }
         }
+        CHECK(!invalid_message([&] { SparseSbsIndex bad(v, shape, nnz, 1, 1.5); }).empty(),
+              "sparse hot_fraction > 1");
         if (nnz > 1) {  // malformed: popcount off by one, cells out of order
             pop[1] += 1;
             CHECK(!invalid_message([&] { check_sparse_sbs(v, shape, nnz); }).empty(), "sparse bad popcount");

@@ -18,17 +18,36 @@ Decoding rules (all formats OpenCV reads: JPEG, PNG, BMP, TIFF, WebP, ...):
   scaled the same way;
 - an unreadable, empty, truncated or non-image file raises :class:`ImageReadError`
   (a ``ValueError``) that names the file.
+
+Decoding once per pass (:func:`decode_scope`): a pipeline pass (an index-build chunk, an
+evaluation, a query batch) reads each file several times -- the probe of the readable
+files, the segmenter, each backbone pass of a deep signature, region crops. Inside a
+``with decode_scope():`` block, :func:`read_image` of a *path* remembers the decoded array
+under the file's absolute path, size and modification time, and a later read of the same,
+unchanged file returns a copy of it instead of decoding again. The memo is bounded in bytes
+(``max_bytes``, default ``SEMCBIR_DECODE_MEMO_MB`` MiB, 512; 0 turns it off), thread-safe
+(threads that read one file at once wait for a single decode), process-wide (nested or
+concurrent scopes share one memo, freed when the last one closes) and returns a private,
+writable array every time, as outside a scope. Outside a scope nothing is remembered.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import stat
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["ImageReadError", "ImageSource", "describe_source", "read_image"]
+__all__ = ["DEFAULT_DECODE_MEMO_MB", "DecodeMemo", "DecodeStats", "ImageReadError", "ImageSource",
+           "active_decode_memo", "decode_memo_bytes", "decode_scope", "describe_source",
+           "read_image"]
 
 #: Anything :func:`read_image` accepts (a path, encoded bytes, an array or a tensor).
 ImageSource = Any
@@ -158,6 +177,239 @@ def tensor_to_hwc(t: Any) -> Any:
     return hwc
 
 
+def _read_file(path: Path) -> np.ndarray:
+    """Read and decode one image file (errors name it)."""
+    name = str(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ImageReadError(name, "no such file") from None
+    except IsADirectoryError:
+        raise ImageReadError(name, "it is a directory, not a file") from None
+    except OSError as exc:
+        raise ImageReadError(name, f"the file cannot be read ({exc.strerror or exc})") from None
+    return _decode_bytes(data, name)
+
+
+# ----------------------------------------------------------------------------- decode memo
+#: Default bound of the decode memo of a :func:`decode_scope`, in MiB.
+DEFAULT_DECODE_MEMO_MB = 512
+_MEMO_ENV = "SEMCBIR_DECODE_MEMO_MB"
+
+
+def decode_memo_bytes() -> int:
+    """The default bound of a :func:`decode_scope`'s memo in bytes: ``SEMCBIR_DECODE_MEMO_MB``
+    MiB when set (a number >= 0; 0 turns the memo off), else
+    :data:`DEFAULT_DECODE_MEMO_MB`."""
+    raw = os.environ.get(_MEMO_ENV, "").strip()
+    if not raw:
+        return DEFAULT_DECODE_MEMO_MB << 20
+    try:
+        mb = float(raw)
+    except ValueError:
+        mb = float("nan")
+    if not mb >= 0 or mb == float("inf"):
+        raise ValueError(f"{_MEMO_ENV} must be a number of MiB >= 0 (0 = no decode memo), "
+                         f"got {raw!r}")
+    return int(mb * (1 << 20))
+
+
+@dataclass
+class _Entry:
+    stamp: tuple[int, int]  # (size, mtime_ns) of the file when it was read
+    array: np.ndarray  # read-only; callers get copies
+    hits: int = 0
+
+
+@dataclass
+class DecodeStats:
+    """Counters of a :class:`DecodeMemo` (for tests and measurements)."""
+
+    #: files decoded (memo misses, including decodes that could not be kept)
+    decodes: int = 0
+    #: reads answered from the memo
+    hits: int = 0
+    #: decoded images not kept because the bound left no room (or they exceed it)
+    refused: int = 0
+    #: entries dropped to make room (only entries already read back at least once)
+    evicted: int = 0
+    #: entries dropped because their file changed on disk
+    stale: int = 0
+
+
+@dataclass(eq=False)
+class DecodeMemo:
+    """Decoded images of files, by absolute path, checked against the file's size and
+    modification time; at most ``max_bytes`` of pixels held (see :func:`decode_scope`).
+
+    Room policy: a pass reads its files in the same order several times (segmenter, then
+    each backbone pass), for which least-recently-used eviction would keep nothing once
+    the pass is larger than the bound. So an entry is evicted (oldest use first) only after
+    it has been read back at least once; when no such entry is left, a new image is not
+    kept and later reads of it decode it again. Memory never exceeds ``max_bytes``.
+    """
+
+    max_bytes: int
+    stats: DecodeStats = field(default_factory=DecodeStats)
+    nbytes: int = 0
+    _entries: OrderedDict[str, _Entry] = field(default_factory=OrderedDict, repr=False)
+    _inflight: dict[str, threading.Event] = field(default_factory=dict, repr=False)
+    _read_back: int = field(default=0, repr=False)  # entries with hits > 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)
+
+    def __contains__(self, path: object) -> bool:
+        if not isinstance(path, (str, os.PathLike)):
+            return False
+        with self._lock:
+            return os.path.abspath(os.fsdecode(path)) in self._entries
+
+    def clear(self) -> None:
+        """Drop every entry (the counters are kept)."""
+        with self._lock:
+            self._entries.clear()
+            self.nbytes = 0
+            self._read_back = 0
+
+    def read(self, path: Path, decode: Callable[[Path], np.ndarray] | None = None
+             ) -> np.ndarray:
+        """``decode(path)`` (default: read and decode the file), or a copy of the array
+        decoded from the same unchanged file before. Always a new, writable array."""
+        decode = decode or _read_file
+        key = os.path.abspath(str(path))
+        try:
+            st = os.stat(key)
+        except OSError:  # missing, unreadable: let the decoder say why
+            return decode(path)
+        if not stat.S_ISREG(st.st_mode):
+            return decode(path)
+        stamp = (int(st.st_size), int(st.st_mtime_ns))
+        hit: np.ndarray | None = None
+        mine, waited = False, False
+        while True:
+            with self._lock:
+                e = self._entries.get(key)
+                if e is not None and e.stamp == stamp:
+                    if not e.hits:
+                        self._read_back += 1
+                    e.hits += 1
+                    self._entries.move_to_end(key)
+                    self.stats.hits += 1
+                    hit = e.array
+                    break
+                if e is not None:  # the file changed on disk: forget the old pixels
+                    self._drop(key)
+                    self.stats.stale += 1
+                ev = self._inflight.get(key)
+                if ev is None:
+                    ev = self._inflight[key] = threading.Event()
+                    mine = True
+                    break
+                if waited:  # the other thread's image was not kept: decode it here
+                    break
+            ev.wait()  # another thread decodes this file: use its result
+            waited = True
+        if hit is not None:
+            return hit.copy()  # outside the lock: an entry's array is never written
+        try:
+            arr = decode(path)
+            with self._lock:
+                self.stats.decodes += 1
+                kept = self._keep(key, stamp, arr)
+        finally:
+            if mine:
+                with self._lock:
+                    self._inflight.pop(key, None)
+                ev.set()
+        return arr.copy() if kept else arr
+
+    # -- under the lock ---------------------------------------------------------------
+    def _drop(self, key: str) -> None:
+        e = self._entries.pop(key)
+        self.nbytes -= e.array.nbytes
+        if e.hits:
+            self._read_back -= 1
+
+    def _keep(self, key: str, stamp: tuple[int, int], arr: np.ndarray) -> bool:
+        n = int(arr.nbytes)
+        if n > self.max_bytes:
+            self.stats.refused += 1
+            return False
+        if key in self._entries:  # decoded meanwhile by a thread that did not wait
+            self._drop(key)
+        if self.nbytes + n > self.max_bytes and self._read_back:
+            for k in [k for k, e in self._entries.items() if e.hits]:  # oldest use first
+                self._drop(k)
+                self.stats.evicted += 1
+                if self.nbytes + n <= self.max_bytes:
+                    break
+        if self.nbytes + n > self.max_bytes:
+            self.stats.refused += 1
+            return False
+        kept = arr.copy()
+        kept.flags.writeable = False
+        self._entries[key] = _Entry(stamp, kept)
+        self.nbytes += n
+        return True
+
+
+_scope_lock = threading.Lock()
+_active_memo: DecodeMemo | None = None
+_scope_depth = 0
+
+
+def active_decode_memo() -> DecodeMemo | None:
+    """The memo of the open :func:`decode_scope` (None outside one)."""
+    return _active_memo
+
+
+@contextlib.contextmanager
+def decode_scope(max_bytes: int | None = None) -> Iterator[DecodeMemo | None]:
+    """Within the block, :func:`read_image` decodes each image file at most once (while the
+    memo has room): what one pipeline pass wraps around all the work on its images.
+
+    Parameters
+    ----------
+    max_bytes : int, optional
+        Bound of the decoded pixels held, in bytes (default :func:`decode_memo_bytes`:
+        ``SEMCBIR_DECODE_MEMO_MB`` MiB, else 512 MiB); 0 turns the memo off for this scope.
+        A scope opened while another is open (in any thread) joins its memo and bound.
+
+    Yields
+    ------
+    DecodeMemo or None
+        The memo in use (its ``stats`` count decodes and hits), None when it is off. Its
+        entries are freed when the outermost scope closes.
+
+    The key of an image is its file's absolute path, size and modification time: a file
+    rewritten on disk is decoded again. Bytes, arrays and tensors are never memoised.
+    """
+    global _active_memo, _scope_depth
+    if max_bytes is not None and (isinstance(max_bytes, bool) or not isinstance(
+            max_bytes, (int, np.integer)) or max_bytes < 0):
+        raise ValueError(f"max_bytes must be an int >= 0 (0 = no memo), got {max_bytes!r}")
+    with _scope_lock:
+        memo = _active_memo
+        if memo is None:
+            limit = decode_memo_bytes() if max_bytes is None else int(max_bytes)
+            if limit > 0:
+                memo = _active_memo = DecodeMemo(limit)
+        if memo is not None:
+            _scope_depth += 1
+    try:
+        yield memo
+    finally:
+        if memo is not None:
+            with _scope_lock:
+                _scope_depth -= 1
+                if _scope_depth == 0:
+                    _active_memo = None
+                    memo.clear()
+
+
 def read_image(source: ImageSource) -> np.ndarray:
     """Read one image as a ``(H, W, 3)`` uint8 RGB array.
 
@@ -166,7 +418,9 @@ def read_image(source: ImageSource) -> np.ndarray:
     source : str, os.PathLike, bytes, bytearray, memoryview, numpy.ndarray or torch.Tensor
         A path to an image file; the bytes of an encoded image file; an already-decoded
         ``(H, W, 3)`` uint8 RGB array (returned as is, made C-contiguous); or a uint8
-        torch tensor ``(H, W, 3)`` or ``(3, H, W)`` (copied to host memory).
+        torch tensor ``(H, W, 3)`` or ``(3, H, W)`` (copied to host memory). Inside a
+        :func:`decode_scope`, a file decoded before in the scope (same path, size and
+        modification time) is not decoded again.
 
     Returns
     -------
@@ -186,16 +440,8 @@ def read_image(source: ImageSource) -> np.ndarray:
     """
     if isinstance(source, (str, os.PathLike)):
         path = Path(os.fsdecode(source))
-        name = str(path)
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            raise ImageReadError(name, "no such file") from None
-        except IsADirectoryError:
-            raise ImageReadError(name, "it is a directory, not a file") from None
-        except OSError as exc:
-            raise ImageReadError(name, f"the file cannot be read ({exc.strerror or exc})") from None
-        return _decode_bytes(data, name)
+        memo = _active_memo
+        return memo.read(path) if memo is not None else _read_file(path)
     if isinstance(source, (bytes, bytearray, memoryview)):
         return _decode_bytes(source, describe_source(source))
     if isinstance(source, np.ndarray):

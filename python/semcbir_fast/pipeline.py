@@ -14,10 +14,16 @@ command (:func:`semcbir_fast.eval.cache.segment_paths`,
 :func:`semcbir_fast.eval.cache.features_cached`). A signature with
 learned state (SBoVP's vocabulary) that is not fitted yet is fitted on ``fit_paths`` (or on
 the indexed images themselves).
+
+Each pass (a chunk of :func:`build_index`, a batch of :meth:`Retriever.encode`) runs inside
+one :func:`semcbir_fast.imageio.decode_scope`: the readability probe, the segmenter, the
+backbone passes and the region crops of a signature share one decode of each file (within
+the memo's bound, ``SEMCBIR_DECODE_MEMO_MB``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -25,10 +31,24 @@ from typing import Any
 
 import numpy as np
 
+from .imageio import decode_scope
 from .signatures import Inputs, Signature
 
-__all__ = ["BuildResult", "QueryResult", "Reroot", "Retriever", "build_index", "image_key",
-           "image_root", "load_inputs"]
+__all__ = ["BuildResult", "QueryResult", "Reroot", "Retriever", "build_index", "decode_pass",
+           "image_key", "image_root", "load_inputs"]
+
+
+def decode_pass(requires: Sequence[str]) -> contextlib.AbstractContextManager[Any]:
+    """The scope of one pass over image files for a signature that needs ``requires``: a
+    :func:`~semcbir_fast.imageio.decode_scope` (each file decoded once for every reader, within
+    the bound ``SEMCBIR_DECODE_MEMO_MB``) when the pass reads a file more than once -- the
+    signature reads the image files itself (after the readability probe or the segmenter),
+    or label maps and local features are both computed -- else a no-op context (label maps
+    alone: the segmenter is the only reader and nothing is worth keeping)."""
+    need = set(requires)
+    if "images" in need or {"labels", "features"} <= need:
+        return decode_scope()
+    return contextlib.nullcontext()
 
 
 def image_key(path: str | os.PathLike[str]) -> str:
@@ -77,7 +97,8 @@ def _features(paths: Sequence[str], method: str, *, threads: int, progress: bool
 
 def _readable(paths: Sequence[str], threads: int) -> tuple[list[str], list[tuple[str, str]]]:
     """``(readable paths, [(path, reason)])``: each file decoded once (signatures that
-    require ``"images"`` and no label maps read the files themselves)."""
+    require ``"images"`` and no label maps read the files themselves; inside a
+    :func:`~semcbir_fast.imageio.decode_scope` the signature reuses these decodes)."""
     from concurrent.futures import ThreadPoolExecutor
 
     from .imageio import ImageReadError, read_image
@@ -114,7 +135,9 @@ def load_inputs(
     that segmentation advances per image. ``stats["cached"]`` (when given) is increased by
     the number of label maps that came from the cache. ``requires``: what to compute
     (default ``signature.requires``; :attr:`~semcbir_fast.signatures.Signature.fit_requires`
-    for a training set)."""
+    for a training set). Call it and the signature's ``fit`` / ``encode`` inside one
+    :func:`decode_pass` (as :func:`build_index` and :class:`Retriever` do) so that every
+    reader of a file shares one decode."""
     need = tuple(signature.requires if requires is None else requires)
     labels: list[np.ndarray] = []
     ok = list(paths)
@@ -216,39 +239,52 @@ def _build_chunks(todo: list[str], step: int, sig: Signature, out: BuildResult, 
                   threads: int, use_cache: bool, checkpoint: Callable[[Any], None] | None,
                   log: Callable[[str], None] | None) -> BuildResult:
     """The loop of :func:`build_index` (``progress``: a bool or one bar for the job)."""
+    need = (*sig.requires, *(() if sig.fitted else sig.fit_requires))
     for s in range(0, len(todo), step):
-        chunk = todo[s:s + step]
-        stats: dict[str, int] = {}
-        inputs, failed = load_inputs(chunk, sig, segmenter=segmenter, batch_size=batch_size,
-                                     progress=progress, threads=threads, use_cache=use_cache,
-                                     log=log, stats=stats)
-        out.failed += failed
-        out.cached += stats.get("cached", 0)
-        if not len(inputs.paths or []):
-            continue
-        if not sig.fitted:
-            train = inputs
-            if fit_paths is not None:
-                # whatever the signature needs of its training images (label maps, local
-                # features, the readable files), as for the indexed ones
-                fit = list(dict.fromkeys(image_key(p) for p in fit_paths))
-                train, fit_failed = load_inputs(
-                    fit, sig, segmenter=segmenter, batch_size=batch_size,
-                    progress=progress is True, threads=threads, use_cache=use_cache, log=log,
-                    requires=sig.fit_requires)
-                if fit_failed and log:
-                    log(f"{len(fit_failed)} of the {len(fit)} training images could not be "
-                        "read and are left out of the fit")
-            if log:
-                log(f"fitting the {sig.name} state on {len(train)} images ...")
-            sig.fit(train, threads=threads)
-        if out.index is None:
-            out.index = sig.new_index(metadata=metadata)
-        out.index.add(sig.encode(inputs, threads=threads), keys=list(inputs.paths or []))
-        out.added += list(inputs.paths or [])
-        if checkpoint is not None and s + step < len(todo):
+        with decode_pass(need):  # one decode per file for all the work on the chunk
+            done = _build_chunk(todo[s:s + step], sig, out, segmenter=segmenter,
+                                fit_paths=fit_paths, metadata=metadata,
+                                batch_size=batch_size, progress=progress, threads=threads,
+                                use_cache=use_cache, log=log)
+        if done and checkpoint is not None and s + step < len(todo):
             checkpoint(out.index)
     return out
+
+
+def _build_chunk(chunk: list[str], sig: Signature, out: BuildResult, *, segmenter: Any,
+                 fit_paths: Sequence[str] | None, metadata: dict[str, Any] | None,
+                 batch_size: int, progress: Any, threads: int, use_cache: bool,
+                 log: Callable[[str], None] | None) -> bool:
+    """Describe, (fit,) encode and add one chunk to ``out``; False when none was readable."""
+    stats: dict[str, int] = {}
+    inputs, failed = load_inputs(chunk, sig, segmenter=segmenter, batch_size=batch_size,
+                                 progress=progress, threads=threads, use_cache=use_cache,
+                                 log=log, stats=stats)
+    out.failed += failed
+    out.cached += stats.get("cached", 0)
+    if not len(inputs.paths or []):
+        return False
+    if not sig.fitted:
+        train = inputs
+        if fit_paths is not None:
+            # whatever the signature needs of its training images (label maps, local
+            # features, the readable files), as for the indexed ones
+            fit = list(dict.fromkeys(image_key(p) for p in fit_paths))
+            train, fit_failed = load_inputs(
+                fit, sig, segmenter=segmenter, batch_size=batch_size,
+                progress=progress is True, threads=threads, use_cache=use_cache, log=log,
+                requires=sig.fit_requires)
+            if fit_failed and log:
+                log(f"{len(fit_failed)} of the {len(fit)} training images could not be "
+                    "read and are left out of the fit")
+        if log:
+            log(f"fitting the {sig.name} state on {len(train)} images ...")
+        sig.fit(train, threads=threads)
+    if out.index is None:
+        out.index = sig.new_index(metadata=metadata)
+    out.index.add(sig.encode(inputs, threads=threads), keys=list(inputs.paths or []))
+    out.added += list(inputs.paths or [])
+    return True
 
 
 @dataclass
@@ -302,14 +338,15 @@ class Retriever:
         sig = self.index.signature
         keys = [image_key(p) for p in images]
         seg = self.segmenter if "labels" in sig.requires else None  # loaded only if needed
-        inputs, failed = load_inputs(keys, sig, segmenter=seg,
-                                     batch_size=self.batch_size, progress=False,
-                                     threads=self.threads, use_cache=self.use_cache)
-        if failed:
-            src, reason = failed[0]
-            raise ValueError(f"cannot read query image {src}: {reason}")
-        labels = dict(zip(inputs.paths or [], inputs.label_maps)) if keep_labels else {}
-        return sig.encode(inputs, threads=self.threads), labels
+        with decode_pass(sig.requires):  # one decode per query file for all its readers
+            inputs, failed = load_inputs(keys, sig, segmenter=seg,
+                                         batch_size=self.batch_size, progress=False,
+                                         threads=self.threads, use_cache=self.use_cache)
+            if failed:
+                src, reason = failed[0]
+                raise ValueError(f"cannot read query image {src}: {reason}")
+            labels = dict(zip(inputs.paths or [], inputs.label_maps)) if keep_labels else {}
+            return sig.encode(inputs, threads=self.threads), labels
 
     def query(self, images: Sequence[str | os.PathLike[str]], k: int = 10, *,
               resegment: bool = False, keep_labels: bool = False) -> QueryResult:

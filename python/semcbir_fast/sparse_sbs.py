@@ -39,8 +39,9 @@ __all__ = [
 
 #: ``engine="auto"`` picks the sparse engine while the codes' one-bits are at most this share
 #: of ``nbits`` (and every code is canonical). Measured crossover (docs/benchmarks.md,
-#: "CPU: sparse SBS search"): the sparse engine beats the dense scan up to ~10 % density for
-#: single queries and ~4.5 % for batches of 64; real codes have 1.2-1.7 %.
+#: "CPU: sparse SBS search"): the sparse engine beats the dense scan up to ~11 % density for
+#: single queries and ~9 % for batches of 64 (~4.5 % before the hot columns of the search
+#: structure); real codes have 1.2-1.7 %.
 AUTO_SPARSE_MAX_DENSITY = 0.05
 
 _METHODS = {"auto": 0, "inverted": 1, "scan": 2}
@@ -207,26 +208,41 @@ class SparseSBSSearcher:
         Checked here (ValueError when malformed); kept by reference, must not change.
     threads : int, default 0
         Threads for building the inverted lists (0 = all cores).
+    hot_fraction : float, default 0.125
+        A cell is *hot* when the rows holding it, less those at its least frequent level,
+        exceed this fraction of the rows: its other three levels are then stored as a 2-bit
+        code per row, added with byte shuffles, and only its least frequent level keeps
+        postings. The default is exactly where the column (0.25 byte per row) takes less
+        memory than the 2-byte postings it replaces; lower values trade memory for speed
+        (``docs/sparse_search.md``). Results do not depend on it.
 
     Notes
     -----
-    Memory: the inverted lists take 2 bytes per entry plus one 4-byte offset per cell and
-    block of 8,192 rows (:attr:`inverted_bytes`), beside the codes' own
-    ``2 (or 4) * nnz + 12 * n`` bytes. Concurrent searches are safe.
+    Memory (:attr:`inverted_bytes`): 2 bytes per posting (the entries of cold cells and the
+    least frequent level of hot ones), a quarter byte per row and hot cell, one 4-byte offset
+    per cell and block of 8,192 rows; beside the codes' own
+    ``2 (or 4) * nnz + 12 * n`` bytes. Concurrent searches are safe. The numba fallback
+    scans the codes' forward lists only (``inverted_bytes`` and :attr:`hot_cells` are 0).
     """
 
-    def __init__(self, sparse: SparseSBSCodes, *, threads: int = 0) -> None:
+    def __init__(self, sparse: SparseSBSCodes, *, threads: int = 0,
+                 hot_fraction: float = 0.125) -> None:
         lay = sparse.layout
         self.sparse = sparse
         self._index = _impl().SparseSBSIndex(
             np.ascontiguousarray(sparse.offsets, np.int64), np.ascontiguousarray(sparse.entries),
             np.ascontiguousarray(sparse.popcounts, np.int32), lay.num_classes, lay.levels,
-            lay.pyramid, check_threads(threads))
+            lay.pyramid, check_threads(threads), float(hot_fraction))
 
     @property
     def inverted_bytes(self) -> int:
-        """Bytes of the inverted lists and their tables."""
+        """Bytes of the inverted lists, hot columns and their tables."""
         return int(self._index.inverted_bytes)
+
+    @property
+    def hot_cells(self) -> int:
+        """Cells stored as 2-bit code columns (0 with the numba fallback)."""
+        return int(self._index.hot_cells)
 
     def __len__(self) -> int:
         return len(self.sparse)

@@ -73,22 +73,32 @@ void check_sparse_sbs(const SparseSbsView& codes, const SparseSbsShape& shape, i
 /// How a search computes |q AND d|: per query by cost (automatic), or forced (tests).
 enum class SparseSbsMethod : int { automatic = 0, inverted = 1, scan = 2 };
 
+/// A cell is hot (a 2-bit code per row instead of postings) when the rows holding it, less
+/// those at its least frequent level (which keep postings), exceed this fraction of the rows:
+/// by default exactly where the column (0.25 B per row) takes less memory than 2-byte postings.
+constexpr double kDefaultHotFraction = 0.125;
+
 /// Immutable search structure over sparse codes (which it does not own and which must
-/// outlive it): the codes' forward lists plus inverted lists in blocks of kSparseBlockRows rows.
-/// Concurrent searches are safe.
+/// outlive it): the codes' forward lists plus, in blocks of kSparseBlockRows rows, inverted
+/// lists and 2-bit code columns of the hot cells (see kDefaultHotFraction). Concurrent
+/// searches are safe.
 class SparseSbsIndex {
 public:
     /// Checks the codes (check_sparse_sbs) and builds the inverted lists on up to `threads`.
+    /// hot_fraction in [0, 1] (std::invalid_argument otherwise).
     SparseSbsIndex(const SparseSbsView& codes, const SparseSbsShape& shape, int64_t nnz,
-                   int threads);
+                   int threads, double hot_fraction = kDefaultHotFraction);
     ~SparseSbsIndex();
     SparseSbsIndex(const SparseSbsIndex&) = delete;
     SparseSbsIndex& operator=(const SparseSbsIndex&) = delete;
 
     int64_t rows() const noexcept;
     int64_t nnz() const noexcept;
-    /// Bytes of the inverted lists and their tables (the forward lists are the caller's).
+    /// Bytes of the inverted lists, hot columns and their tables (the forward lists are the
+    /// caller's).
     int64_t inverted_bytes() const noexcept;
+    /// Cells stored as 2-bit code columns.
+    int64_t hot_cells() const noexcept;
     const SparseSbsShape& shape() const noexcept;
 
     /// Exactly hamming_topk(queries, dense(codes), k): ascending, ties by smaller row, k > n

@@ -211,8 +211,11 @@ def _search(offsets, entries, pop, weights, pq, k, maxd, out_d, out_i):
 class SparseSBSIndex:
     """Same as ``_core.SparseSBSIndex`` (forward scan only; see the module docstring)."""
 
-    def __init__(self, offsets, entries, popcounts, num_classes, levels, pyramid, threads):
+    def __init__(self, offsets, entries, popcounts, num_classes, levels, pyramid, threads,
+                 hot_fraction):
         check_threads_arg(threads)
+        if not 0.0 <= float(hot_fraction) <= 1.0:  # not NaN either
+            raise ValueError(f"hot_fraction must lie in [0, 1], got {float(hot_fraction):f}")
         s = _Shape(int(num_classes), int(levels), bool(pyramid))
         off, ent, pop = _view(offsets, entries, popcounts, s)
         _raise_check(off, ent, pop, s)
@@ -228,6 +231,10 @@ class SparseSBSIndex:
 
     @property
     def inverted_bytes(self) -> int:
+        return 0
+
+    @property
+    def hot_cells(self) -> int:
         return 0
 
     def _weights(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -138,6 +138,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..eval.datasets import load_dataset
     from ..eval.evaluate import evaluate
+    from ..pipeline import decode_pass
     from ..signatures import Inputs, get_signature
 
     t0 = time.perf_counter()
@@ -155,31 +156,34 @@ def run(args: argparse.Namespace) -> int:
         if args.dataset != "folders" else Path(ds.root).name,
         "limit": args.limit,
     }
-    if "labels" in cls.requires or args.oracle:
-        maps, num_classes, ignore = _label_maps(args, ds, settings)
-    else:  # cnn, neural-codes read the image files alone: no segmentation model is run
-        maps, num_classes, ignore = [], 1, None
-        settings.update(segmentation="image files only")
-    if ignore is not None and not 0 <= ignore < num_classes:
-        raise CLIError(f"--ignore-index must be a class id in [0, {num_classes}), got {ignore}")
-    if args.exclude_query and args.mode != "query-in-db":
-        raise CLIError("--exclude-query applies to --mode query-in-db only")
-    sigs = [cls(p, num_classes=num_classes, ignore_index=ignore) for p in params]
-    try:
-        sigs[0].check_available()
-    except ImportError as exc:
-        raise CLIError(f"--signature {cls.name} needs OpenCV ({exc})") from None
-    method = sigs[0].feature_method
-    fit_inputs = _fit_inputs(args, cls, method, settings)
-    feats = _features(args, [str(p) for p in ds.images], method) if method else None
-    try:
-        result = evaluate(
-            ds, sigs, Inputs(list(maps), feats), fit_inputs=fit_inputs, mode=args.mode,
-            exclude_query=args.exclude_query, queries_per_category=args.queries_per_category,
-            ks=args.ks, top=max(args.gallery_k, 1), threads=args.threads, settings=settings,
-            keep_label_maps=args.report is not None)
-    except ValueError as exc:
-        raise CLIError(str(exc)) from None
+    # one decode of each image for the segmentation and the signature's own readers
+    # (evaluate() joins this scope; bound: SEMCBIR_DECODE_MEMO_MB)
+    with decode_pass(cls.requires):
+        if "labels" in cls.requires or args.oracle:
+            maps, num_classes, ignore = _label_maps(args, ds, settings)
+        else:  # cnn, neural-codes read the image files alone: no segmentation model is run
+            maps, num_classes, ignore = [], 1, None
+            settings.update(segmentation="image files only")
+        if ignore is not None and not 0 <= ignore < num_classes:
+            raise CLIError(f"--ignore-index must be a class id in [0, {num_classes}), got {ignore}")
+        if args.exclude_query and args.mode != "query-in-db":
+            raise CLIError("--exclude-query applies to --mode query-in-db only")
+        sigs = [cls(p, num_classes=num_classes, ignore_index=ignore) for p in params]
+        try:
+            sigs[0].check_available()
+        except ImportError as exc:
+            raise CLIError(f"--signature {cls.name} needs OpenCV ({exc})") from None
+        method = sigs[0].feature_method
+        fit_inputs = _fit_inputs(args, cls, method, settings)
+        feats = _features(args, [str(p) for p in ds.images], method) if method else None
+        try:
+            result = evaluate(
+                ds, sigs, Inputs(list(maps), feats), fit_inputs=fit_inputs, mode=args.mode,
+                exclude_query=args.exclude_query, queries_per_category=args.queries_per_category,
+                ks=args.ks, top=max(args.gallery_k, 1), threads=args.threads, settings=settings,
+                keep_label_maps=args.report is not None)
+        except ValueError as exc:
+            raise CLIError(str(exc)) from None
     about = f"signature {sigs[0].describe()}"
     if len(sigs) > 1:
         about += f" (first of {len(sigs)} settings)"

@@ -166,7 +166,7 @@ def write_shard(job: _Job, j: int, keys: Sequence[str], plan: str, segmenter: An
     """Build and save shard ``j`` (what each actor runs; usable without Ray): the same steps
     as :func:`~semcbir_fast.pipeline.build_index` per chunk, then one atomic save. Returns
     the shard's summary row (count, size, digest, failures as JSON, seconds)."""
-    from ..pipeline import load_inputs
+    from ..pipeline import decode_pass, load_inputs
 
     t0 = time.perf_counter()
     sig = job.signature
@@ -182,14 +182,15 @@ def write_shard(job: _Job, j: int, keys: Sequence[str], plan: str, segmenter: An
             failed += lost
             if not local:
                 continue
-            inputs, bad = load_inputs(local, sig, segmenter=segmenter,
-                                      batch_size=job.batch_size, progress=False,
-                                      threads=job.threads, use_cache=job.use_cache)
-            failed += [(key_of.get(p, p), why) for p, why in bad]
-            ok = list(inputs.paths or [])
-            if ok:
-                index.add(sig.encode(inputs, threads=job.threads),
-                          keys=[key_of.get(p, p) for p in ok])
+            with decode_pass(sig.requires):  # one decode per file, as build_index does
+                inputs, bad = load_inputs(local, sig, segmenter=segmenter,
+                                          batch_size=job.batch_size, progress=False,
+                                          threads=job.threads, use_cache=job.use_cache)
+                failed += [(key_of.get(p, p), why) for p, why in bad]
+                ok = list(inputs.paths or [])
+                if ok:
+                    index.add(sig.encode(inputs, threads=job.threads),
+                              keys=[key_of.get(p, p) for p in ok])
             for p in local:  # a fetched copy is not needed once encoded
                 if is_uri(key_of[p]):
                     Path(p).unlink(missing_ok=True)

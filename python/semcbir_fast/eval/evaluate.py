@@ -469,62 +469,67 @@ def evaluate(
         "ignore_index": sigs[0].ignore_index,
         "ks": ks,
     }
-    if "features" in kind.requires:
-        t0 = time.perf_counter()
-        if inputs.features is None:
-            inputs = dataclasses.replace(inputs, features=features_cached(
-                [str(p) for p in dataset.images], sigs[0].feature_method, threads=threads,
-                progress=progress, use_cache=False))
-        st["features_seconds"] = round(time.perf_counter() - t0, 2)
-        if len(inputs.features) != size:
-            raise ValueError(f"features must have one entry per image: {size} images, "
-                             f"{len(inputs.features)} feature sets")
-        kp = np.array([len(f) for f in inputs.features])
-        st["method"] = sigs[0].feature_method
-        st["keypoints_per_image"] = {"mean": float(kp.mean()) if size else 0.0,
-                                     "min": int(kp.min()) if size else 0,
-                                     "max": int(kp.max()) if size else 0}
-    st.update(_settings_of(sigs))
-    if hasattr(sigs[0], "filter_epsilon"):
-        eps = sigs[0].filter_epsilon
-        st["filter"] = "off" if eps is None else f"eps {eps:g}"
-    st["ties"] = ("by (penalised, distance, smaller database id); map_ties_avg averages over "
-                  "orders of equal distances")
-    fit_cache: dict[Any, Any] = {}
-    t_fit = 0.0
-    if not all(x.fitted for x in sigs):
-        train = inputs if fit_inputs is None else fit_inputs
-        t0 = time.perf_counter()
-        for x in sigs:
-            if not x.fitted:
-                x.fit(train, threads=threads, cache=fit_cache)
-        t_fit = time.perf_counter() - t0
-        st["vocabulary"] = "evaluated set" if fit_inputs is None else "given set"
-        st["fit_seconds"] = round(t_fit, 2)
-        if train.features is not None:
-            st["fit_train_images"] = len(train.features)
-            st["fit_train_descriptors"] = int(sum(len(f) for f in train.features))
-    results: list[SignatureResult] = []
-    dist_dtype = np.int32 if kind.integer_distances else np.float32
-    chunk = max(1, (1 << 21) // max(ndb, 1))
-    for sig in sigs:
-        t0 = time.perf_counter()
-        enc = sig.encode(inputs, threads=threads)
-        t_enc = time.perf_counter() - t0
-        index = sig.new_index()
-        index.add(enc[db_idx])
-        queries = enc[q_idx]
+    from ..pipeline import decode_pass
 
-        def ranker(s: int, e: int, index: Any = index, queries: Any = queries) -> Any:
-            d, r, p = index.search(queries[np.arange(s, e)], ndb, threads=threads,
-                                   return_penalised=True)
-            return d, r, _tie_keys(d, p)
+    # one decode of each image file for every reader below (local features, the
+    # backbone passes, region crops) and, under the CLI, the segmentation before it
+    with decode_pass((*kind.requires, *getattr(sigs[0], "requires", ()))):
+        if "features" in kind.requires:
+            t0 = time.perf_counter()
+            if inputs.features is None:
+                inputs = dataclasses.replace(inputs, features=features_cached(
+                    [str(p) for p in dataset.images], sigs[0].feature_method, threads=threads,
+                    progress=progress, use_cache=False))
+            st["features_seconds"] = round(time.perf_counter() - t0, 2)
+            if len(inputs.features) != size:
+                raise ValueError(f"features must have one entry per image: {size} images, "
+                                 f"{len(inputs.features)} feature sets")
+            kp = np.array([len(f) for f in inputs.features])
+            st["method"] = sigs[0].feature_method
+            st["keypoints_per_image"] = {"mean": float(kp.mean()) if size else 0.0,
+                                         "min": int(kp.min()) if size else 0,
+                                         "max": int(kp.max()) if size else 0}
+        st.update(_settings_of(sigs))
+        if hasattr(sigs[0], "filter_epsilon"):
+            eps = sigs[0].filter_epsilon
+            st["filter"] = "off" if eps is None else f"eps {eps:g}"
+        st["ties"] = ("by (penalised, distance, smaller database id); map_ties_avg averages over "
+                      "orders of equal distances")
+        fit_cache: dict[Any, Any] = {}
+        t_fit = 0.0
+        if not all(x.fitted for x in sigs):
+            train = inputs if fit_inputs is None else fit_inputs
+            t0 = time.perf_counter()
+            for x in sigs:
+                if not x.fitted:
+                    x.fit(train, threads=threads, cache=fit_cache)
+            t_fit = time.perf_counter() - t0
+            st["vocabulary"] = "evaluated set" if fit_inputs is None else "given set"
+            st["fit_seconds"] = round(t_fit, 2)
+            if train.features is not None:
+                st["fit_train_images"] = len(train.features)
+                st["fit_train_descriptors"] = int(sum(len(f) for f in train.features))
+        results: list[SignatureResult] = []
+        dist_dtype = np.int32 if kind.integer_distances else np.float32
+        chunk = max(1, (1 << 21) // max(ndb, 1))
+        for sig in sigs:
+            t0 = time.perf_counter()
+            enc = sig.encode(inputs, threads=threads)
+            t_enc = time.perf_counter() - t0
+            index = sig.new_index()
+            index.add(enc[db_idx])
+            queries = enc[q_idx]
 
-        sc = _score(ranker, split, ks, top, dist_dtype, chunk)
-        results.append(SignatureResult(
-            signature=kind.name, label=sig.label(), column=sig.column(),
-            params=sig.params_dict(), info=sig.result_info(enc),
-            encode_ms_per_image=1e3 * t_enc / max(size, 1), **sc))
+            def ranker(s: int, e: int, index: Any = index, queries: Any = queries) -> Any:
+                d, r, p = index.search(queries[np.arange(s, e)], ndb, threads=threads,
+                                       return_penalised=True)
+                return d, r, _tie_keys(d, p)
+
+            sc = _score(ranker, split, ks, top, dist_dtype, chunk)
+            results.append(SignatureResult(
+                signature=kind.name, label=sig.label(), column=sig.column(),
+                params=sig.params_dict(), info=sig.result_info(enc),
+                encode_ms_per_image=1e3 * t_enc / max(size, 1), **sc))
     st.update(settings or {})
     return EvalResult(
         settings=st,
