@@ -140,6 +140,51 @@ def test_random_mutation_sequences(seed, tmp_path):
                                           dense.reconstruct_batch(dense.ids()))
 
 
+def test_appends_keep_the_search_structure(lay):
+    """Rows appended after a search get a second, small search structure (the first one is
+    kept while the buffers hold); results equal the dense scan after every step, ties between
+    the two parts included (duplicates of early rows appended late), and passing
+    TAIL_FRACTION, a removal plus compact, or a buffer growth rebuilds it as one."""
+    rng = np.random.default_rng(4)
+    base = random_codes(rng, lay, 400, 0.02)
+    dense, sparse = pair(lay)
+    for ix in (dense, sparse):
+        ix.add(base)
+    q = np.concatenate([base[[0, 5]], random_codes(rng, lay, 3, 0.02)])
+    assert_same(sparse.search(q, 9), dense.search(q, 9))
+    for ix in (dense, sparse):  # the first append grows the buffers: a rebuild
+        ix.add(base[:3])
+    assert_same(sparse.search(q, 9), dense.search(q, 9))
+    main, m = sparse._searcher[3], sparse._searcher[1]
+    assert m == 403 and sparse._searcher[4] is None
+    seen_tail = False
+    for step in range(6):
+        more = np.concatenate([base[[0, 5, 5]], random_codes(rng, lay, 6, 0.02)])
+        for ix in (dense, sparse):
+            ix.add(more)
+        for k in (1, 9, 40, len(dense) + 2):
+            assert_same(sparse.search(q, k), dense.search(q, k))
+        c = sparse._searcher
+        if c[3] is main:
+            seen_tail = True
+            assert c[4] is not None and c[4][0] == len(sparse) and c[1] == m
+    assert seen_tail
+    big = random_codes(rng, lay, 200, 0.02)  # past TAIL_FRACTION: one structure again
+    for ix in (dense, sparse):
+        ix.add(big)
+    assert_same(sparse.search(q, 30), dense.search(q, 30))
+    assert sparse._searcher[4] is None and sparse._searcher[1] == len(sparse)
+    ids = sparse.ids()[::7]
+    for ix in (dense, sparse):
+        ix.remove(ids)
+        ix.add(base[:20])
+    assert_same(sparse.search(q, 25), dense.search(q, 25))
+    for ix in (dense, sparse):
+        ix.compact()
+        ix.add(base[:10])
+    assert_same(sparse.search(q, 25), dense.search(q, 25))
+
+
 def test_auto_follows_density(lay):
     rng = np.random.default_rng(1)
     sparse_codes = random_codes(rng, lay, 50, 0.01)

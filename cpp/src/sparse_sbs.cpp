@@ -622,7 +622,9 @@ void SparseSbsIndex::Impl::search(const CodeMatrix& queries, int64_t k, int32_t*
             return prepared[static_cast<size_t>(c0 + a)].inverted_ns(n, scan_cost.hot_row) >
                    prepared[static_cast<size_t>(c0 + b)].inverted_ns(n, scan_cost.hot_row);
         });
-        auto inv_cost = [&](int64_t i) { return prepared[static_cast<size_t>(c0 + i)].inverted_ns(n, scan_cost.hot_row); };
+        auto inv_cost = [&](int64_t i) {
+            return prepared[static_cast<size_t>(c0 + i)].inverted_ns(n, scan_cost.hot_row);
+        };
         auto group_cost = [&](int64_t m) {  // m queries in one group
             const int lanes = lanes_for(m);  // m <= group_max
             return static_cast<double>(nnz) * scan_cost.at(lanes) +
@@ -684,7 +686,8 @@ void SparseSbsIndex::Impl::search(const CodeMatrix& queries, int64_t k, int32_t*
         parallel_chunks(nblocks, workers, [&](int w, int64_t b0, int64_t b1) {
             std::vector<Heap> heaps = worker_heaps.heaps(w);
             std::vector<uint32_t> counters(narrow_acc ? 0 : static_cast<size_t>(kSparseBlockRows));
-            std::vector<uint16_t> counters16(narrow_acc ? static_cast<size_t>(kSparseBlockRows) : 0);
+            std::vector<uint16_t> counters16(
+                narrow_acc ? static_cast<size_t>(kSparseBlockRows) : 0);
             std::vector<uint8_t> hot_acc(static_cast<size_t>(kSparseBlockRows + 1));
             std::vector<const uint8_t*> cols(static_cast<size_t>(detail::kMaxHotPass));
             std::vector<int32_t> dist(static_cast<size_t>(std::max<int64_t>(kSparseBlockRows, kMaxLanes * kScanRows)));

@@ -57,10 +57,11 @@ void hot_sum_avx512(const uint8_t* const*, const uint8_t*, int, int64_t, uint8_t
 
 namespace {
 
-// The hot-column body, with byte shuffles: columns in groups of kHotStreams (so that few memory streams run at
-// once), 64 (AVX-512) or 32 (AVX2) bytes of each column per step, each of the four 2-bit
-// codes of a byte looked up with one byte shuffle (the table in every 128-bit lane), the
-// sums of a group kept in registers and added to acc; a scalar loop for the rest.
+// The hot-column body, with byte shuffles: columns in groups of kHotStreams (so that few
+// memory streams run at once), 64 (AVX-512) or 32 (AVX2) bytes of each column per step, each
+// of the four 2-bit codes of a byte looked up with one byte shuffle (the table in every
+// 128-bit lane), the sums of a group kept in registers and added to acc; a scalar loop for
+// the rest.
 constexpr int kHotStreams = 8;
 
 #if defined(__AVX512BW__)

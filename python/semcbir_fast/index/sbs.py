@@ -195,7 +195,10 @@ class SBSIndex:
         self._sp_pop = np.zeros(0, dtype=np.int32)
         self._sp_nnz = 0
         self._canonical = True  # False once auto met a non-canonical code (until reset)
-        self._searcher: tuple[Any, Any] | None = None  # (key, SparseSBSSearcher)
+        # search structure of the sparse engine (_sparse_searchers): (buffer address, rows m,
+        # entries of those rows, SparseSBSSearcher of rows [0, m), tail) where tail is None or
+        # (rows n, SparseSBSSearcher of rows [m, n)) for rows appended since
+        self._searcher: tuple[Any, ...] | None = None
         self._gpu: tuple[Any, ...] | None = None  # (key, search.gpu.DeviceCodes, rows)
         self._n = 0  # rows in use (live + tombstones)
         self._ids = np.zeros(0, dtype=np.int64)  # sorted, unique, length _n
@@ -260,7 +263,8 @@ class SBSIndex:
                 return float(self._layout.stride)
             nbytes = 8 * (n + 1) + self._sp_ent.itemsize * self._sp_nnz + 4 * n
             if self._searcher is not None:
-                nbytes += self._searcher[1].inverted_bytes
+                main, tail = self._searcher[3], self._searcher[4]
+                nbytes += main.inverted_bytes + (tail[1].inverted_bytes if tail else 0)
             return nbytes / n
 
     @property
@@ -385,17 +389,60 @@ class SBSIndex:
             self._gpu = (key, dev, rows)  # rows kept: its buffer address stays unique
         return dev
 
-    def _searcher_of(self, rows: SparseSBSCodes, threads: int) -> SparseSBSSearcher:
-        """The inverted lists of a snapshot, built once per content (cached)."""
-        key = (rows.entries.__array_interface__["data"][0], len(rows), rows.nnz)
+    def _sparse_searchers(self, rows: SparseSBSCodes, threads: int
+                          ) -> tuple[SparseSBSSearcher, int, SparseSBSSearcher | None]:
+        """``(main, m, tail)``: the search structure of a snapshot, built once per content.
+
+        Appends write past every snapshot's rows in the same buffers
+        (:meth:`_append_sparse_locked`), so the structure built over rows ``[0, m)`` of a
+        buffer stays valid while the buffer does; rows appended since get their own small
+        structure (``tail``, rows ``[m, n)``), rebuilt when the tail changes. Once the tail
+        passes ``TAIL_FRACTION`` of ``m`` (or another buffer holds the rows, after a growth,
+        merge or compact), everything is rebuilt as one."""
+        n, nnz = len(rows), rows.nnz
+        addr = rows.entries.__array_interface__["data"][0]
         with self._lock:
             cached = self._searcher
-        if cached is not None and cached[0] == key:
-            return cached[1]  # type: ignore[no-any-return]
-        s = SparseSBSSearcher(rows, threads=threads)
+        if cached is not None:
+            c_addr, m, m_nnz, main, tail = cached
+            if (c_addr == addr and m <= n and int(rows.offsets[m]) == m_nnz
+                    and n - m <= self.TAIL_FRACTION * m):
+                if n == m:
+                    return main, m, None
+                if tail is None or tail[0] != n:
+                    base = int(rows.offsets[m])
+                    part = SparseSBSCodes(self._layout, rows.offsets[m:] - base,
+                                          rows.entries[base:nnz], rows.popcounts[m:])
+                    tail = (n, SparseSBSSearcher(part, threads=threads))
+                    with self._lock:
+                        if self._searcher is cached:
+                            self._searcher = (c_addr, m, m_nnz, main, tail)
+                return main, m, tail[1]
+        main = SparseSBSSearcher(rows, threads=threads)
         with self._lock:
-            self._searcher = (key, s)
-        return s
+            self._searcher = (addr, n, nnz, main, None)
+        return main, n, None
+
+    #: rows appended since the sparse search structure was built, as a share of its rows,
+    #: searched through a second structure before everything is rebuilt (each costs one pass
+    #: over its entries)
+    TAIL_FRACTION = 0.125
+
+    def _sparse_search(self, rows: SparseSBSCodes, q: np.ndarray, k: int, threads: int
+                       ) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-``k`` rows of a sparse snapshot: the main structure's, merged with the
+        tail's (rows past ``m``; equal distances keep the smaller row first)."""
+        main, m, tail = self._sparse_searchers(rows, threads)
+        dist, idx = main.search(q, min(k, m), threads=threads)
+        if tail is None:
+            return dist, idx
+        td, ti = tail.search(q, min(k, len(rows) - m), threads=threads)
+        d = np.concatenate([dist, td], axis=1)
+        r = np.concatenate([idx, ti + m], axis=1)
+        # rows of the main part come first at equal distance: a stable sort by distance
+        order = np.argsort(d, axis=1, kind="stable")[:, :k]
+        return (np.take_along_axis(d, order, axis=1),
+                np.take_along_axis(r, order, axis=1))
 
     def _check_mapped(self) -> None:
         # a memory-mapped file rewritten in place by another program would make reading the
@@ -794,7 +841,7 @@ class SBSIndex:
         if self._device != "cpu":
             dist, rows = self._gpu_of(codes).search(q, kk)
         elif isinstance(codes, SparseSBSCodes):
-            dist, rows = self._searcher_of(codes, threads).search(q, kk, threads=threads)
+            dist, rows = self._sparse_search(codes, q, kk, threads)
         else:
             dist, rows = hamming_topk(q, codes, kk, threads=threads)
         out_d = np.full((nq, k), _INT32_MAX, dtype=np.int32)
