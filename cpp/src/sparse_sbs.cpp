@@ -302,11 +302,10 @@ struct QueryCell {
 
 struct Query {
     int32_t pop = 0;
-    double postings = 0;  // inverted path: postings of its cold cells (sum of their df)
+    double postings = 0;  // inverted path: postings it reads (sum of df over its cells)
     std::vector<QueryCell> cells;
-    std::vector<QueryCell> cold;   // inverted path: its cells with postings
     std::vector<uint32_t> hot;     // inverted path: hot columns of its hot cells
-    std::vector<uint8_t> tables;   // 16 per hot column: weight by nibble (0, w[0..3], 0...)
+    std::vector<uint8_t> tables;   // 16 per hot column: weight by 2-bit code (0 for code 0)
     double inverted_ns(int64_t n, double hot_row) const noexcept {
         return postings * kInvPosting +
                static_cast<double>(n) * (kInvRow + hot_row * static_cast<double>(hot.size()));
@@ -331,7 +330,7 @@ void inverted_block(const Query& q, const uint16_t* post, const uint32_t* off,
         hot_sum(cols, q.tables.data() + 16 * h0, static_cast<int>(hn), quarter, hot_acc);
         for (int64_t i = 0; i < rows; ++i) cnt[i] = static_cast<C>(cnt[i] + hot_acc[i]);
     }
-    for (const QueryCell& qc : q.cold) {
+    for (const QueryCell& qc : q.cells) {  // a hot cell's postings are its exceptions
         const uint16_t* p = post + off[qc.cell];
         const uint16_t* e = post + off[qc.cell + 1];
         // the four weights in one register, picked by shifting (no table load per posting)
@@ -481,7 +480,6 @@ void SparseSbsIndex::Impl::prepare(const CodeMatrix& q, int64_t i, Query& out) c
     const uint8_t* row = q.data + i * q.stride;
     out.pop = static_cast<int32_t>(row_popcount(row, q.width));
     out.cells.clear();
-    out.cold.clear();
     out.hot.clear();
     out.tables.clear();
     out.postings = 0;
@@ -512,7 +510,6 @@ void SparseSbsIndex::Impl::prepare(const CodeMatrix& q, int64_t i, Query& out) c
             qc.w[l] = static_cast<uint8_t>(pres + detail::popcount64(nib & kThermometer[l]));
         out.cells.push_back(qc);
         const int32_t h = hot[cell];
-        out.cold.push_back(qc);  // a hot cell's postings are its exceptions
         out.postings += static_cast<double>(df[cell]);
         if (h < 0) continue;
         out.hot.push_back(static_cast<uint32_t>(h));
@@ -688,7 +685,7 @@ void SparseSbsIndex::Impl::search(const CodeMatrix& queries, int64_t k, int32_t*
             std::vector<uint32_t> counters(narrow_acc ? 0 : static_cast<size_t>(kSparseBlockRows));
             std::vector<uint16_t> counters16(
                 narrow_acc ? static_cast<size_t>(kSparseBlockRows) : 0);
-            std::vector<uint8_t> hot_acc(static_cast<size_t>(kSparseBlockRows + 1));
+            std::vector<uint8_t> hot_acc(static_cast<size_t>(kSparseBlockRows));  // 4 quarters
             std::vector<const uint8_t*> cols(static_cast<size_t>(detail::kMaxHotPass));
             std::vector<int32_t> dist(static_cast<size_t>(std::max<int64_t>(kSparseBlockRows, kMaxLanes * kScanRows)));
             for (int64_t b = b0; b < b1; ++b) {
