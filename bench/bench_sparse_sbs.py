@@ -378,28 +378,21 @@ def main() -> None:
     a = ap.parse_args()
     if a.make_labels:
         make_labels()
-    if a.hot_cost:
-        for n in a.n:
-            for lv in a.levels:
-                hot_cost(n, lv)
-        return
-    if a.lanes:
-        for n in a.n:
-            for lv in a.levels:
-                lanes(n, lv, a.nq)
-        return
-    if a.gpu:
-        for n in a.n:
-            for lv in a.levels:
-                gpu_bench(n, lv)
-        return
     if a.crossover:
         sys.path.insert(0, str(ROOT / "tests"))
         crossover()
         return
-    for n in a.n:
+    if a.hot_cost:
+        one = hot_cost
+    elif a.lanes:
+        one = lambda n, lv: lanes(n, lv, a.nq)
+    elif a.gpu:
+        one = gpu_bench
+    else:
+        one = lambda n, lv: run(n, lv, a.nq, a.threads, with_faiss=not a.no_faiss)
+    for n in a.n:  # every mode runs once per (N, levels)
         for lv in a.levels:
-            run(n, lv, a.nq, a.threads, with_faiss=not a.no_faiss)
+            one(n, lv)
 
 
 if __name__ == "__main__":
