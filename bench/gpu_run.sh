@@ -2,7 +2,7 @@
 # GPU checks and benchmarks on a CUDA machine (python3 with a CUDA torch, pybind11,
 # scikit-build-core, cmake, pytest, pytest-benchmark, opencv, onnx already installed).
 #   bash bench/gpu_run.sh OUTDIR [tests] [bench-model] [bench-e2e] [bench-hrnet] [bench-core]
-#                        [sparse-gpu-tests] [bench-sparse-gpu]
+#                        [sparse-gpu-tests] [bench-sparse-gpu] [bench-backbone]
 # Data/models: SEMCBIR_DATA and SEMCBIR_MODELS (defaults: ../shared/data, ../shared/models).
 set -uo pipefail
 out=${1:?output dir}; shift
@@ -27,6 +27,9 @@ for step in "$@"; do
     # nq = 1 and 64; prints TB/s of the dense scan and queries/s, checked against the CPU scan
     bench-sparse-gpu) python3 bench/bench_sparse_sbs.py --gpu --n 1000000 --levels 3 2>&1 \
                    | tee "$out/bench_sparse_gpu.log" | tail -20 ;;
+    # EfficientNet-Lite0/1/2 forward passes and Backbone.extract (images/s = 1000 / ms_per_image)
+    bench-backbone) $BENCH bench/bench_backbone.py -s --benchmark-json="$out/bench_backbone.json" 2>&1 \
+                   | grep -E "forward|extract corel|passed|failed|Error" ;;
     *) echo "unknown step $step"; exit 2 ;;
   esac
 done

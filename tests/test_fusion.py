@@ -297,3 +297,55 @@ def test_fused_params_errors(toy):
         create_signature("fused", num_classes=5, components=("nope",))
     with pytest.raises(ValueError, match="k1"):
         create_signature("fused", num_classes=5, k1=0)
+
+
+def test_fused_backbone_reaches_its_deep_components_only():
+    """``backbone`` of fused is handed to the components that run one (their Params has the
+    field) and to no other; a mismatching ``component_signatures`` is refused; an index
+    header written before fused had the field takes its deep components' backbone."""
+    from semcbir_fast.signatures.cnn import DEFAULT_BACKBONE, FUSED_BACKBONE
+
+    sig = create_signature("fused", num_classes=5)
+    assert sig.params.backbone == FUSED_BACKBONE
+    assert sig.components[0].params.backbone == FUSED_BACKBONE
+    assert not hasattr(sig.components[1].params, "backbone")  # sbs
+    assert FUSED_BACKBONE in sig.describe()
+    assert create_signature("cnn", num_classes=5).params.backbone == DEFAULT_BACKBONE
+    lite1 = create_signature("fused", num_classes=5, components=("regions", "sbs", "cnn"),
+                             backbone="efficientnet-lite1")
+    assert [c.params.backbone for c in lite1.components if c.name != "sbs"] == \
+        ["efficientnet-lite1"] * 2
+    with pytest.raises(ValueError, match="do not use the fused backbone"):
+        create_signature("fused", num_classes=5, backbone="efficientnet-lite1",
+                         component_signatures=[create_signature("cnn", num_classes=5),
+                                               create_signature("sbs", num_classes=5)])
+    with pytest.raises(ValueError, match="backbone"):
+        create_signature("fused", num_classes=5, backbone="")
+    old = lite1.to_header()
+    del old["params"]["backbone"]
+    back = FusedSignature.from_header(old)
+    assert back.params.backbone == "efficientnet-lite1" and back.params == lite1.params
+    # no deep component: the field is kept but names nothing the fusion runs
+    assert "efficientnet" not in create_signature("fused", num_classes=5,
+                                                  components=("sbs",)).describe()
+
+
+def test_backbone_flag_defaults_per_signature():
+    """``--backbone`` is one flag for every deep signature; not given, each takes its own
+    default (fused's may differ from cnn's), given, it reaches the signature asked for."""
+    from semcbir_fast.cli import build_parser
+    from semcbir_fast.cli._common import check_foreign_options, signature_params
+    from semcbir_fast.signatures import get_signature
+    from semcbir_fast.signatures.cnn import DEFAULT_BACKBONE, FUSED_BACKBONE
+
+    parser = build_parser()
+    for name, want in (("fused", FUSED_BACKBONE), ("cnn", DEFAULT_BACKBONE),
+                       ("regions", DEFAULT_BACKBONE)):
+        args = parser.parse_args(["eval", "--dataset", "msrc", "--signature", name])
+        (p,) = signature_params(args, get_signature(name), several=True)
+        assert p.backbone == want
+        args = parser.parse_args(["eval", "--dataset", "msrc", "--signature", name,
+                                  "--backbone", "efficientnet-lite1"])
+        check_foreign_options(args, get_signature(name))  # fused owns the flag too
+        (p,) = signature_params(args, get_signature(name), several=True)
+        assert p.backbone == "efficientnet-lite1"

