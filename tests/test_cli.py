@@ -887,3 +887,87 @@ def test_interrupted_index_resumes(env, capsys, monkeypatch):
                                   ref.reconstruct_batch(ref.ids()))
     rc, out, _ = _run(capsys, args)  # a complete index: re-running asks for --append
     assert rc == 1
+
+
+# ----------------------------------------------------------------------------- signature table
+def _cells(md: str, row: str) -> list[str]:
+    line = next(ln for ln in md.splitlines() if ln.startswith(f"| {row} |"))
+    return [c.strip() for c in line.strip().strip("|").split("|")[1:]]
+
+
+def test_eval_signature_table_matches_single_runs(env, capsys, tmp_path, monkeypatch):
+    """Several signatures on two data sets in one command: every number of the Markdown
+    table and of --json is the one the single-signature command gives; the published rows
+    are the papers' (a per-setting row shows its best); per-category AP per data set."""
+    from semcbir_fast.eval import datasets
+    from semcbir_fast.signatures import get_signature
+
+    _msrc_or_skip()
+    try:
+        datasets.corel1k()
+    except FileNotFoundError:
+        pytest.skip("Corel-1K data not found")
+    monkeypatch.setenv("SEMCBIR_CACHE", str(tmp_path / "cache"))
+    common = ["--oracle", "--limit", "20", "--model", env["model"], "--device", "cpu", "-q"]
+    levels = ["--levels", "1", "2"]
+    argv = ["eval", "--dataset", "msrc", "corel1k", "--signature", "sbs", "cnn", *common,
+            *levels]
+    rc, md, err = _run(capsys, argv)
+    assert rc == 0, err
+    rc, js, err = _run(capsys, [*argv, "--json"])
+    assert rc == 0, err
+    table = json.loads(js)
+    titles = [c["title"] for c in table["columns"]]
+    # --oracle: ground truth where the data set has it (MSRC), the model elsewhere
+    assert titles == ["MSRC v1 (ground truth)", "Corel-1K (Wang) (model tiny-rgb)"]
+    assert f"| signature | {' | '.join(titles)} |" in md
+    for j, dataset in enumerate(["msrc", "corel1k"]):
+        for name, labels in (("sbs", ["4 blocks", "16 blocks"]), ("cnn", ["gap"])):
+            single = ["eval", "--dataset", dataset, "--signature", name, *common, "--json",
+                      *(levels if name == "sbs" else [])]
+            if dataset == "corel1k":
+                single.remove("--oracle")
+            rc, out, err = _run(capsys, single)
+            assert rc == 0, err
+            want = json.loads(out)["results"]
+            got = next(r for r in table["columns"][j]["results"]
+                       if r["settings"]["signature"] == name)["results"]
+            assert [r["label"] for r in got] == [r["label"] for r in want] == labels
+            for g, w in zip(got, want):
+                assert g["map"] == w["map"] and g["per_category_ap"] == w["per_category_ap"]
+                title = get_signature(name).title
+                cell = _cells(md, f"{title}, {w['label']}")[j]
+                assert cell == f"{w['map']:.3f} / {w['p_at_k']['20']:.3f} / {w['p_at_r']:.3f}"
+    # published: paper 000 Table 3 gives SBS per number of blocks; the table shows the best
+    rows = get_signature("sbs").published("msrc")["rows"]
+    label, vals = next(iter(rows.items()))
+    assert _cells(md, f"published, SBS: {label} (best)")[0] == f"{max(vals):.2f}"
+    assert "Per-category AP, MSRC v1 (ground truth):" in md and "| group 1 |" in md
+    assert "Per-category AP, Corel-1K (Wang) (model tiny-rgb):" in md and "africa" in md
+    assert "Made by `semcbir eval --dataset msrc corel1k --signature sbs cnn" in md
+    assert "- CNN, gap: cnn, efficientnet-lite0" in md
+
+
+def test_eval_signature_table_errors(env, capsys):
+    from semcbir_fast.cli import build_parser
+    from semcbir_fast.cli.eval import _signature_classes
+    from semcbir_fast.signatures import list_signatures
+
+    base = ["eval", "--dataset", "msrc", "--oracle", "--limit", "16", "-q"]
+    for extra, msg in (
+        (["--signature", "all", "sbs"], "stands alone"),
+        (["--signature", "sbs", "sbs"], "twice"),
+        (["--signature", "sbs", "cnn", "--k1", "3"], "--signature fused only"),
+        (["--signature", "sbs", "cnn", "--report", "r"], "--report takes one signature"),
+    ):
+        rc, _, err = _run(capsys, [*base, *extra])
+        assert rc != 0 and msg in err and "Traceback" not in err, (extra, err)
+    rc, _, err = _run(capsys, ["eval", "--dataset", "msrc", "corel1k", "--root", "x",
+                               "--signature", "sbs", "-q"])
+    assert rc != 0 and "--root names one data set" in err
+    # all: every registered signature that runs with the options given (deephash needs a
+    # checkpoint), named on stderr when skipped
+    args = build_parser().parse_args(["eval", "--dataset", "msrc", "--signature", "all"])
+    names = [c.name for c in _signature_classes(args)]
+    assert "hash-model" in capsys.readouterr().err
+    assert names == [n for n in list_signatures() if n != "deephash"]

@@ -503,3 +503,26 @@ def test_evaluate_signature_errors(msrc_small):
         evaluate_signature(ds, maps, signature="hybrid", epsilon=-1.0, **kw)
     with pytest.raises(ValueError, match="n must be in"):
         evaluate_signature(ds, maps, signature="sbovp", n_words=8, n=5, **kw)
+
+
+def test_signature_table_published_rows_keep_each_signature():
+    """Published rows are labelled by their signature (SBoVP's and hybrid's "Mseg KAZE"
+    are different numbers), a per-setting row shows its best, a column without the row '-'."""
+    from semcbir_fast.eval.summary import TableColumn, _published, signature_table
+
+    class Stub:
+        def __init__(self, title: str, rows: dict) -> None:
+            self.signature_class = type("C", (), {"title": title})
+            self._rows = rows
+
+        def published(self) -> dict:
+            return {"rows": self._rows}
+
+    cols = [TableColumn("A", [Stub("SBoVP", {"Mseg KAZE": 0.88}),
+                              Stub("Hybrid", {"Mseg KAZE": 0.73, "T3": [0.7, None, 0.9]})]),
+            TableColumn("B", [Stub("Hybrid", {"Mseg KAZE": 0.79})])]
+    assert _published(cols) == [("published, SBoVP: Mseg KAZE", ["0.88", "-"]),
+                                ("published, Hybrid: Mseg KAZE", ["0.73", "0.79"]),
+                                ("published, Hybrid: T3 (best)", ["0.90", "-"])]
+    with pytest.raises(ValueError, match="at least one column"):
+        signature_table([TableColumn("A")])

@@ -177,14 +177,16 @@ def given_fields(args: argparse.Namespace, cls: Any) -> list[Any]:
 
 
 def check_foreign_options(args: argparse.Namespace, cls: Any) -> None:
-    """``CLIError`` when options of another signature than ``cls`` were given (the parser's
-    defaults are on ``args._parser``)."""
+    """``CLIError`` when options of another signature than ``cls`` (a class, or a list of
+    the classes evaluated together) were given (the parser's defaults are on
+    ``args._parser``)."""
     from ..signatures import get_signature, list_signatures
 
-    own = {fl for f in _fields(cls) for fl in _flags_of(f)}
+    classes = list(cls) if isinstance(cls, (list, tuple)) else [cls]
+    own = {fl for c in classes for f in _fields(c) for fl in _flags_of(f)}
     for name in list_signatures():
         other = get_signature(name)
-        if other is cls:
+        if other in classes:
             continue
         theirs = [f for f in _fields(other) if not set(_flags_of(f)) & own]
         names = {f.name for f in theirs}

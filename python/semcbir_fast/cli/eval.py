@@ -37,18 +37,26 @@ def register(sub: Any) -> None:
         "signature (every combination of the list-valued options is one setting: SBS "
         "levels, SBoVP vocabulary sizes, ...), rank the whole database for every query and "
         "print MAP, P@R and P@k per setting (paper 000 Table 3 layout for SBS).")
-    p.add_argument("--dataset", required=True, choices=["corel1k", "msrc", "folders"],
+    p.add_argument("--dataset", required=True, nargs="+",
+                   choices=["corel1k", "msrc", "folders"],
                    help="layout: corel1k (<id>.jpg, category id//100), msrc "
                    "(<group>_<k>_s.jpg, labels/ ground truth), folders (one sub-folder per "
-                   "category)")
+                   "category); several (with their default folders) give one column each "
+                   "of the signature table")
     p.add_argument("--root", default=None,
                    help="data set folder (default: $SEMCBIR_DATA or ../shared/data, + "
                    "corel1k / msrc_v1)")
-    p.add_argument("--signature", default=DEFAULT_SIGNATURE, choices=list_signatures(),
-                   help=f"signature kind (default {DEFAULT_SIGNATURE})")
+    p.add_argument("--signature", default=[DEFAULT_SIGNATURE], nargs="+",
+                   choices=[*list_signatures(), "all"],
+                   help=f"signature kind (default {DEFAULT_SIGNATURE}); several, or all (every "
+                   "registered signature that runs without a file of its own: deephash "
+                   "needs --hash-model), print one Markdown table of them all (paper 000 "
+                   "Table 6 layout, each at its evaluation defaults, the published rows "
+                   "beside them, per-category AP)")
     add_signature_options(p, several=True, state_file=False)
     p.add_argument("--oracle", action="store_true",
-                   help="use the ground-truth label maps instead of a model (msrc)")
+                   help="use the ground-truth label maps instead of a model (msrc; with "
+                   "several data sets: where a data set has them)")
     p.add_argument("--ignore-index", type=int, default=None, metavar="CLASS",
                    help="a class id to treat as void (default: none for a model, the data "
                    "set's void class with --oracle)")
@@ -78,13 +86,13 @@ def register(sub: Any) -> None:
     p.set_defaults(func=run, _parser=p)
 
 
-def _label_maps(args: argparse.Namespace, ds: Any, settings: dict[str, Any]
-                ) -> tuple[list[Any], int, int | None]:
+def _label_maps(args: argparse.Namespace, ds: Any, settings: dict[str, Any], *,
+                oracle: bool) -> tuple[list[Any], int, int | None]:
     """Label maps (ground truth or the model's, cached), classes and void label."""
-    if args.oracle:
+    if oracle:
         if not ds.has_ground_truth:
             raise CLIError(f"--oracle needs ground-truth label maps, and data set "
-                           f"{args.dataset} at {ds.root} has none (MSRC: labels/<stem>.png)")
+                           f"{ds.name} at {ds.root} has none (MSRC: labels/<stem>.png)")
         log(args, f"reading {len(ds)} ground-truth label maps from {ds.root} ...")
         maps = [ds.read_label_map(i) for i in range(len(ds))]
         assert ds.label_classes is not None
@@ -133,34 +141,72 @@ def _fit_inputs(args: argparse.Namespace, cls: Any, method: str | None,
     return Inputs([], _features(args, paths, method) if method else None, paths)
 
 
-def run(args: argparse.Namespace) -> int:
+def _signature_classes(args: argparse.Namespace) -> list[Any]:
+    """The classes ``--signature`` names (``all``: every registered one whose default
+    setting can run, the others named on stderr)."""
+    from ..signatures import get_signature, list_signatures
+
+    names = list(args.signature)
+    if "all" not in names:
+        if len(set(names)) != len(names):
+            raise CLIError(f"--signature names a signature twice: {' '.join(names)}")
+        return [get_signature(n) for n in names]
+    if len(names) > 1:
+        raise CLIError("--signature all stands alone")
+    out = []
+    for n in list_signatures():
+        cls = get_signature(n)
+        try:
+            params = signature_params(args, cls, several=True)[0]
+            cls(params, num_classes=1).check_available()
+        except (ValueError, ImportError, CLIError) as exc:
+            err(f"--signature all: skipping {n} ({exc})")
+            continue
+        out.append(cls)
+    return out
+
+
+def _load(args: argparse.Namespace, name: str) -> Any:
     import numpy as np
 
     from ..eval.datasets import load_dataset
-    from ..eval.evaluate import evaluate
-    from ..pipeline import decode_pass
-    from ..signatures import Inputs, get_signature
 
-    t0 = time.perf_counter()
-    cls = get_signature(args.signature)
-    check_foreign_options(args, cls)
-    params = signature_params(args, cls, several=True)
-    ds = load_dataset(args.dataset, args.root)
+    ds = load_dataset(name, args.root)
     if args.limit:
         ds = ds.limit(args.limit)
     if len(np.unique(ds.categories)) < 2:
         raise CLIError(f"the data set has a single category ({len(ds)} images): nothing to "
                        "tell apart; raise --limit or check --root")
+    return ds
+
+
+def _evaluate(args: argparse.Namespace, name: str, ds: Any, cls: Any, *, oracle: bool,
+              labels: dict[str, Any] | None = None) -> tuple[Any, str]:
+    """Evaluate ``cls`` at the settings the options ask for on ``ds``; the result and a
+    line about it. ``labels`` keeps the label maps between signatures of one data set."""
+    from ..eval.evaluate import evaluate
+    from ..pipeline import decode_pass
+    from ..signatures import Inputs
+
+    params = signature_params(args, cls, several=True)
     settings: dict[str, Any] = {
-        "dataset_label": _DATASET_LABELS.get(args.dataset, args.dataset)
-        if args.dataset != "folders" else Path(ds.root).name,
+        "dataset_label": _DATASET_LABELS.get(name, name)
+        if name != "folders" else Path(ds.root).name,
         "limit": args.limit,
     }
     # one decode of each image for the segmentation and the signature's own readers
     # (evaluate() joins this scope; bound: SEMCBIR_DECODE_MEMO_MB)
     with decode_pass(cls.requires):
-        if "labels" in cls.requires or args.oracle:
-            maps, num_classes, ignore = _label_maps(args, ds, settings)
+        if "labels" in cls.requires or oracle:
+            if labels is not None and "maps" in labels:
+                maps, num_classes, ignore = labels["maps"]
+                settings.update(labels["settings"])
+            else:
+                lab_settings: dict[str, Any] = {}
+                maps, num_classes, ignore = _label_maps(args, ds, lab_settings, oracle=oracle)
+                settings.update(lab_settings)
+                if labels is not None:
+                    labels.update(maps=(maps, num_classes, ignore), settings=lab_settings)
         else:  # cnn, neural-codes read the image files alone: no segmentation model is run
             maps, num_classes, ignore = [], 1, None
             settings.update(segmentation="image files only")
@@ -173,6 +219,8 @@ def run(args: argparse.Namespace) -> int:
             sigs[0].check_available()
         except ImportError as exc:
             raise CLIError(f"--signature {cls.name} needs OpenCV ({exc})") from None
+        except ValueError as exc:
+            raise CLIError(str(exc)) from None
         method = sigs[0].feature_method
         fit_inputs = _fit_inputs(args, cls, method, settings)
         feats = _features(args, [str(p) for p in ds.images], method) if method else None
@@ -192,7 +240,64 @@ def run(args: argparse.Namespace) -> int:
         about += f"; {s['keypoints_per_image']['mean']:.0f} keypoints per image"
     if f"{cls.state_name}_set" in s and "fit_seconds" in s:
         about += f"; {cls.state_name} fitted on {s[f'{cls.state_name}_set']}"
-    return _finish(args, result, t0, about)
+    return result, about
+
+
+def run(args: argparse.Namespace) -> int:
+    t0 = time.perf_counter()
+    classes = _signature_classes(args)
+    if not classes:
+        raise CLIError("--signature all: no signature can run with these options")
+    check_foreign_options(args, classes)
+    names = list(dict.fromkeys(args.dataset))
+    if len(classes) == 1 and len(names) == 1:
+        ds = _load(args, names[0])
+        result, about = _evaluate(args, names[0], ds, classes[0], oracle=args.oracle)
+        return _finish(args, result, t0, about)
+    return _run_table(args, names, classes, t0)
+
+
+def _run_table(args: argparse.Namespace, names: list[str], classes: list[Any],
+               t0: float) -> int:
+    """Several signatures or data sets: one Markdown table (or --json) of them all."""
+    from ..eval.summary import TableColumn, signature_table
+
+    if args.report:
+        raise CLIError("--report takes one signature on one data set")
+    if args.root and len(names) > 1:
+        raise CLIError("--root names one data set's folder: give one --dataset with it")
+    columns = []
+    for name in names:
+        ds = _load(args, name)
+        oracle = bool(args.oracle and ds.has_ground_truth)
+        labels: dict[str, Any] = {}
+        col = None
+        for cls in classes:
+            log(args, f"{name}: {cls.name} ...")
+            result, _ = _evaluate(args, name, ds, cls, oracle=oracle, labels=labels)
+            if col is None:
+                col = TableColumn(f"{result.settings['dataset_label']}")
+            col.results.append(result)
+        assert col is not None
+        seg = next((r.settings["segmentation"] for r in col.results
+                    if r.settings.get("segmentation") != "image files only"), None)
+        if seg:
+            col.title += f" ({'ground truth' if seg == 'oracle' else seg})"
+        columns.append(col)
+    seconds = round(time.perf_counter() - t0, 2)
+    if args.json:
+        out = {"seconds": seconds, "columns": [
+            {"title": c.title, "results": [r.to_dict() for r in c.results]} for c in columns]}
+        for c in out["columns"]:
+            for r in c["results"]:
+                r["settings"].pop("class_names", None)
+        print(json.dumps(out, indent=1, default=str))
+        return 0
+    command = "semcbir " + shlex.join(getattr(args, "argv", [])) if getattr(args, "argv", None) \
+        else None
+    print(signature_table(columns, command=command), end="")
+    log(args, f"{len(classes)} signatures on {len(names)} data sets in {seconds:.0f} s")
+    return 0
 
 
 def _finish(args: argparse.Namespace, result: Any, t0: float, about: str) -> int:

@@ -160,10 +160,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             params[key] = json.loads(val)
         except json.JSONDecodeError:
             params[key] = val
-    if args.signature in ("sbovp", "hybrid") or "features" in str(params):
+    method = create_signature(args.signature, num_classes=m, ignore_index=ign,
+                              **params).feature_method
+    if method:  # local features (sbovp, hybrid, or a fusion holding one)
         from ..eval.cache import features_cached
 
-        inputs.features = features_cached(inputs.paths, params.get("method", "kaze"))
+        inputs.features = features_cached(inputs.paths, method)
     rows = []
     for seed in args.seed:
         sig = create_signature(args.signature, num_classes=m, ignore_index=ign, **params)

@@ -7,7 +7,9 @@
 - :mod:`~semcbir_fast.eval.evaluate`: :func:`evaluate_sbs` scores SBS per number of blocks,
   :func:`evaluate_signature` SBoVP and the hybrid signature;
 - :mod:`~semcbir_fast.eval.cache`: label maps computed by a model, cached on disk;
-- :mod:`~semcbir_fast.eval.paper`: the published numbers, for comparison.
+- :mod:`~semcbir_fast.eval.paper`: the published numbers, for comparison;
+- :mod:`~semcbir_fast.eval.summary`: one Markdown table of several signatures on several
+  data sets (paper 000 Table 6 layout, ``semcbir eval --signature all``).
 
 Only NumPy is imported here; OpenCV and torch load when a function needs them.
 """

@@ -86,9 +86,10 @@ class HybridSignature(LocalSignature):
         return f"{self.feature_method} filter {'off' if eps is None else f'eps {eps:g}'}"
 
     def describe(self, columns: int = -1) -> str:
-        dim = columns // self.num_classes if columns >= 0 else None
-        return (f"hybrid, {self.feature_method}, {self.num_classes} classes x "
-                f"{dim} values, {self._filter_text()}")
+        # the descriptor length is known once a batch was encoded (columns >= 0)
+        dim = f" x {columns // self.num_classes} values" if columns >= 0 else ""
+        return (f"hybrid, {self.feature_method}, {self.num_classes} classes{dim}, "
+                f"{self._filter_text()}")
 
     def params_dict(self) -> dict[str, Any]:
         return {"method": self.feature_method, "epsilon": self.filter_epsilon}
