@@ -198,15 +198,12 @@ def _evaluate(args: argparse.Namespace, name: str, ds: Any, cls: Any, *, oracle:
     # (evaluate() joins this scope; bound: SEMCBIR_DECODE_MEMO_MB)
     with decode_pass(cls.requires):
         if "labels" in cls.requires or oracle:
-            if labels is not None and "maps" in labels:
-                maps, num_classes, ignore = labels["maps"]
-                settings.update(labels["settings"])
-            else:
-                lab_settings: dict[str, Any] = {}
-                maps, num_classes, ignore = _label_maps(args, ds, lab_settings, oracle=oracle)
-                settings.update(lab_settings)
-                if labels is not None:
-                    labels.update(maps=(maps, num_classes, ignore), settings=lab_settings)
+            labels = {} if labels is None else labels
+            if "maps" not in labels:
+                labels["settings"] = {}
+                labels["maps"] = _label_maps(args, ds, labels["settings"], oracle=oracle)
+            maps, num_classes, ignore = labels["maps"]
+            settings.update(labels["settings"])
         else:  # cnn, neural-codes read the image files alone: no segmentation model is run
             maps, num_classes, ignore = [], 1, None
             settings.update(segmentation="image files only")
@@ -279,25 +276,32 @@ def _run_table(args: argparse.Namespace, names: list[str], classes: list[Any],
                 col = TableColumn(f"{result.settings['dataset_label']}")
             col.results.append(result)
         assert col is not None
-        seg = next((r.settings["segmentation"] for r in col.results
-                    if r.settings.get("segmentation") != "image files only"), None)
-        if seg:
+        seg = col.labelled().settings["segmentation"]
+        if seg != "image files only":
             col.title += f" ({'ground truth' if seg == 'oracle' else seg})"
         columns.append(col)
     seconds = round(time.perf_counter() - t0, 2)
     if args.json:
         out = {"seconds": seconds, "columns": [
-            {"title": c.title, "results": [r.to_dict() for r in c.results]} for c in columns]}
-        for c in out["columns"]:
-            for r in c["results"]:
-                r["settings"].pop("class_names", None)
+            {"title": c.title, "results": [_result_json(r) for r in c.results]}
+            for c in columns]}
         print(json.dumps(out, indent=1, default=str))
         return 0
-    command = "semcbir " + shlex.join(getattr(args, "argv", [])) if getattr(args, "argv", None) \
-        else None
-    print(signature_table(columns, command=command), end="")
+    print(signature_table(columns, command=_command(args)), end="")
     log(args, f"{len(classes)} signatures on {len(names)} data sets in {seconds:.0f} s")
     return 0
+
+
+def _result_json(result: Any) -> dict[str, Any]:
+    """``--json`` of one result (without the class-name list)."""
+    d = result.to_dict()
+    d["settings"].pop("class_names", None)
+    return d
+
+
+def _command(args: argparse.Namespace) -> str:
+    """The command line that is running (for reports and tables)."""
+    return "semcbir " + shlex.join(getattr(args, "argv", []))
 
 
 def _finish(args: argparse.Namespace, result: Any, t0: float, about: str) -> int:
@@ -305,14 +309,9 @@ def _finish(args: argparse.Namespace, result: Any, t0: float, about: str) -> int
     result.settings["seconds"] = round(time.perf_counter() - t0, 2)
     _maybe_report(args, result)
     if args.json:
-        d = result.to_dict()
-        d["settings"].pop("class_names", None)
-        print(json.dumps(d, indent=1, default=str))
+        print(json.dumps(_result_json(result), indent=1, default=str))
         return 0
-    s = result.settings
-    print(f"{s['dataset_label']}: {s['images']} images, {s['categories']} categories, "
-          f"mode {s['mode']}{' (query excluded)' if s['exclude_query'] else ''}, "
-          f"segmentation: {s['segmentation']}")
+    print(result.run_line())
     print(about)
     print(result.table())
     top7 = result.published().get("table7_top20")
@@ -340,7 +339,7 @@ def _maybe_report(args: argparse.Namespace, result: Any) -> None:
     """``--report DIR``: write the report folder and say where."""
     if not args.report:
         return
-    command = "semcbir " + shlex.join(getattr(args, "argv", []))
+    command = _command(args)
     try:
         from ..report import write_report
     except ImportError as exc:  # pragma: no cover - matplotlib missing

@@ -174,6 +174,13 @@ class EvalResult:
             "paper": self.published(),
         }
 
+    def run_line(self) -> str:
+        """One line on what was evaluated: data set, images, categories, mode, labels."""
+        s = self.settings
+        return (f"{s['dataset_label']}: {s['images']} images, {s['categories']} categories, "
+                f"mode {s['mode']}{' (query excluded)' if s['exclude_query'] else ''}, "
+                f"segmentation: {s['segmentation']}")
+
     def best(self) -> SignatureResult:
         """The setting with the highest MAP (the first on ties)."""
         return max(self.results, key=lambda r: r.map)

@@ -25,6 +25,12 @@ class TableColumn:
     title: str
     results: list[EvalResult] = field(default_factory=list)
 
+    def labelled(self) -> EvalResult:
+        """The first result that used label maps (the column's label source), else the
+        first."""
+        return next((r for r in self.results
+                     if r.settings.get("segmentation") != "image files only"), self.results[0])
+
 
 def _cut(r: Any) -> int | None:
     """The P@k shown: P@20 (paper 000 Table 7) when measured, else the largest k."""
@@ -130,10 +136,6 @@ def signature_table(columns: Sequence[TableColumn], *, command: str | None = Non
                 if key not in seen:
                     seen.add(key)
                     lines.append(f"- {key}: {sig.describe()}")
-        s = next((res.settings for res in col.results
-                  if res.settings.get("segmentation") != "image files only"),
-                 col.results[0].settings if col.results else {})
-        lines.append(f"- {col.title}: {s.get('images')} images, {s.get('categories')} "
-                     f"categories, mode {s.get('mode')}, segmentation: "
-                     f"{s.get('segmentation')}")
+        if col.results:
+            lines.append(f"- {col.labelled().run_line()}")
     return "\n".join(lines) + "\n"

@@ -171,10 +171,9 @@ class FusedSignature(DenseSignature):
         comps = component_signatures
         bb = self.params.backbone
         if comps is None:
-            comps = [get_signature(n)(num_classes=num_classes, ignore_index=ignore_index,
-                                      **({"backbone": bb} if _has_backbone(get_signature(n))
-                                         else {}))
-                     for n in self.params.components]
+            classes = [get_signature(n) for n in self.params.components]
+            comps = [c(num_classes=num_classes, ignore_index=ignore_index,
+                       **({"backbone": bb} if _has_backbone(c) else {})) for c in classes]
         if [c.name for c in comps] != list(self.params.components):
             raise ValueError("component_signatures must match params.components")
         wrong = [c.name for c in comps if _has_backbone(type(c)) and c.params.backbone != bb]
