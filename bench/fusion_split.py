@@ -24,6 +24,16 @@ at its defaults; selected: the highest mean half-A MAP over the two data sets, a
 and the full sets. Run with ``--components cnn+sbs --backbones efficientnet-lite0
 efficientnet-lite1 efficientnet-lite2``.
 
+The flip rule (written here before any of its numbers was measured, a third session): the
+same halves and protocol; candidates: the default fused signature (``cnn sbs``, its deep
+component on ``efficientnet-lite1``) without test-time flipping (the current default) and
+with it (``flip``: every backbone feature map averaged over the image and its horizontal
+mirror, the mirror's maps flipped back; twice the network time), everything else at its
+defaults; selected: the highest mean half-A MAP over the two data sets, a tie within 0.002
+going to the candidate listed first (no flip: half the network time); reported: half B and
+the full sets. Run with ``--components cnn+sbs --backbones efficientnet-lite1 --flip no
+yes``.
+
 Label maps come from the segmentation model given (default the composite ``ade20k+voc``),
 from the per-image label cache.
 
