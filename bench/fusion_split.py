@@ -72,11 +72,11 @@ def share_descriptors() -> None:
     from semcbir_fast.deep import extract
 
     inner = extract.extract_cached
-    done: dict[tuple[str, str], tuple[dict[str, int], dict]] = {}
+    done: dict[tuple[str, str, bool], tuple[dict[str, int], dict]] = {}
 
     def cached(paths, what, reducer, *, backbone="efficientnet-lite0", **kw):
         files = [os.path.abspath(os.fspath(p)) for p in paths]
-        key = (what, backbone)
+        key = (what, backbone, bool(kw.get("flip", False)))
         if key in done and all(f in done[key][0] for f in files):
             pos, out = done[key]
             rows = np.array([pos[f] for f in files], dtype=np.int64)
@@ -101,6 +101,9 @@ def main() -> None:
                     help="the backbone rule (docstring): evaluate every candidate with the "
                          "deep components on each of these backbones (default: each "
                          "component's own default)")
+    ap.add_argument("--flip", nargs="+", default=None, choices=["no", "yes"],
+                    help="the flip rule (docstring): evaluate every candidate without / with "
+                         "test-time flipping (default: the fused default)")
     ap.add_argument("--out", default=None, help="append one JSON line per result here")
     args = ap.parse_args()
 
@@ -122,17 +125,19 @@ def main() -> None:
         feats_all = None
         m = minfo["num_classes"]
 
-        def make(comps, backbone, m=m):
+        def make(comps, backbone, flip, m=m):
             return create_signature("fused", num_classes=m, components=comps,
-                                    **({"backbone": backbone} if backbone else {}))
+                                    **({"backbone": backbone} if backbone else {}),
+                                    **({"flip": flip == "yes"} if flip else {}))
 
-        for comps, backbone in itertools.product(cands, args.backbones or [None]):
-            sig0 = make(comps, backbone)
+        for comps, backbone, flip in itertools.product(cands, args.backbones or [None],
+                                                       args.flip or [None]):
+            sig0 = make(comps, backbone, flip)
             if sig0.feature_method and feats_all is None:
                 feats_all = features_cached(paths, sig0.feature_method, progress=False)
             for part in args.parts:
                 rows = parts[part]
-                sig = make(comps, backbone)
+                sig = make(comps, backbone, flip)
                 t0 = time.perf_counter()
                 inp = Inputs([maps[i] for i in rows],
                              None if not sig.feature_method else [feats_all[i] for i in rows],
@@ -141,6 +146,7 @@ def main() -> None:
                 r = res.results[0]
                 line = {"dataset": name, "model": args.model, "components": "+".join(comps),
                         **({"backbone": backbone} if backbone else {}),
+                        **({"flip": flip} if flip else {}),
                         "part": part, "images": len(rows), "map": round(float(r.map), 4),
                         "seconds": round(time.perf_counter() - t0, 1)}
                 print(json.dumps(line), flush=True)

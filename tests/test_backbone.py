@@ -301,6 +301,33 @@ def test_extract_reducers_inputs_and_batching(lite0: Backbone) -> None:
     assert lite0.extract([], progress=False) == {}
 
 
+def test_flip_averages_the_maps_of_the_mirror(lite0: Backbone) -> None:
+    """``flip=True``: each map is the mean of the image's and its mirror's map flipped back
+    (reference: two plain passes and NumPy), so GAP is the mean of the two GAPs, the maps
+    stay aligned with the image, and an image that is its own mirror is unchanged."""
+    paths = _corel([7, 207, 607])
+    imgs = np.stack([lite0.load_image(p) for p in paths])
+    mirror = np.ascontiguousarray(imgs[:, :, ::-1])
+    plain = lite0.extract(imgs, reducer=("maps", "logits"), progress=False)
+    mirrored = lite0.extract(mirror, reducer=("maps", "logits"), progress=False)
+    flipped = lite0.extract(imgs, reducer=("maps", "logits"), progress=False, flip=True)
+    for name in ("stage1", "stage5", "head", "logits"):
+        ref = (plain[name] + (mirrored[name][..., ::-1] if plain[name].ndim == 4
+                              else mirrored[name])) / 2
+        np.testing.assert_allclose(flipped[name], ref, rtol=1e-4, atol=1e-5)
+    g = lite0.extract(paths, reducer="gap", progress=False, flip=True, batch_size=2)["gap"]
+    np.testing.assert_allclose(g, plain["head"].mean(axis=(2, 3)) / 2
+                               + mirrored["head"].mean(axis=(2, 3)) / 2, rtol=1e-4, atol=1e-5)
+    assert np.abs(g - plain["head"].mean(axis=(2, 3))).max() > 1e-2  # it changes something
+    sym = np.concatenate([imgs[:1, :, :112], imgs[:1, :, :112][:, :, ::-1]], axis=2)
+    np.testing.assert_allclose(lite0.extract(sym, progress=False, flip=True)["gap"],
+                               lite0.extract(sym, progress=False)["gap"], rtol=1e-4, atol=1e-5)
+    with pytest.raises(TypeError, match="flip"):
+        lite0.extract(paths, progress=False, flip="yes")
+    with pytest.raises(TypeError, match="flip"):
+        lite0.forward_batch(imgs, flip=1)
+
+
 def test_scripted_backbone_matches_eager(lite0: Backbone) -> None:
     s = Backbone("efficientnet-lite0", device="cpu", script=True)
     paths = _corel([5, 605])

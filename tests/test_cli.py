@@ -817,7 +817,7 @@ def test_local_signature_index_search_info_gallery(env, signature, capsys, tmp_p
     _one_error_line(err, "index")
     rc, _, err = _run(capsys, ["index", str(env["tree"]), "-o", str(tmp_path / "x"),
                                "--signature", signature, "--levels", "2", *common])
-    assert rc == 1 and "--levels / --pyramid apply to --signature sbs only" in err
+    assert rc == 1 and "--levels applies to --signature sbs only" in err
 
 
 def test_sbovp_index_with_saved_vocabulary(env, capsys, tmp_path):

@@ -330,6 +330,43 @@ def test_fused_backbone_reaches_its_deep_components_only():
                                                   components=("sbs",)).describe()
 
 
+def test_fused_flip_reaches_its_deep_components_and_the_cache_key(monkeypatch):
+    """``flip`` is handed like the backbone (every deep component, not sbs), a mismatching
+    component is refused, an index header without the field reads as its components', and
+    the descriptors asked for carry it (so a flipped and a plain descriptor never share a
+    cache entry)."""
+    from semcbir_fast.deep import extract
+    from semcbir_fast.signatures.cnn import FUSED_BACKBONE
+
+    sig = create_signature("fused", num_classes=5, components=("cnn", "sbs", "regions"),
+                           flip=True)
+    assert [c.params.flip for c in sig.components if c.name != "sbs"] == [True, True]
+    assert not hasattr(sig.components[1].params, "flip")
+    assert "flipped" in sig.describe() and "flip" in sig.label()
+    assert create_signature("fused", num_classes=5).params.flip is False
+    with pytest.raises(ValueError, match="do not use the fused flip"):
+        create_signature("fused", num_classes=5, flip=True,
+                         component_signatures=[create_signature("cnn", num_classes=5,
+                                                                backbone=FUSED_BACKBONE),
+                                               create_signature("sbs", num_classes=5)])
+    with pytest.raises(ValueError, match="flip"):
+        create_signature("cnn", num_classes=5, flip="yes")
+    old = sig.to_header()
+    del old["params"]["flip"]
+    back = FusedSignature.from_header(old)
+    assert back.params.flip is True and back.params == sig.params
+    seen = []
+
+    def fake(paths, what, reducer, *, flip=False, **kw):
+        seen.append((what, flip))
+        return {"gap": np.ones((len(paths), 4), np.float32)}
+
+    monkeypatch.setattr(extract, "extract_cached", fake)
+    for flip in (False, True):
+        create_signature("cnn", num_classes=5, flip=flip).raw(Inputs(paths=["a.jpg"]))
+    assert seen == [("global", False), ("global", True)]
+
+
 def test_backbone_flag_defaults_per_signature():
     """``--backbone`` is one flag for every deep signature; not given, each takes its own
     default (fused's may differ from cnn's), given, it reaches the signature asked for."""
@@ -349,3 +386,17 @@ def test_backbone_flag_defaults_per_signature():
         check_foreign_options(args, get_signature(name))  # fused owns the flag too
         (p,) = signature_params(args, get_signature(name), several=True)
         assert p.backbone == "efficientnet-lite1"
+        assert p.flip is False
+        args = parser.parse_args(["eval", "--dataset", "msrc", "--signature", name, "--flip"])
+        check_foreign_options(args, get_signature(name))
+        (p,) = signature_params(args, get_signature(name), several=True)
+        assert p.flip is True
+    # a shared flag given to a signature without it names every signature that has it
+    from semcbir_fast.cli._common import CLIError
+
+    args = parser.parse_args(["eval", "--dataset", "msrc", "--signature", "sbs", "--flip",
+                              "--pooling", "gem"])
+    with pytest.raises(CLIError, match="^--flip applies to --signature cnn / fused / "
+                       "neural-codes / regions only; --pooling applies to --signature cnn "
+                       "only$"):
+        check_foreign_options(args, get_signature("sbs"))

@@ -184,16 +184,24 @@ def check_foreign_options(args: argparse.Namespace, cls: Any) -> None:
 
     classes = list(cls) if isinstance(cls, (list, tuple)) else [cls]
     own = {fl for c in classes for f in _fields(c) for fl in _flags_of(f)}
+    given: list[str] = []  # flags of other signatures that were given, in a stable order
+    owners: dict[str, list[str]] = {}  # flag -> the signatures that have it
     for name in list_signatures():
         other = get_signature(name)
+        for f in _fields(other):
+            for fl in _flags_of(f):
+                owners.setdefault(fl, []).append(name)
         if other in classes:
             continue
-        theirs = [f for f in _fields(other) if not set(_flags_of(f)) & own]
-        names = {f.name for f in theirs}
-        if any(f.name in names for f in given_fields(args, other)):
-            flags = [fl for f in theirs for fl in _flags_of(f)]
-            raise CLIError(f"{' / '.join(flags)} appl{'ies' if len(flags) == 1 else 'y'} to "
-                           f"--signature {name} only")
+        given += [fl for f in given_fields(args, other) for fl in _flags_of(f)
+                  if fl not in own and fl not in given]
+    groups: dict[tuple[str, ...], list[str]] = {}  # the same owners: one clause
+    for fl in given:
+        groups.setdefault(tuple(sorted(owners[fl])), []).append(fl)
+    if groups:
+        raise CLIError("; ".join(
+            f"{' / '.join(fls)} appl{'ies' if len(fls) == 1 else 'y'} to --signature "
+            f"{' / '.join(where)} only" for where, fls in groups.items()))
 
 
 def signature_params(args: argparse.Namespace, cls: Any, *, several: bool) -> list[Any]:

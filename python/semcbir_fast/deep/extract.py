@@ -98,6 +98,7 @@ def extract_cached(
     device: Any = None,
     progress: bool | None = None,
     compute: Callable[[Any], dict[str, np.ndarray]] | None = None,
+    flip: bool = False,
 ) -> dict[str, np.ndarray]:
     """``Backbone(backbone).extract(paths, reducer=reducer)``, remembered.
 
@@ -120,7 +121,11 @@ def extract_cached(
         64 images or more).
     compute : callable, optional
         ``compute(backbone) -> dict of (n, ...) arrays`` instead of running ``reducer``
-        over the files (e.g. over crops of them); cached the same way.
+        over the files (e.g. over crops of them); cached the same way (it must honour
+        ``flip`` itself).
+    flip : bool
+        Test-time flipping (:meth:`Backbone.forward_batch`): maps averaged over each image
+        and its mirror; part of the cache key.
     """
     import torch
 
@@ -128,6 +133,8 @@ def extract_cached(
     bb = get_backbone(backbone, device=device)
     parts = {"backbone": backbone, "preprocess": repr(bb.preprocess), "what": what,
              "extra": extra_key, "torch": torch.__version__, "format": 1}
+    if flip:  # only then, so that the keys of unflipped descriptors stay as they were
+        parts["flip"] = True
     from ..eval.cache import files_key
 
     key = files_key(parts, files) if files else json.dumps(parts, sort_keys=True)
@@ -152,7 +159,7 @@ def extract_cached(
             out = {k: np.asarray(v) for k, v in compute(bb).items()}
         else:
             out = bb.extract(files, reducer=reducer, batch_size=batch_size, progress=progress,
-                             workers=2) if files else {}
+                             workers=2, flip=bool(flip)) if files else {}
         if cpath is not None:
             from .._atomic import atomic_path
 

@@ -529,9 +529,18 @@ class Backbone:
             self._layout[key] = lay
         return lay
 
-    def forward_batch(self, images: Sequence[np.ndarray] | np.ndarray) -> FeatureBatch:
+    def forward_batch(self, images: Sequence[np.ndarray] | np.ndarray, *,
+                      flip: bool = False) -> FeatureBatch:
         """Run the network on preprocessed uint8 images (``(B, H, W, 3)`` or a list of
-        ``(H, W, 3)`` of the input size) and return every map, on the device."""
+        ``(H, W, 3)`` of the input size) and return every map, on the device.
+
+        ``flip=True``: test-time flipping. The batch and its horizontal mirror go through
+        the network together (one call of ``2B`` images); each map of the mirror is flipped
+        back along its width and every map (and the logits) is the mean of the two, so the
+        maps stay aligned with the image (a reducer that pools under masks of the image, or
+        keeps the maps, sees the same geometry) and GAP of the result is the mean of the two
+        images' GAP descriptors.
+        """
         batch = np.ascontiguousarray(np.stack(list(images)) if not isinstance(images, np.ndarray)
                                      else images)
         if batch.ndim != 4 or batch.shape[-1] != 3 or batch.dtype != np.uint8:
@@ -539,6 +548,11 @@ class Backbone:
                 f"images must be uint8 (B, H, W, 3) preprocessed inputs, got {batch.dtype} "
                 f"{batch.shape}; use load_image() or extract() for raw images"
             )
+        if not isinstance(flip, (bool, np.bool_)):
+            raise TypeError(f"flip must be a bool, got {type(flip).__name__}")
+        n = batch.shape[0]
+        if flip:
+            batch = np.concatenate([batch, np.ascontiguousarray(batch[:, :, ::-1])])
         x = self._normalise(batch)
         amp = (torch.autocast(self.device.type, dtype=self.dtype) if self.dtype is not None
                else contextlib.nullcontext())
@@ -555,6 +569,9 @@ class Backbone:
                         f"{self.name}: forward must return a (N, C, H, W) map or a list / tuple "
                         f"of them, got {type(out).__name__}"
                     )
+        if flip:
+            maps = [(m[:n] + torch.flip(m[n:], dims=[-1])) * 0.5 for m in maps]
+            logits = None if logits is None else (logits[:n] + logits[n:]) * 0.5
         lay = self._layout_for(batch.shape[1:3], maps)
         return FeatureBatch(maps=maps, names=lay.names, strides=lay.strides,
                             levels=lay.levels, logits=logits)
@@ -563,7 +580,7 @@ class Backbone:
 
     def extract(self, images: Any, *, reducer: Reducer = "gap", batch_size: int = 16,
                 device: Any = None, dtype: Any = "keep", progress: bool = True,
-                workers: int = 2) -> dict[str, np.ndarray]:
+                workers: int = 2, flip: bool = False) -> dict[str, np.ndarray]:
         """Pooled descriptors of many images, one batch of feature maps in memory at a time.
 
         Parameters
@@ -586,6 +603,9 @@ class Backbone:
         workers : int
             Threads that read and resize images, one batch ahead of the network
             (0: in the calling thread).
+        flip : bool
+            Test-time flipping (:meth:`forward_batch`): every map averaged over the image
+            and its horizontal mirror; twice the network time.
 
         Returns
         -------
@@ -605,6 +625,8 @@ class Backbone:
 
         batch_size = check_int(batch_size, "batch_size", 1)
         workers = check_int(workers, "workers", 0)
+        if not isinstance(flip, (bool, np.bool_)):
+            raise TypeError(f"flip must be a bool, got {type(flip).__name__}")
         if device is not None or dtype != "keep":
             self.to(device if device is not None else self.device, dtype)
         reduce = _resolve_reducer(reducer)
@@ -623,7 +645,7 @@ class Backbone:
             for b in range(len(chunks)):
                 cur = ahead if pool is None else [f.result() for f in ahead]
                 ahead = load(chunks[b + 1]) if b + 1 < len(chunks) else None
-                fb = self.forward_batch(cur)
+                fb = self.forward_batch(cur, flip=flip)
                 out = reduce(fb)
                 for k, v in out.items():
                     parts.setdefault(k, []).append(v.detach().float().cpu())

@@ -61,6 +61,20 @@ def backbone_option(default: str = DEFAULT_BACKBONE) -> Any:
                                 f"{FUSED_BACKBONE})"})])
 
 
+def flip_option() -> Any:
+    """The ``--flip`` field, shared like ``--backbone`` (declared alike in every deep
+    signature; ``fused`` hands it to its deep components)."""
+    return option(False, action=argparse.BooleanOptionalAction,
+                  help="deep signatures: test-time flipping, every backbone map averaged "
+                  "over the image and its horizontal mirror (twice the network time; off by "
+                  "default)")
+
+
+def _check_flip(flip: Any) -> None:
+    if not isinstance(flip, (bool, np.bool_)):
+        raise ValueError(f"flip must be True or False, got {flip!r}")
+
+
 def _check_backbone(name: Any) -> None:
     if not isinstance(name, str) or not name:
         raise ValueError(f"backbone must be a registered backbone name or a TorchScript path, "
@@ -162,6 +176,7 @@ class CNNParams:
     """cnn settings: backbone, pooling of its final map, optional PCA whitening."""
 
     backbone: str = backbone_option()
+    flip: bool = flip_option()
     pooling: str = option("gap", choices=list(POOLINGS), sweep=True,
                           help="cnn: pooling of the final feature map: gap (default), crow "
                           "(Kalantidis et al. 2016), gem (p = 3, Radenovic et al. 2018)")
@@ -173,6 +188,7 @@ class CNNParams:
 
     def __post_init__(self) -> None:
         _check_backbone(self.backbone)
+        _check_flip(self.flip)
         if self.pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
         if isinstance(self.whiten_dim, bool) or not isinstance(self.whiten_dim, int) \
@@ -180,12 +196,14 @@ class CNNParams:
             raise ValueError(f"whiten_dim must be an int >= 0, got {self.whiten_dim!r}")
 
 
-def global_descriptors(paths: list[str], backbone: str, q: float = _NC_Q) -> dict[str, np.ndarray]:
-    """GAP / GeM / CroW and paper 003's codes of image files (one cached backbone pass)."""
+def global_descriptors(paths: list[str], backbone: str, q: float = _NC_Q, *,
+                       flip: bool = False) -> dict[str, np.ndarray]:
+    """GAP / GeM / CroW and paper 003's codes of image files (one cached backbone pass;
+    ``flip``: of the maps averaged with the mirror's)."""
     from ..deep.extract import extract_cached, global_reducer
 
     return extract_cached(paths, "global", global_reducer(q), backbone=backbone,
-                          extra_key={"q": float(q)})
+                          extra_key={"q": float(q)}, flip=bool(flip))
 
 
 def l2n(x: np.ndarray) -> np.ndarray:
@@ -221,7 +239,8 @@ class CNNSignature(DenseSignature):
         paths = self.image_paths(inputs)
         if not paths:
             return np.zeros((0, 0), np.float32)
-        return l2n(global_descriptors(paths, self.backbone())[self.params.pooling])
+        return l2n(global_descriptors(paths, self.backbone(),
+                                      flip=self.params.flip)[self.params.pooling])
 
     def fit(self, inputs: Inputs, *, threads: int = 0,
             cache: dict[Any, Any] | None = None) -> CNNSignature:
@@ -249,13 +268,16 @@ class CNNSignature(DenseSignature):
         return DenseBatch(x)
 
     def label(self) -> str:
-        return self.params.pooling + ("+pcaw" if self.params.whiten else "")
+        return (self.params.pooling + ("+flip" if self.params.flip else "")
+                + ("+pcaw" if self.params.whiten else ""))
 
     def describe(self) -> str:
         p = self.params
         w = (f", PCA-whitened to {self.whitening.dim}-d" if self.whitening is not None
              else ", PCA whitening (not fitted)" if p.whiten else "")
-        return f"cnn, {p.backbone}, {p.pooling.upper()} of the final map, L2-normalised{w}, L2"
+        f = " (maps averaged with the mirror's)" if p.flip else ""
+        return (f"cnn, {p.backbone}, {p.pooling.upper()} of the final map{f}, "
+                f"L2-normalised{w}, L2")
 
     @classmethod
     def published(cls, dataset: str) -> dict[str, Any]:

@@ -3,9 +3,9 @@ re-ranking as search options.
 
 A fused signature holds one component signature per registry name in ``components``
 (default ``("cnn", "sbs")``: the default deep signature and the library's default semantic
-one, each with its own default settings except the backbone: ``backbone``, default
-EfficientNet-Lite1 (chosen on a disjoint split, ``docs/deep.md``), is handed to every
-component that runs one). Each image is encoded by every component; the
+one, each with its own default settings except the backbone pass: ``backbone``, default
+EfficientNet-Lite1 (chosen on a disjoint split, ``docs/deep.md``), and ``flip`` (test-time
+flipping, off) are handed to every component that runs a backbone). Each image is encoded by every component; the
 index keeps every component's encoding (as side data of one
 :class:`~semcbir_fast.index.DenseIndex`). A query is ranked as follows:
 
@@ -46,7 +46,14 @@ from typing import Any
 import numpy as np
 
 from .base import Inputs, Signature, option
-from .cnn import FUSED_BACKBONE, DenseSignature, _check_backbone, backbone_option
+from .cnn import (
+    FUSED_BACKBONE,
+    DenseSignature,
+    _check_backbone,
+    _check_flip,
+    backbone_option,
+    flip_option,
+)
 from .registry import get_signature, register_signature
 
 __all__ = ["FusedParams", "FusedSignature"]
@@ -77,6 +84,7 @@ class FusedParams:
                               "help": "fused: signatures to fuse, each with its defaults "
                                       "(default: cnn sbs)"})])
     backbone: str = backbone_option(FUSED_BACKBONE)
+    flip: bool = flip_option()
     weights: tuple[float, ...] | None = option(
         None, from_args=_weights_from_args, flags=[
             ("--weights", {"nargs": "+", "type": float, "default": None, "metavar": "W",
@@ -106,6 +114,7 @@ class FusedParams:
         if len(set(comps)) != len(comps):
             raise ValueError(f"components must not repeat a signature, got {comps}")
         _check_backbone(self.backbone)
+        _check_flip(self.flip)
         if self.weights is not None:
             w = tuple(float(x) for x in self.weights)
             object.__setattr__(self, "weights", w)
@@ -131,9 +140,15 @@ class FusedParams:
             raise ValueError(f"lam must be in [0, 1], got {self.lam!r}")
 
 
-def _has_backbone(cls: type) -> bool:
-    """Whether a signature class runs a backbone (its Params has a ``backbone`` field)."""
-    return "backbone" in getattr(cls.Params, "__dataclass_fields__", {})
+#: The settings of the backbone pass that fused hands to every component that has them.
+SHARED = ("backbone", "flip")
+
+
+def _shared(cls: type) -> tuple[str, ...]:
+    """The :data:`SHARED` fields of a signature class's Params (a deep signature has them,
+    ``sbs`` none)."""
+    fields = getattr(cls.Params, "__dataclass_fields__", {})
+    return tuple(f for f in SHARED if f in fields)
 
 
 def _kind(sig: Signature) -> str:
@@ -169,17 +184,21 @@ class FusedSignature(DenseSignature):
         super().__init__(params, num_classes=num_classes, ignore_index=ignore_index,
                          **overrides)
         comps = component_signatures
-        bb = self.params.backbone
+        p = self.params
         if comps is None:
-            classes = [get_signature(n) for n in self.params.components]
+            classes = [get_signature(n) for n in p.components]
             comps = [c(num_classes=num_classes, ignore_index=ignore_index,
-                       **({"backbone": bb} if _has_backbone(c) else {})) for c in classes]
-        if [c.name for c in comps] != list(self.params.components):
+                       **{f: getattr(p, f) for f in _shared(c)}) for c in classes]
+        if [c.name for c in comps] != list(p.components):
             raise ValueError("component_signatures must match params.components")
-        wrong = [c.name for c in comps if _has_backbone(type(c)) and c.params.backbone != bb]
-        if wrong:
-            raise ValueError(f"component_signatures {wrong} do not use the fused backbone "
-                             f"{bb!r}: build them with backbone={bb!r} or give fused theirs")
+        for f in SHARED:
+            want = getattr(p, f)
+            wrong = [c.name for c in comps
+                     if f in _shared(type(c)) and getattr(c.params, f) != want]
+            if wrong:
+                raise ValueError(f"component_signatures {wrong} do not use the fused {f} "
+                                 f"{want!r}: build them with {f}={want!r} or give fused "
+                                 "theirs")
         self.components = list(comps)
         self.kinds = [_kind(c) for c in self.components]
         self._columns: list[int] = [-1] * len(self.components)
@@ -409,6 +428,8 @@ class FusedSignature(DenseSignature):
     def label(self) -> str:
         p = self.params
         s = "+".join(p.components)
+        if p.flip:
+            s += " flip"
         if p.qe != "none":
             s += f" qe-{p.qe}"
         if p.rerank != "none":
@@ -422,8 +443,8 @@ class FusedSignature(DenseSignature):
               + (f", alpha={p.qe_alpha:g})" if p.qe == "alpha" else ")"))
         rr = (f", k-reciprocal re-ranking (k1={p.k1}, k2={p.k2}, lambda={p.lam:g})"
               if p.rerank != "none" else "")
-        bb = (f"; {p.backbone}" if any(_has_backbone(type(c)) for c in self.components)
-              else "")
+        bb = (f"; {p.backbone}" + (", flipped" if p.flip else "")
+              if any(_shared(type(c)) for c in self.components) else "")
         return f"fused ({w}{bb}; {p.normalization}-normalised distances{qe}{rr})"
 
     def extra_label(self, name: str) -> str | None:
@@ -483,10 +504,11 @@ class FusedSignature(DenseSignature):
             sub = {k[len(pre):]: v for k, v in arrays.items() if k.startswith(pre)}
             comps.append(get_signature(ch["signature"]).from_header(ch, sub))
         p = dict(header.get("params") or {})
-        if "backbone" not in p:
-            # an index written before fused had its own backbone: its deep components'
-            p["backbone"] = next((c.params.backbone for c in comps
-                                  if _has_backbone(type(c))), FUSED_BACKBONE)
+        for f in SHARED:
+            if f not in p:
+                # an index written before fused had this field: its deep components' value
+                p[f] = next((getattr(c.params, f) for c in comps if f in _shared(type(c))),
+                            FusedParams.__dataclass_fields__[f].default)
         fields = set(FusedParams.__dataclass_fields__)
         params = FusedParams(**{k: v for k, v in p.items() if k in fields})
         sig = cls(params, num_classes=header["num_classes"],

@@ -17,7 +17,14 @@ from typing import Any
 import numpy as np
 
 from .base import Inputs, option
-from .cnn import DenseSignature, _check_backbone, backbone_option, global_descriptors
+from .cnn import (
+    DenseSignature,
+    _check_backbone,
+    _check_flip,
+    backbone_option,
+    flip_option,
+    global_descriptors,
+)
 from .registry import register_signature
 
 __all__ = ["PARTS", "NeuralCodesParams", "NeuralCodesSignature"]
@@ -31,6 +38,7 @@ class NeuralCodesParams:
     """neural-codes settings: which descriptor, its threshold ``q`` and the distance."""
 
     backbone: str = backbone_option()
+    flip: bool = flip_option()
     part: str = option("eta", choices=list(PARTS), sweep=True,
                        eval_default=list(PARTS),
                        help="neural-codes: h (pooled head, eq. 7), eta_tilde (significant "
@@ -43,6 +51,7 @@ class NeuralCodesParams:
 
     def __post_init__(self) -> None:
         _check_backbone(self.backbone)
+        _check_flip(self.flip)
         if self.part not in PARTS:
             raise ValueError(f"part must be one of {PARTS}, got {self.part!r}")
         if not (isinstance(self.q, (int, float)) and not isinstance(self.q, bool)
@@ -78,7 +87,8 @@ class NeuralCodesSignature(DenseSignature):
         paths = self.image_paths(inputs)
         if not paths:
             return DenseBatch(np.zeros((0, 0), np.float32))
-        out = global_descriptors(paths, self.backbone(), float(self.params.q))
+        out = global_descriptors(paths, self.backbone(), float(self.params.q),
+                                 flip=self.params.flip)
         return DenseBatch(np.asarray(out[self.params.part], dtype=np.float32))
 
     def label(self) -> str:
@@ -86,7 +96,8 @@ class NeuralCodesSignature(DenseSignature):
 
     def describe(self) -> str:
         p = self.params
-        return (f"neural-codes, {p.backbone}, {self.label()} (paper 003, q={p.q:g}), raw "
+        f = ", maps averaged with the mirror's" if p.flip else ""
+        return (f"neural-codes, {p.backbone}, {self.label()} (paper 003, q={p.q:g}{f}), raw "
                 f"activations, {p.distance.upper()} distance")
 
     @classmethod

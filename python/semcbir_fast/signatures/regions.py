@@ -32,7 +32,9 @@ from .cnn import (
     POOLINGS,
     DenseSignature,
     _check_backbone,
+    _check_flip,
     backbone_option,
+    flip_option,
     global_descriptors,
     l2n,
 )
@@ -52,6 +54,7 @@ class RegionsParams:
     with the global feature, optional re-ranking."""
 
     backbone: str = backbone_option()
+    flip: bool = flip_option()
     regions: int = option(5, type=int, metavar="K",
                           help="regions: the K largest connected class regions per image (5)")
     region_mode: str = option("masked", choices=["masked", "crop"], sweep=True,
@@ -73,6 +76,7 @@ class RegionsParams:
 
     def __post_init__(self) -> None:
         _check_backbone(self.backbone)
+        _check_flip(self.flip)
         _nonneg_int(self.regions, "regions")
         if self.regions < 1:
             raise ValueError(f"regions must be >= 1, got {self.regions}")
@@ -89,9 +93,11 @@ class RegionsParams:
 
 def region_descriptors(paths: list[str], label_maps: list[np.ndarray], *, backbone: str,
                        k: int, mode: str, min_fraction: float, num_classes: int,
-                       ignore_index: int | None) -> tuple[np.ndarray, np.ndarray]:
+                       ignore_index: int | None, flip: bool = False
+                       ) -> tuple[np.ndarray, np.ndarray]:
     """``(n, k, C)`` float32 region descriptors and ``(n, k)`` validity of image files with
-    their label maps (cached like the global descriptors, keyed by the label maps too)."""
+    their label maps (cached like the global descriptors, keyed by the label maps too;
+    ``flip``: of the maps averaged with the mirror's, a crop with its mirror's)."""
     from ..deep.extract import extract_cached, get_backbone, labels_digest
     from ..deep.regions import label_regions, masked_region_descriptors, region_crops
 
@@ -126,7 +132,7 @@ def region_descriptors(paths: list[str], label_maps: list[np.ndarray], *, backbo
             return {"regions": torch.from_numpy(d), "valid": torch.from_numpy(v)}
 
         out = extract_cached(paths, "regions-masked", reducer, backbone=backbone,
-                             extra_key=extra)
+                             extra_key=extra, flip=flip)
         return out["regions"].astype(np.float32), out["valid"].astype(bool)
     # crop: every region's box through the backbone on its own
     from ..imageio import read_image
@@ -138,10 +144,10 @@ def region_descriptors(paths: list[str], label_maps: list[np.ndarray], *, backbo
         if not crops:
             return {"gap": np.zeros((0, 0), np.float32), "counts": counts}
         return {"gap": bb.extract(crops, reducer="gap", batch_size=16, progress=False,
-                                  workers=0)["gap"], "counts": counts}
+                                  workers=0, flip=flip)["gap"], "counts": counts}
 
     out = extract_cached(paths, "regions-crop", None, backbone=backbone,
-                         extra_key={**extra, "v": 2}, compute=compute)
+                         extra_key={**extra, "v": 2}, compute=compute, flip=flip)
     rows, counts = out["gap"], out["counts"].tolist()
     c = rows.shape[1] if rows.size else 0
     d = np.zeros((len(paths), k, c), np.float32)
@@ -190,10 +196,11 @@ class RegionsSignature(DenseSignature):
         if not paths:
             return (np.zeros((0, 0), np.float32), np.zeros((0, p.regions, 0), np.float32),
                     np.zeros((0, p.regions), bool))
-        g = l2n(global_descriptors(paths, self.backbone())[p.global_pooling])
+        g = l2n(global_descriptors(paths, self.backbone(), flip=p.flip)[p.global_pooling])
         r, v = region_descriptors(paths, maps, backbone=self.backbone(), k=p.regions,
                                   mode=p.region_mode, min_fraction=p.min_region,
-                                  num_classes=self.num_classes, ignore_index=self.ignore_index)
+                                  num_classes=self.num_classes, ignore_index=self.ignore_index,
+                                  flip=p.flip)
         return g, r, v
 
     @staticmethod
@@ -274,7 +281,8 @@ class RegionsSignature(DenseSignature):
         pca = (f"PCA {self.pca.dim}-d" if self.pca is not None
                else "no PCA" if p.pca_dim == 0 else "PCA (not fitted)")
         rr = f", re-rank top {p.rerank_top} by region similarity" if p.rerank_top else ""
-        return (f"regions (paper 004), {p.backbone}, K={p.regions} largest class regions "
+        bb = f"{p.backbone}, flipped" if p.flip else p.backbone
+        return (f"regions (paper 004), {bb}, K={p.regions} largest class regions "
                 f"(>= {p.min_region:g} of the image), {p.region_mode}, sum-pooled + global "
                 f"{p.global_pooling.upper()}, {pca} + L2{rr}, L2 distance")
 
