@@ -118,6 +118,9 @@ def main() -> None:
     ap.add_argument("--flip", nargs="+", default=None, choices=["no", "yes"],
                     help="the flip rule (docstring): evaluate every candidate without / with "
                          "test-time flipping (default: the fused default)")
+    ap.add_argument("--fusion-weights", nargs="+", default=None, choices=["fixed", "adaptive"],
+                    help="the adaptive-weights rule (docstring): evaluate every candidate with "
+                         "these fusion weights (default: the fused default)")
     ap.add_argument("--out", default=None, help="append one JSON line per result here")
     args = ap.parse_args()
 
@@ -139,19 +142,21 @@ def main() -> None:
         feats_all = None
         m = minfo["num_classes"]
 
-        def make(comps, backbone, flip, m=m):
+        def make(comps, backbone, flip, fw, m=m):
             return create_signature("fused", num_classes=m, components=comps,
                                     **({"backbone": backbone} if backbone else {}),
-                                    **({"flip": flip == "yes"} if flip else {}))
+                                    **({"flip": flip == "yes"} if flip else {}),
+                                    **({"fusion_weights": fw} if fw else {}))
 
-        for comps, backbone, flip in itertools.product(cands, args.backbones or [None],
-                                                       args.flip or [None]):
-            sig0 = make(comps, backbone, flip)
+        for comps, backbone, flip, fw in itertools.product(
+                cands, args.backbones or [None], args.flip or [None],
+                args.fusion_weights or [None]):
+            sig0 = make(comps, backbone, flip, fw)
             if sig0.feature_method and feats_all is None:
                 feats_all = features_cached(paths, sig0.feature_method, progress=False)
             for part in args.parts:
                 rows = parts[part]
-                sig = make(comps, backbone, flip)
+                sig = make(comps, backbone, flip, fw)
                 t0 = time.perf_counter()
                 inp = Inputs([maps[i] for i in rows],
                              None if not sig.feature_method else [feats_all[i] for i in rows],
@@ -161,6 +166,7 @@ def main() -> None:
                 line = {"dataset": name, "model": args.model, "components": "+".join(comps),
                         **({"backbone": backbone} if backbone else {}),
                         **({"flip": flip} if flip else {}),
+                        **({"fusion_weights": fw} if fw else {}),
                         "part": part, "images": len(rows), "map": round(float(r.map), 4),
                         "seconds": round(time.perf_counter() - t0, 1)}
                 print(json.dumps(line), flush=True)

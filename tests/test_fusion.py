@@ -60,6 +60,32 @@ def test_fuse_distances():
         fuse_distances([a, np.zeros((2, 3))])
 
 
+def test_curve_weights_hand_computed_and_properties():
+    from semcbir_fast.search import curve_weights
+
+    # row 1: distances 0, 1, 1, 1 -> similarities 1, 0, 0, 0, area 1/4, inverse 4;
+    # row 2: 0, 1, 2, 3 -> 1, 2/3, 1/3, 0, area 1/2, inverse 2; scaled to sum to 2
+    w = curve_weights([np.array([[0, 1, 1, 1.0]]), np.array([[0, 1, 2, 3.0]])])
+    np.testing.assert_allclose(w, [[4 / 3, 2 / 3]])
+    rng = np.random.default_rng(3)
+    a, b = rng.random((6, 30)), rng.random((6, 30)) ** 3
+    w = curve_weights([a, b])
+    np.testing.assert_allclose(w.sum(axis=1), 2.0)
+    # invariant to an increasing affine map of a signature's distances
+    np.testing.assert_allclose(curve_weights([a * 7 + 3, b]), w)
+    # a constant row orders nothing: weight 0; no signature orders anything: 1 each
+    c = np.ones((6, 30))
+    np.testing.assert_allclose(curve_weights([a, c]), [[2.0, 0.0]] * 6)
+    np.testing.assert_allclose(curve_weights([c, c]), np.ones((6, 2)))
+    assert curve_weights([np.zeros((2, 0))]).shape == (2, 1)
+    with pytest.raises(ValueError, match="one shape"):
+        curve_weights([a, b[:, :5]])
+    with pytest.raises(ValueError, match="at least one"):
+        curve_weights([])
+    with pytest.raises(ValueError, match="finite"):
+        curve_weights([np.array([[0.0, np.inf]])])
+
+
 def test_penalised_keys_move_penalised_results_last():
     d = np.array([[0.5, 3.0, 0.1, 2.0]])
     p = np.array([[False, False, True, False]])
@@ -205,9 +231,22 @@ def _maps(n: int, m: int = 5, seed: int = 0) -> list[np.ndarray]:
     return out
 
 
+def _adaptive(rows: list[np.ndarray]) -> np.ndarray:
+    """Query-adaptive weights written out: per row, the similarities min-max normalised and
+    sorted, the area under that curve (mean height of its N unit steps), its inverse, the
+    row's weights scaled to sum to the number of components."""
+    inv = np.zeros((rows[0].shape[0], len(rows)))
+    for j, r in enumerate(rows):
+        for q in range(r.shape[0]):
+            curve = np.sort((r[q].max() - r[q]) / (r[q].max() - r[q].min()))[::-1]
+            inv[q, j] = 1.0 / curve.mean()
+    return inv * len(rows) / inv.sum(axis=1, keepdims=True)
+
+
 def _manual(sig: FusedSignature, enc: DenseBatch, q: DenseBatch) -> np.ndarray:
     """The fused distances written out: components' raw distances / their database std,
-    summed (equal weights), then k-reciprocal."""
+    summed (equal weights; adaptive: times the mean of the two images' adaptive weights),
+    then k-reciprocal."""
     from semcbir_fast import hamming_distances
     from semcbir_fast.search import float_distances
 
@@ -216,7 +255,14 @@ def _manual(sig: FusedSignature, enc: DenseBatch, q: DenseBatch) -> np.ndarray:
                 hamming_distances(b1.extras["c1"], b2.extras["c1"]).astype(np.float64)]
 
     sd = [r.std() for r in raw(enc, enc)]
-    fused = lambda a, b: sum(r / s for r, s in zip(raw(a, b), sd))
+    adaptive = sig.params.fusion_weights == "adaptive"
+    ax = _adaptive(raw(enc, enc))
+
+    def fused(a, b):
+        rs = raw(a, b)
+        aq = _adaptive(rs)
+        return sum(r / s * ((aq[:, j, None] + ax[None, :, j]) / 2 if adaptive else 1.0)
+                   for j, (r, s) in enumerate(zip(rs, sd)))
     dd = fused(enc, enc)
     if sig.params.rerank == "none":
         return fused(q, enc)
@@ -224,11 +270,12 @@ def _manual(sig: FusedSignature, enc: DenseBatch, q: DenseBatch) -> np.ndarray:
     return kr.rerank(fused(q, enc))
 
 
+@pytest.mark.parametrize("weights", ["fixed", "adaptive"])
 @pytest.mark.parametrize("rerank", ["none", "k-reciprocal"])
-def test_fused_search_is_the_written_out_fusion(toy, rerank):
+def test_fused_search_is_the_written_out_fusion(toy, rerank, weights):
     maps = _maps(60)
     sig = create_signature("fused", num_classes=5, components=("toy-dense", "sbs"),
-                           rerank=rerank)
+                           rerank=rerank, fusion_weights=weights)
     assert sig.requires == ("labels",)
     enc = sig.encode(Inputs(maps))
     index = sig.new_index()
@@ -236,6 +283,12 @@ def test_fused_search_is_the_written_out_fusion(toy, rerank):
     q = enc[[0, 7, 33]]
     d, i = index.search(q, 60)
     want = _manual(sig, enc, q)
+    if weights == "adaptive":
+        fixed = create_signature("fused", num_classes=5, components=("toy-dense", "sbs"),
+                                 rerank=rerank, fusion_weights="fixed")
+        assert np.abs(_manual(fixed, enc, q) - want).max() > 1e-3  # the weights matter
+        full = sig.fused_rows(index, enc)  # symmetric, as the re-ranking needs
+        np.testing.assert_allclose(full, full.T, rtol=1e-9, atol=1e-12)
     for r in range(3):
         order = np.argsort(want[r].astype(np.float32), kind="stable")
         np.testing.assert_array_equal(i[r], order)
@@ -297,6 +350,8 @@ def test_fused_params_errors(toy):
         create_signature("fused", num_classes=5, components=("nope",))
     with pytest.raises(ValueError, match="k1"):
         create_signature("fused", num_classes=5, k1=0)
+    with pytest.raises(ValueError, match="fusion_weights"):
+        create_signature("fused", num_classes=5, fusion_weights="learned")
 
 
 def test_fused_backbone_reaches_its_deep_components_only():
@@ -351,6 +406,10 @@ def test_fused_flip_reaches_its_deep_components_and_the_cache_key(monkeypatch):
                                                create_signature("sbs", num_classes=5)])
     with pytest.raises(ValueError, match="flip"):
         create_signature("cnn", num_classes=5, flip="yes")
+    assert sig.params.fusion_weights == "adaptive"  # the default
+    old = sig.to_header()
+    del old["params"]["fusion_weights"]  # an index from before the field: built fixed
+    assert FusedSignature.from_header(old).params.fusion_weights == "fixed"
     old = sig.to_header()
     del old["params"]["flip"]
     back = FusedSignature.from_header(old)
@@ -400,3 +459,10 @@ def test_backbone_flag_defaults_per_signature():
                        "neural-codes / regions only; --pooling applies to --signature cnn "
                        "only$"):
         check_foreign_options(args, get_signature("sbs"))
+    args = parser.parse_args(["eval", "--dataset", "msrc", "--signature", "fused",
+                              "--fusion-weights", "fixed"])
+    (p,) = signature_params(args, get_signature("fused"), several=True)
+    assert p.fusion_weights == "fixed"
+    (p,) = signature_params(parser.parse_args(["eval", "--dataset", "msrc", "--signature",
+                                               "fused"]), get_signature("fused"), several=True)
+    assert p.fusion_weights == "adaptive"

@@ -7,6 +7,7 @@ fusion of several signatures' distances, query expansion and k-reciprocal re-ran
 :func:`float_distances`            the full distance matrix of the same metrics
 :func:`topk_from_distances`        tie-exact top-k of any distance block
 :func:`fuse_distances`             z / rank / min-max normalised weighted sum (late fusion)
+:func:`curve_weights`              query-adaptive fusion weights (Zheng et al. 2015)
 :func:`alpha_qe`, :func:`average_qe`  query expansion (Radenovic et al. 2018; Chum et al. 2007)
 :class:`KReciprocal`               k-reciprocal re-ranking (Zhong et al. 2017)
 =================================  =========================================================
@@ -26,7 +27,13 @@ from .float_topk import (
     float_topk,
     topk_from_distances,
 )
-from .fusion import NORMALIZATIONS, fuse_distances, normalize_distances, penalised_keys
+from .fusion import (
+    NORMALIZATIONS,
+    curve_weights,
+    fuse_distances,
+    normalize_distances,
+    penalised_keys,
+)
 from .rerank import KReciprocal
 
 __all__ = [
@@ -38,6 +45,7 @@ __all__ = [
     "as_vectors",
     "available_backends",
     "average_qe",
+    "curve_weights",
     "float_distances",
     "float_topk",
     "fuse_distances",

@@ -11,6 +11,16 @@ Normalisations (``normalization=``), per query row over the whole database:
 - ``"minmax"``: ``(d - min) / (max - min)``.
 
 A row whose distances are all equal normalises to zeros (it cannot order anything).
+
+Query-adaptive weights (:func:`curve_weights`, Zheng et al., "Query-adaptive late fusion
+for image search and person re-identification", CVPR 2015): a signature whose distances of
+a query form an L-shaped curve (a few images close, the rest far) is discriminative for
+that query, one whose curve declines evenly is not. Sorting the row's similarities, min-max
+normalised to [0, 1], the area under the curve is their mean, ``(max - mean) / (max -
+min)`` of the distances; the weight is its inverse, a query's weights scaled to sum to the
+number of signatures. (The paper subtracts a reference curve learned on other data; this
+library has none and uses the plain curve.) The area is invariant to any increasing affine
+map of the distances, so it does not depend on the signature's units or normalisation.
 Penalised results (paper 001's filter) should enter as larger distances (see
 :func:`semcbir_fast.search.penalised_keys`), so that they keep their place after the others.
 """
@@ -22,7 +32,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["NORMALIZATIONS", "fuse_distances", "normalize_distances", "penalised_keys"]
+__all__ = ["NORMALIZATIONS", "curve_weights", "fuse_distances", "normalize_distances",
+           "penalised_keys"]
 
 NORMALIZATIONS = ("z", "rank", "minmax")
 
@@ -78,6 +89,42 @@ def normalize_distances(distances: Any, method: str = "z") -> np.ndarray:
     ranks = np.empty_like(d)
     np.put_along_axis(ranks, order, first.astype(np.float64), 1)
     return ranks / max(n - 1, 1)
+
+
+def curve_weights(distances: Sequence[Any]) -> np.ndarray:
+    """Query-adaptive weights of several signatures' distance rows (module docstring).
+
+    Parameters
+    ----------
+    distances : sequence of array_like
+        One ``(nq, N)`` finite distance matrix per signature (the same queries and
+        database), lower is better.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64 ``(nq, S)``: per query, ``1 / area`` of each signature's normalised curve,
+        scaled so that the row sums to ``S``. A signature whose row is constant (it orders
+        nothing) gets 0; a query none of whose signatures orders anything gets 1 each.
+    """
+    ds = [_matrix(d, f"distances[{i}]") for i, d in enumerate(distances)]
+    if not ds:
+        raise ValueError("distances must hold at least one (nq, N) matrix")
+    if any(d.shape != ds[0].shape for d in ds):
+        raise ValueError(f"distances must share one shape, got {[d.shape for d in ds]}")
+    nq, n = ds[0].shape
+    s = len(ds)
+    inv = np.zeros((nq, s))
+    for j, d in enumerate(ds):
+        if n == 0:
+            continue
+        hi, lo = d.max(axis=1), d.min(axis=1)
+        span = hi - lo
+        area = (hi - d.mean(axis=1)) / np.where(span > 0, span, 1.0)
+        # area >= 1/N when the span is > 0 (at least the minimum sits at the top)
+        inv[:, j] = np.where(span > 0, 1.0 / np.maximum(area, 1.0 / n), 0.0)
+    tot = inv.sum(axis=1, keepdims=True)
+    return np.where(tot > 0, inv * (s / np.where(tot > 0, tot, 1.0)), 1.0)
 
 
 def fuse_distances(distances: Sequence[Any], weights: Sequence[float] | None = None, *,

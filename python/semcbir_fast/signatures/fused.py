@@ -5,8 +5,8 @@ A fused signature holds one component signature per registry name in ``component
 (default ``("cnn", "sbs")``: the default deep signature and the library's default semantic
 one, each with its own default settings except the backbone pass: ``backbone``, default
 EfficientNet-Lite1 (chosen on a disjoint split, ``docs/deep.md``), and ``flip`` (test-time
-flipping, off) are handed to every component that runs a backbone). Each image is encoded by every component; the
-index keeps every component's encoding (as side data of one
+flipping, off) are handed to every component that runs a backbone). Each image is encoded
+by every component; the index keeps every component's encoding (as side data of one
 :class:`~semcbir_fast.index.DenseIndex`). A query is ranked as follows:
 
 1. every component's distances to the whole database (its own metric: L2 of CNN
@@ -17,7 +17,14 @@ index keeps every component's encoding (as side data of one
    ``"minmax"`` alike with their range, both estimated from the database itself (up to
    1024 of its rows against all of it), so that the fused distance stays symmetric;
    ``"rank"``: each row's ranks (a Borda count);
-3. summed with ``weights`` (default: 1 each, plain CombSUM);
+3. summed with ``weights`` (default: 1 each, plain CombSUM), each scaled, when
+   ``fusion_weights="adaptive"`` (the default), by the mean of the two images'
+   query-adaptive weights (:func:`semcbir_fast.search.curve_weights`, Zheng et al. 2015:
+   per image and component, the inverse area under its normalised sorted-similarity curve
+   over the database, an image's weights summing to the number of components; the
+   database's own are computed once, block by block, and kept until the next ``add``), so
+   that a component that ranks an image's neighbours sharply counts more for it and the
+   fused distance stays symmetric;
 4. optionally (``qe``) the dense components' queries are expanded with the ``qe_n`` first
    results (average QE or alpha-QE with ``qe_alpha``, :mod:`semcbir_fast.search.expansion`)
    and steps 1-3 run again;
@@ -29,8 +36,10 @@ index keeps every component's encoding (as side data of one
 The defaults are fixed, not fitted to any data set: equal weights (the plain rule), z-scores
 (the usual late-fusion normalisation), the re-ranking paper's own parameters, and no QE
 (k-reciprocal re-ranking already expands each query over its ``k2`` nearest neighbours;
-alpha-QE on top counts that twice). ``docs/deep.md`` gives the reasons and
-``docs/results_deep.md`` what each choice measures.
+alpha-QE on top counts that twice); the components, the backbone, flipping and the
+adaptive weights were each chosen by a rule fixed before measuring, on a disjoint split.
+``docs/deep.md`` gives the reasons and ``docs/results_deep.md`` what each choice measures.
+An index written before ``fusion_weights`` existed reads as ``"fixed"`` (how it was built).
 
 Costs: a search computes full distance rows (``O(N)`` memory per query, exact fusion);
 building the re-ranking graph computes the database's distances to itself twice in blocks
@@ -59,6 +68,7 @@ from .registry import get_signature, register_signature
 __all__ = ["FusedParams", "FusedSignature"]
 
 RERANKS = ("none", "k-reciprocal")
+FUSION_WEIGHTS = ("fixed", "adaptive")
 QES = ("none", "average", "alpha")
 _STAT_ROWS = 1024
 _BLOCK = 1 << 22  # floats of one (queries x database) block per component
@@ -91,6 +101,10 @@ class FusedParams:
                            "help": "fused: one weight per component (default 1 each)"})])
     normalization: str = option("z", flag="--fusion-norm", choices=["z", "rank", "minmax"],
                                 help="fused: per-component distance normalisation (z)")
+    fusion_weights: str = option("adaptive", choices=list(FUSION_WEIGHTS),
+                                 help="fused: adaptive (the default: each pair's --weights "
+                                 "scaled by the query-adaptive weights of its two images, "
+                                 "Zheng et al. 2015) or fixed (--weights alone)")
     qe: str = option("none", choices=list(QES),
                      help="fused: query expansion of the dense components (none, average, "
                      "alpha; default none)")
@@ -125,6 +139,9 @@ class FusedParams:
         if self.normalization not in ("z", "rank", "minmax"):
             raise ValueError(f"normalization must be z, rank or minmax, got "
                              f"{self.normalization!r}")
+        if self.fusion_weights not in FUSION_WEIGHTS:
+            raise ValueError(f"fusion_weights must be one of {FUSION_WEIGHTS}, got "
+                             f"{self.fusion_weights!r}")
         if self.qe not in QES:
             raise ValueError(f"qe must be one of {QES}, got {self.qe!r}")
         if self.rerank not in RERANKS:
@@ -346,17 +363,19 @@ class FusedSignature(DenseSignature):
                    parts: dict[int, Any] | None = None) -> np.ndarray:
         """Fused float64 distances ``(nq, N)`` of encoded queries (step 1-3), >= 0 for the
         z and minmax normalisations (shifted by their lower bound)."""
-        from ..search import normalize_distances
+        from ..search import curve_weights, normalize_distances
 
         w = self.weights
         norm = self.params.normalization
         stats = None if norm == "rank" else self._stats(index, threads)
+        active = [i for i in range(len(self.components)) if w[i]]
+        raw = [self._raw_rows(index, i, parts[i] if parts and i in parts
+                              else self._query_part(queries, i), threads) for i in active]
+        if self.params.fusion_weights == "adaptive":
+            # a pair's weight: the mean of its two images' adaptive weights (symmetric)
+            aq, ax = curve_weights(raw), self._db_weights(index, threads)
         out = None
-        for i in range(len(self.components)):
-            if not w[i]:
-                continue
-            q = parts[i] if parts and i in parts else self._query_part(queries, i)
-            r = self._raw_rows(index, i, q, threads)
+        for j, (i, r) in enumerate(zip(active, raw)):
             if norm == "rank":
                 z = normalize_distances(r, "rank")
             else:
@@ -364,9 +383,32 @@ class FusedSignature(DenseSignature):
                 # are >= 0): r / scale. The shift is a constant per component, so it changes
                 # no ranking, and it keeps the fused distance >= 0 for the re-ranking.
                 z = r / stats[i][1]
+            if self.params.fusion_weights == "adaptive":
+                z = z * ((aq[:, j, None] + ax[None, :, j]) * 0.5)
             out = w[i] * z if out is None else out + w[i] * z
         assert out is not None
         return np.maximum(out, 0.0)
+
+    def _db_weights(self, index: Any, threads: int) -> np.ndarray:
+        """Adaptive weights ``(N, S_active)`` of the database images (their rows against the
+        database, block by block), kept until the next ``add``."""
+        from ..search import curve_weights
+
+        w = self.weights
+        active = [i for i in range(len(self.components)) if w[i]]
+
+        def build() -> np.ndarray:
+            n = len(index)
+            out = np.empty((n, len(active)))
+            step = max(1, _BLOCK // max(n, 1))
+            for s in range(0, n, step):
+                b = index.batch[np.arange(s, min(n, s + step))]
+                out[s:s + len(b)] = curve_weights(
+                    [self._raw_rows(index, i, self._query_part(b, i), threads)
+                     for i in active])
+            return out
+
+        return index.derived(("adaptive-weights", tuple(active)), build)
 
     def _expanded(self, index: Any, queries: Any, first: np.ndarray) -> dict[int, Any]:
         from ..index import DenseBatch
@@ -394,7 +436,7 @@ class FusedSignature(DenseSignature):
                                len(index), k1=p.k1, k2=p.k2, lam=p.lam)
 
         return index.derived(("k-reciprocal", p.k1, p.k2, p.lam, p.normalization,
-                              tuple(self.weights)), build)
+                              tuple(self.weights), p.fusion_weights), build)
 
     def search_index(self, index: Any, queries: Any, k: int, *, threads: int = 0
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -430,6 +472,8 @@ class FusedSignature(DenseSignature):
         s = "+".join(p.components)
         if p.flip:
             s += " flip"
+        if p.fusion_weights != "fixed":
+            s += f" {p.fusion_weights}"
         if p.qe != "none":
             s += f" qe-{p.qe}"
         if p.rerank != "none":
@@ -445,7 +489,8 @@ class FusedSignature(DenseSignature):
               if p.rerank != "none" else "")
         bb = (f"; {p.backbone}" + (", flipped" if p.flip else "")
               if any(_shared(type(c)) for c in self.components) else "")
-        return f"fused ({w}{bb}; {p.normalization}-normalised distances{qe}{rr})"
+        aw = (", query-adaptive weights" if p.fusion_weights == "adaptive" else "")
+        return f"fused ({w}{bb}; {p.normalization}-normalised distances{aw}{qe}{rr})"
 
     def extra_label(self, name: str) -> str | None:
         """Which component a side-data entry of the index belongs to (``semcbir info``)."""
@@ -504,6 +549,8 @@ class FusedSignature(DenseSignature):
             sub = {k[len(pre):]: v for k, v in arrays.items() if k.startswith(pre)}
             comps.append(get_signature(ch["signature"]).from_header(ch, sub))
         p = dict(header.get("params") or {})
+        if "fusion_weights" not in p:  # written before the field existed: fixed weights
+            p["fusion_weights"] = "fixed"
         for f in SHARED:
             if f not in p:
                 # an index written before fused had this field: its deep components' value
