@@ -7,7 +7,7 @@ The low-level decoder (``imageio._decode_bytes``) is wrapped with a counter:
   only entries already read back), bytes / arrays / unreadable files are not memoised,
   scopes nest, threads reading one file wait for a single decode;
 - the pipeline on real MSRC images with a tiny TorchScript segmenter and EfficientNet-Lite0
-  on the CPU: building and querying a ``fused`` (cnn + sbs), ``regions`` (masked and crop)
+  on the CPU: building and querying a ``fused`` (its defaults), ``regions`` (masked and crop)
   and ``cnn`` index decodes each file exactly once, gives the same vectors with the memo
   off, and the label-map cache still skips the segmenter.
 """

@@ -79,7 +79,7 @@ def _encoded(kind: str, rng: np.random.Generator, n: int, **kw: object):
 
         return sig, batch(n), batch(9)
     if kind == "fused":
-        sig = create_signature("fused", num_classes=M, **kw)
+        sig = create_signature("fused", num_classes=M, components=("cnn", "sbs"), **kw)
         sbs = sig.components[1]
 
         def batch(m: int) -> DenseBatch:

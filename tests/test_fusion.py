@@ -372,7 +372,7 @@ def test_fused_backbone_reaches_its_deep_components_only():
         ["efficientnet-lite1"] * 2
     with pytest.raises(ValueError, match="do not use the fused backbone"):
         create_signature("fused", num_classes=5, backbone="efficientnet-lite1",
-                         component_signatures=[create_signature("cnn", num_classes=5),
+                         components=("cnn", "sbs"), component_signatures=[create_signature("cnn", num_classes=5),
                                                create_signature("sbs", num_classes=5)])
     with pytest.raises(ValueError, match="backbone"):
         create_signature("fused", num_classes=5, backbone="")
@@ -400,7 +400,7 @@ def test_fused_flip_reaches_its_deep_components_and_the_cache_key(monkeypatch):
     assert "flipped" in sig.describe() and "flip" in sig.label()
     assert create_signature("fused", num_classes=5).params.flip is False
     with pytest.raises(ValueError, match="do not use the fused flip"):
-        create_signature("fused", num_classes=5, flip=True,
+        create_signature("fused", num_classes=5, flip=True, components=("cnn", "sbs"),
                          component_signatures=[create_signature("cnn", num_classes=5,
                                                                 backbone=FUSED_BACKBONE),
                                                create_signature("sbs", num_classes=5)])

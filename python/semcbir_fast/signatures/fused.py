@@ -2,8 +2,9 @@
 re-ranking as search options.
 
 A fused signature holds one component signature per registry name in ``components``
-(default ``("cnn", "sbs")``: the default deep signature and the library's default semantic
-one, each with its own default settings except the backbone pass: ``backbone``, default
+(default ``("regions", "sbs")``: paper 004's region descriptors from the label maps and the
+library's default semantic signature, chosen by the component rule run under adaptive
+weights, ``docs/deep.md``; each with its own default settings except the backbone pass: ``backbone``, default
 EfficientNet-Lite1 (chosen on a disjoint split, ``docs/deep.md``), and ``flip`` (test-time
 flipping, off) are handed to every component that runs a backbone). Each image is encoded
 by every component; the index keeps every component's encoding (as side data of one
@@ -68,6 +69,8 @@ from .registry import get_signature, register_signature
 __all__ = ["FusedParams", "FusedSignature"]
 
 RERANKS = ("none", "k-reciprocal")
+#: The default components (the component rule under adaptive weights, docs/deep.md).
+DEFAULT_COMPONENTS = ("regions", "sbs")
 FUSION_WEIGHTS = ("fixed", "adaptive")
 QES = ("none", "average", "alpha")
 _STAT_ROWS = 1024
@@ -76,7 +79,7 @@ _BLOCK = 1 << 22  # floats of one (queries x database) block per component
 
 def _components_from_args(args: argparse.Namespace) -> tuple[str, ...]:
     v = getattr(args, "components", None)
-    return tuple(v) if v else ("cnn", "sbs")
+    return tuple(v) if v else DEFAULT_COMPONENTS
 
 
 def _weights_from_args(args: argparse.Namespace) -> tuple[float, ...] | None:
@@ -89,10 +92,10 @@ class FusedParams:
     """fused settings: components, fusion rule, query expansion, re-ranking."""
 
     components: tuple[str, ...] = option(
-        ("cnn", "sbs"), from_args=_components_from_args, flags=[
+        DEFAULT_COMPONENTS, from_args=_components_from_args, flags=[
             ("--components", {"nargs": "+", "default": None, "metavar": "NAME",
                               "help": "fused: signatures to fuse, each with its defaults "
-                                      "(default: cnn sbs)"})])
+                                      f"(default: {' '.join(DEFAULT_COMPONENTS)})"})])
     backbone: str = backbone_option(FUSED_BACKBONE)
     flip: bool = flip_option()
     weights: tuple[float, ...] | None = option(
@@ -184,7 +187,7 @@ def _kind(sig: Signature) -> str:
 
 @register_signature
 class FusedSignature(DenseSignature):
-    """Late fusion of several signatures' distances (cnn + sbs by default), then
+    """Late fusion of several signatures' distances (regions + sbs by default), then
     k-reciprocal re-ranking; optional query expansion."""
 
     name = "fused"
