@@ -4,11 +4,11 @@ re-ranking as search options.
 A fused signature holds one component signature per registry name in ``components``
 (default ``("regions", "sbs")``: paper 004's region descriptors from the label maps and the
 library's default semantic signature, chosen by the component rule run under adaptive
-weights, ``docs/deep.md``; each with its own default settings except the backbone pass: ``backbone``, default
-EfficientNet-Lite1 (chosen on a disjoint split, ``docs/deep.md``), and ``flip`` (test-time
-flipping, off) are handed to every component that runs a backbone). Each image is encoded
-by every component; the index keeps every component's encoding (as side data of one
-:class:`~semcbir_fast.index.DenseIndex`). A query is ranked as follows:
+weights, ``docs/deep.md``), each with its own default settings except the backbone pass:
+``backbone`` (default EfficientNet-Lite1, chosen on a disjoint split) and ``flip``
+(test-time flipping, off) are handed to every component that runs a backbone. Each image
+is encoded by every component; the index keeps every component's encoding (as side data of
+one :class:`~semcbir_fast.index.DenseIndex`). A query is ranked as follows:
 
 1. every component's distances to the whole database (its own metric: L2 of CNN
    descriptors, Hamming of SBS codes, sparse L2 of SBoVP phrases with paper 001's filter as
@@ -371,7 +371,7 @@ class FusedSignature(DenseSignature):
         w = self.weights
         norm = self.params.normalization
         stats = None if norm == "rank" else self._stats(index, threads)
-        active = [i for i in range(len(self.components)) if w[i]]
+        active = self._active()
         raw = [self._raw_rows(index, i, parts[i] if parts and i in parts
                               else self._query_part(queries, i), threads) for i in active]
         if self.params.fusion_weights == "adaptive":
@@ -392,13 +392,16 @@ class FusedSignature(DenseSignature):
         assert out is not None
         return np.maximum(out, 0.0)
 
+    def _active(self) -> list[int]:
+        """The components with a non-zero weight (the others are not computed)."""
+        return [i for i, wi in enumerate(self.weights) if wi]
+
     def _db_weights(self, index: Any, threads: int) -> np.ndarray:
         """Adaptive weights ``(N, S_active)`` of the database images (their rows against the
         database, block by block), kept until the next ``add``."""
         from ..search import curve_weights
 
-        w = self.weights
-        active = [i for i in range(len(self.components)) if w[i]]
+        active = self._active()
 
         def build() -> np.ndarray:
             n = len(index)
