@@ -48,14 +48,14 @@ except ImportError:  # pragma: no cover - the quality runner needs no pytest
     pytest = None
 
 from semcbir_fast.sbovp import (
-    SparseL2Index,
     PhraseSignatures,
+    SparseL2Index,
     Vocabulary,
     build_phrase_signatures,
     keypoint_classes,
     normalize_signatures,
-    sparse_l2_topk,
     sbovp_signatures,
+    sparse_l2_topk,
 )
 
 # ---------------------------------------------------------------------------------------------

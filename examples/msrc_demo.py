@@ -15,7 +15,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-
 import semcbir_fast as sf
 from semcbir_fast._paths import data_root
 from semcbir_fast.eval import mean_average_precision, precision_at_k

@@ -16,6 +16,9 @@ import numpy as np
 __all__ = [
     "INT32_MAX",
     "POPCOUNT8",
+    "csr_parts",
+    "random_csr",
+    "random_image",
     "ref_block_bounds",
     "ref_block_stats",
     "ref_decode",
@@ -26,9 +29,6 @@ __all__ = [
     "ref_phrase_matrix",
     "ref_sparse_l2_topk",
     "ref_topk",
-    "csr_parts",
-    "random_csr",
-    "random_image",
 ]
 
 INT32_MAX = 2**31 - 1

@@ -8,8 +8,8 @@ import sys
 
 import numpy as np
 import pytest
-from reference import package_root
 import semcbir_fast as sf
+from reference import package_root
 
 LAB = np.zeros((4, 5), dtype=np.int32)
 CODES = np.zeros((3, 16), dtype=np.uint8)
@@ -241,7 +241,6 @@ def test_bad_backend_and_isa():
 
 def _import_error(hide: tuple[str, ...], **env) -> subprocess.CompletedProcess:
     """`import semcbir_fast` in a fresh process with the modules `hide` made unimportable."""
-    here = os.path.dirname(os.path.abspath(__file__))
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("SEMCBIR_")}
     full_env.update(env)
     full_env["PYTHONPATH"] = os.pathsep.join(

@@ -86,13 +86,13 @@ def test_tie_averaged_metrics_equal_brute_force_over_orders():
             order = np.concatenate(perms)
             lo = lab[order]
             aps.append(average_precision(lo[None], [1], n_relevant=[r_total])[0])
-            for k in pks:
-                pks[k].append(lo[:k].mean())
+            for k, vals in pks.items():
+                vals.append(lo[:k].mean())
         got = average_precision(lab[None], [1], n_relevant=[r_total], distances=d[None])[0]
         assert got == pytest.approx(np.mean(aps), abs=1e-12)
-        for k in pks:
+        for k, vals in pks.items():
             assert precision_at_k(lab[None], [1], k, distances=d[None])[0] == pytest.approx(
-                np.mean(pks[k])
+                np.mean(vals)
             )
 
 

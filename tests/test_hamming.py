@@ -389,7 +389,8 @@ def _pyi_contract() -> dict:
     import ast
 
     path = os.path.join(os.path.dirname(sf.__file__), "_core.pyi")
-    tree = ast.parse(open(path, encoding="utf-8").read())
+    with open(path, encoding="utf-8") as f:
+        tree = ast.parse(f.read())
     out = {}
     for node in tree.body:
         if isinstance(node, ast.FunctionDef):

@@ -12,8 +12,8 @@ from reference import random_csr, random_image, ref_phrase_matrix, ref_sparse_l2
 from semcbir_fast.features import Features
 from semcbir_fast.sbovp import (
     PhraseSignatures,
-    append_histograms,
     Vocabulary,
+    append_histograms,
     build_phrase_signatures,
     keypoint_classes,
     normalize_signatures,

@@ -18,7 +18,14 @@ import sys
 import numpy as np
 import pytest
 import semcbir_fast as sf
-from reference import package_root, csr_parts, random_csr, random_image, ref_phrase_matrix, ref_sparse_l2_topk
+from reference import (
+    csr_parts,
+    package_root,
+    random_csr,
+    random_image,
+    ref_phrase_matrix,
+    ref_sparse_l2_topk,
+)
 from semcbir_fast import _backend
 
 sp = pytest.importorskip("scipy.sparse")

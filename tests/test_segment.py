@@ -23,7 +23,6 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("cv2")
 
 import semcbir_fast.segment as seg_mod
-from semcbir_fast.segment import registry as seg_registry
 from semcbir_fast import encode_sbs
 from semcbir_fast._paths import data_root, models_root
 from semcbir_fast.imageio import ImageReadError, read_image
@@ -39,6 +38,7 @@ from semcbir_fast.segment import (
     register_segmenter,
     segment_images,
 )
+from semcbir_fast.segment import registry as seg_registry
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 COREL = data_root() / "corel1k" / "images"

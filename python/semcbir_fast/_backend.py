@@ -127,7 +127,7 @@ def set_isa(name: str) -> None:
     ``"numba"``).
     """
     if not isinstance(name, str):
-        raise ValueError(f"ISA name must be a str, got {name!r}")
+        raise ValueError(f"ISA name must be a str, got {name!r}")  # noqa: TRY004
     core().set_isa(name)
 
 

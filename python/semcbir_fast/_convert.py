@@ -57,7 +57,7 @@ def check_int(
 ) -> int:
     """``value`` as an int (bools refused) within ``[lo, hi]``, else a ValueError naming ``name``."""
     if isinstance(value, bool):
-        raise ValueError(f"{name} must be an int{hint}, got {value!r}")
+        raise ValueError(f"{name} must be an int{hint}, got {value!r}")  # noqa: TRY004
     try:
         v = operator.index(value)
     except TypeError:
@@ -177,7 +177,7 @@ def as_label_maps(labels: Any, num_classes: int) -> tuple[list[np.ndarray], bool
         return [_check_map(a, f"[{i}]", num_classes) for i, a in enumerate(labels)], False
     arr = to_numpy(labels)
     if not isinstance(arr, np.ndarray):
-        raise ValueError(
+        raise ValueError(  # noqa: TRY004 - bad input is a ValueError here, as everywhere
             "labels must be a 2-D map, a 3-D batch (N, H, W) or a list of 2-D maps "
             f"(NumPy or torch), got {type(labels).__name__}"
         )
@@ -213,7 +213,7 @@ def as_codes(codes: Any, name: str) -> np.ndarray:
         if isinstance(arr, Sequence):
             arr = np.asarray(arr)
         else:
-            raise ValueError(f"{name} must be a uint8 array of codes, got {type(codes).__name__}")
+            raise ValueError(f"{name} must be a uint8 array of codes, got {type(codes).__name__}")  # noqa: TRY004
     if arr.dtype != np.uint8:
         raise ValueError(
             f"{name} must be uint8 packed codes (as returned by encode_sbs), got dtype {arr.dtype}"

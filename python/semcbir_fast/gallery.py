@@ -301,7 +301,8 @@ def write_gallery(
         for c in shown:
             if 0 <= c < pal.shape[0]:
                 name = class_names[c] if class_names and c < len(class_names) else str(c)
-                rgb = "#%02x%02x%02x" % tuple(int(v) for v in pal[c])
+                r, g, b = (int(v) for v in pal[c])
+                rgb = f"#{r:02x}{g:02x}{b:02x}"
                 items.append(f'<span><i style="background:{rgb}"></i>{html.escape(str(name))}</span>')
         legend = (
             f'<input type="checkbox" id="ovt"> <label for="ovt">overlay the label maps</label>'

@@ -107,7 +107,7 @@ def check_code_size(layout: SBSLayout) -> None:
 
 @functools.lru_cache(maxsize=256)
 def _layout(m: int, n: int, pyramid: bool) -> SBSLayout:
-    encoded = range(0, n + 1) if pyramid else range(n, n + 1)
+    encoded = range(n + 1) if pyramid else range(n, n + 1)
     level_blocks = tuple(4**lv for lv in encoded)
     offsets, pos = [], 0
     for nb in level_blocks:

@@ -236,10 +236,7 @@ def library_versions() -> dict[str, str]:
         "python": platform.python_version(),
         "platform": platform.platform(),
     }
-    try:
-        out["isa"] = sf.active_isa()
-    except Exception:  # pragma: no cover - numba backend
-        pass
+    out["isa"] = sf.active_isa()  # "numba" with the numba backend
     import sys
 
     for mod in ("torch", "cv2"):
@@ -593,7 +590,7 @@ def evaluate_signature(
     local = [n for n in list_signatures() if issubclass(get_signature(n), LocalSignature)]
     cls = get_signature(signature)
     if not issubclass(cls, LocalSignature):
-        raise ValueError(f"signature must be {' or '.join(map(repr, local))} (a local-feature "
+        raise ValueError(f"signature must be {' or '.join(map(repr, local))} (a local-feature "  # noqa: TRY004
                          f"signature; evaluate() or evaluate_sbs for the others), got "
                          f"{signature!r}")
     names = {f.name for f in dataclasses.fields(cls.Params)}

@@ -31,12 +31,11 @@ from ._keys import AppendOnlyKeys, check_new_keys
 from .container import (
     CONTAINER_VERSION,
     Container,
-    encode_keys,
     header_int,
     json_metadata,
     library_version,
     load_with,
-    write_container,
+    write_index,
 )
 from .sbs import check_device
 
@@ -213,12 +212,8 @@ class BinaryIndex(AppendOnlyKeys):
             sh = self._signature.to_header()
         header = {"format": FORMAT_NAME, "version": FORMAT_VERSION, **sh,
                   "nbits": self.nbits, "nbytes": self.nbytes, "stride": self.stride,
-                  "count": len(codes), "has_keys": keys is not None, "metadata": meta,
-                  "library_version": library_version()}
-        sections: list[tuple[str, Any]] = [("codes", codes)]
-        if keys is not None:
-            sections += encode_keys(keys)
-        return write_container(path, header, sections)
+                  "count": len(codes)}
+        return write_index(path, header, [("codes", codes)], keys, meta)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], *, mmap: bool = True,

@@ -160,6 +160,19 @@ def header_int(value: Any, lo: int = 0, hi: int = _INT64_MAX) -> int | None:
     return None
 
 
+def write_index(path: str | os.PathLike[str], header: dict[str, Any],
+                sections: Sequence[Section], keys: Sequence[str] | None,
+                metadata: Any) -> Path:
+    """Write one index file: ``header`` with the fields every index has (``has_keys``,
+    ``metadata`` as :func:`json_metadata` made it, ``library_version``), ``sections`` with
+    the key sections after them when ``keys`` is not None."""
+    header = {**header, "has_keys": keys is not None, "metadata": metadata,
+              "library_version": library_version()}
+    if keys is not None:
+        sections = [*sections, *encode_keys(keys)]
+    return write_container(path, header, sections)
+
+
 def write_container(path: str | os.PathLike[str], header: dict[str, Any],
                     sections: Sequence[Section]) -> Path:
     """Write ``header`` (JSON-serialisable; ``sections`` is added) and the sections atomically.

@@ -51,11 +51,10 @@ from ._keys import AppendOnlyKeys, check_new_keys
 from .container import (
     CONTAINER_VERSION,
     Container,
-    encode_keys,
     json_metadata,
     library_version,
     load_with,
-    write_container,
+    write_index,
 )
 
 __all__ = ["FORMAT_NAME", "DenseBatch", "DenseIndex", "Ragged"]
@@ -472,13 +471,8 @@ class DenseIndex(AppendOnlyKeys):
             "dim": dim,
             "extras": extras,
             "state": state,
-            "has_keys": keys is not None,
-            "metadata": meta,
-            "library_version": library_version(),
         }
-        if keys is not None:
-            sections += encode_keys(keys)
-        return write_container(path, header, sections)
+        return write_index(path, header, sections, keys, meta)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], *, mmap: bool = True,

@@ -83,12 +83,11 @@ from .container import (
     MAGIC,
     Container,
     IndexFormatError,
-    encode_keys,
     header_int,
     json_metadata,
     library_version,
     load_with,
-    write_container,
+    write_index,
 )
 
 __all__ = ["FORMAT_VERSION", "MAGIC", "IndexFormatError", "SBSIndex"]
@@ -938,22 +937,17 @@ class SBSIndex:
                 ("ids", ids.astype("<i8"))]
         else:
             sections = [("codes", codes), ("ids", ids.astype("<i8"))]
-        if keys is not None:
-            sections += encode_keys(keys)
         header = {
             "format": FORMAT_NAME,
             "version": FORMAT_VERSION,
             "layout": self._layout.to_dict(),
             "count": int(ids.shape[0]),
             "next_id": int(self._next_id),
-            "has_keys": keys is not None,
             **({"engine": self._engine, "storage": "sparse"}
                if isinstance(codes, SparseSBSCodes) else
                ({} if self._engine == "auto" else {"engine": self._engine})),
-            "metadata": meta,
-            "library_version": library_version(),
         }
-        return write_container(path, header, sections)
+        return write_index(path, header, sections, keys, meta)
 
     @classmethod
     def load(

@@ -46,12 +46,11 @@ from .container import (
     CONTAINER_VERSION,
     Container,
     IndexFormatError,
-    encode_keys,
     header_int,
     json_metadata,
     library_version,
     load_with,
-    write_container,
+    write_index,
 )
 
 __all__ = ["FORMAT_NAME", "LocalIndex", "SparseSignatureIndex"]
@@ -181,8 +180,8 @@ class SparseSignatureIndex(AppendOnlyKeys):
 
     def storage_lines(self) -> list[str]:
         """How the entries are stored (for ``semcbir info``)."""
-        return [f"storage   {self.nnz:,} non-zeros ({self.nnz / max(len(self), 1):.1f} "
-                "per image)"]
+        return [(f"storage   {self.nnz:,} non-zeros ({self.nnz / max(len(self), 1):.1f} "
+                 "per image)")]
 
     def __repr__(self) -> str:
         return f"SparseSignatureIndex({len(self)} images: {self.describe()})"
@@ -355,13 +354,8 @@ class SparseSignatureIndex(AppendOnlyKeys):
             **sh,
             "count": int(ip.shape[0] - 1),
             "nnz": int(ix.shape[0]),
-            "has_keys": keys is not None,
-            "metadata": meta,
-            "library_version": library_version(),
         }
-        if keys is not None:
-            sections += encode_keys(keys)
-        return write_container(path, header, sections)
+        return write_index(path, header, sections, keys, meta)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], *, mmap: bool = True,
@@ -411,7 +405,7 @@ class SparseSignatureIndex(AppendOnlyKeys):
         try:
             kind = get_signature(h.get("signature"))
             if not issubclass(kind, LocalSignature):
-                raise ValueError(f"signature {kind.name} is not a sparse signature")
+                raise ValueError(f"signature {kind.name} is not a sparse signature")  # noqa: TRY004
             arrays = {}
             vh = h.get("vocabulary")
             if vh is not None:

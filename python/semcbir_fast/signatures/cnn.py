@@ -72,7 +72,7 @@ def flip_option() -> Any:
 
 def _check_flip(flip: Any) -> None:
     if not isinstance(flip, (bool, np.bool_)):
-        raise ValueError(f"flip must be True or False, got {flip!r}")
+        raise ValueError(f"flip must be True or False, got {flip!r}")  # noqa: TRY004
 
 
 def _check_backbone(name: Any) -> None:
