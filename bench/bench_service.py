@@ -44,6 +44,8 @@ from typing import Any
 import numpy as np
 from semcbir_fast._paths import data_root
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
 COREL = Path(data_root()) / "corel1k" / "images"
 
 
@@ -56,30 +58,11 @@ def _free_port() -> int:
 def build_tiny_index(out_dir: Path, n_images: int) -> tuple[Path, Path]:
     """(index, model): the first ``n_images`` Corel-1K images (by number) segmented with a
     tiny TorchScript model (argmax of R, G, B, 0.3), SBS levels 2."""
-    import torch
     from semcbir_fast import build_index, create_signature
-    from semcbir_fast.models.export import export_torchscript
-    from semcbir_fast.models.sidecar import SegmenterMeta
     from semcbir_fast.segment import load_segmenter
-    from torch import nn
+    from tiny_model import make_tiny_model
 
-    class Tiny(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.conv = nn.Conv2d(3, 4, 1)
-            with torch.no_grad():
-                w = torch.zeros(4, 3, 1, 1)
-                w[0, 0] = w[1, 1] = w[2, 2] = 1.0
-                self.conv.weight.copy_(w)
-                self.conv.bias.copy_(torch.tensor([0.0, 0.0, 0.0, 0.3]))
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.conv(x)[:, :, ::2, ::2]
-
-    meta = SegmenterMeta(name="tiny-rgb", num_classes=4,
-                         class_names=["red", "green", "blue", "dark"],
-                         mean=[0.0, 0.0, 0.0], std=[255.0, 255.0, 255.0])
-    model = export_torchscript(Tiny(), out_dir / "tiny-rgb.pt", meta)
+    model = make_tiny_model(out_dir / "tiny-rgb.pt")
     seg = load_segmenter(str(model), device="cpu")
     paths = [str(COREL / f"{i}.jpg") for i in range(n_images)]
     sig = create_signature("sbs", num_classes=seg.num_classes, levels=2)

@@ -18,41 +18,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from semcbir_fast.cli import main
+from tiny_model import make_tiny_model
 
 pytest.importorskip("torch")
 cv2 = pytest.importorskip("cv2")
 pytestmark = pytest.mark.filterwarnings("ignore:.*torch.jit.save.*:DeprecationWarning")
 
 COLOURS = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (10, 10, 10)]
-
-
-def _make_tiny_model(path: Path) -> Path:
-    import torch
-    from semcbir_fast.models.export import export_torchscript
-    from semcbir_fast.models.sidecar import SegmenterMeta
-    from torch import nn
-
-    class Tiny(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.conv = nn.Conv2d(3, 4, 1)
-            with torch.no_grad():
-                w = torch.zeros(4, 3, 1, 1)
-                w[0, 0] = w[1, 1] = w[2, 2] = 1.0
-                self.conv.weight.copy_(w)
-                self.conv.bias.copy_(torch.tensor([0.0, 0.0, 0.0, 0.3]))
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.conv(x)[:, :, ::2, ::2]
-
-    meta = SegmenterMeta(
-        name="tiny-rgb",
-        num_classes=4,
-        class_names=["red", "green", "blue", "dark"],
-        mean=[0.0, 0.0, 0.0],
-        std=[255.0, 255.0, 255.0],
-    )
-    return export_torchscript(Tiny(), path, meta)
 
 
 def _image(rng: np.random.Generator, main_colour: int) -> np.ndarray:
@@ -68,7 +40,7 @@ def _image(rng: np.random.Generator, main_colour: int) -> np.ndarray:
 def env(tmp_path_factory):
     """Tiny model, a two-category image tree, a junk folder with a broken file, a cache."""
     base = tmp_path_factory.mktemp("cli")
-    model = _make_tiny_model(base / "model" / "tiny-rgb.pt")
+    model = make_tiny_model(base / "model" / "tiny-rgb.pt")
     rng = np.random.default_rng(0)
     tree = base / "tree"
     for cat, colour, sub in (("reds", 0, ""), ("blues", 2, "deeper")):

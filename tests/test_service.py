@@ -39,38 +39,12 @@ from semcbir_fast.pipeline import Retriever, build_index
 from semcbir_fast.service import ServiceConfig, create_app, open_service
 from semcbir_fast.service.app import host_name
 from semcbir_fast.service.imagesize import probe_image
+from tiny_model import make_tiny_model
 
 COREL = Path(data_root()) / "corel1k" / "images"
 #: 3 images of each of the 10 Corel-1K categories (ids c*100 + 0, 1, 2)
 INDEXED = [f"{c * 100 + j}.jpg" for c in range(10) for j in range(3)]
 OUTSIDE = "350.jpg"  # a query that is not in the index
-
-
-def make_tiny_model(path: Path) -> Path:
-    """A TorchScript segmenter with its sidecar: argmax of (R, G, B, 0.3) per pixel."""
-    import torch
-    from semcbir_fast.models.export import export_torchscript
-    from semcbir_fast.models.sidecar import SegmenterMeta
-    from torch import nn
-
-    class Tiny(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.conv = nn.Conv2d(3, 4, 1)
-            with torch.no_grad():
-                w = torch.zeros(4, 3, 1, 1)
-                w[0, 0] = w[1, 1] = w[2, 2] = 1.0
-                self.conv.weight.copy_(w)
-                self.conv.bias.copy_(torch.tensor([0.0, 0.0, 0.0, 0.3]))
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.conv(x)[:, :, ::2, ::2]
-
-    meta = SegmenterMeta(name="tiny-rgb", num_classes=4,
-                         class_names=["red", "green", "blue", "dark"],
-                         mean=[0.0, 0.0, 0.0], std=[255.0, 255.0, 255.0])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return export_torchscript(Tiny(), path, meta)
 
 
 def build_env(base: Path, *, signature: str = "sbs", extra: tuple[str, ...] = ()) -> dict:

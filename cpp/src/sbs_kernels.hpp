@@ -85,5 +85,34 @@ inline uint64_t bits_at(const uint64_t* bits, int64_t x) noexcept {
 
 inline int64_t bound(int64_t k, int64_t size, int64_t g) noexcept { return k * size / g; }
 
+template <bool Table, class RowScan>
+inline void count_rows_as(const U8Rows& in, CellCounter& cc, RowScan& scan) noexcept {
+    for (int by = 0; by < in.g; ++by) {
+        const int64_t block_row = int64_t{by} * in.g;
+        for (int64_t y = bound(by, in.height, in.g); y < bound(by + 1, in.height, in.g); ++y) {
+            const uint8_t* row = in.data + y * in.width;
+            int64_t start = 0;
+            ColumnCursor col = first_column(in);
+            auto run_starts_at = [&](int64_t x) noexcept {
+                add_run<Table>(in, cc, row, block_row, col, start, x);
+                start = x;
+            };
+            scan(row, run_starts_at);
+            add_run<Table>(in, cc, row, block_row, col, start, in.width);
+        }
+    }
+}
+
+// The loop every uint8 row counter shares: rows in order, block row by block row.
+// `scan(row, run_starts_at)` calls run_starts_at(x) for each x in 1..width-1, left to right,
+// where a new run starts (the label changes, or a block column starts); the runs are counted.
+template <class RowScan>
+inline void count_rows_with(const U8Rows& in, CellCounter& cc, RowScan scan) noexcept {
+    if (in.col_block != nullptr)
+        count_rows_as<true>(in, cc, scan);
+    else
+        count_rows_as<false>(in, cc, scan);
+}
+
 }  // namespace
 }  // namespace semcbir::detail

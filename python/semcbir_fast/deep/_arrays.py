@@ -8,18 +8,22 @@ import numpy as np
 import torch
 
 
+def _tensor(x: Any, name: str) -> tuple[torch.Tensor, bool]:
+    """``(tensor, was_numpy)``: a NumPy array wrapped (no copy when C-contiguous), a tensor
+    as is; TypeError for anything else."""
+    if isinstance(x, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(x)), True
+    if isinstance(x, torch.Tensor):
+        return x, False
+    raise TypeError(f"{name} must be a numpy array or a torch tensor, got {type(x).__name__}")
+
+
 def as_maps(x: Any, name: str = "maps") -> tuple[torch.Tensor, bool, bool]:
     """``(tensor (N, C, H, W) floating, was_numpy, was_single)`` from a 3-D or 4-D input.
 
     Half precision is computed in float32 (sums over many positions); float64 stays.
     """
-    was_numpy = isinstance(x, np.ndarray)
-    if was_numpy:
-        t = torch.from_numpy(np.ascontiguousarray(x))
-    elif isinstance(x, torch.Tensor):
-        t = x
-    else:
-        raise TypeError(f"{name} must be a numpy array or a torch tensor, got {type(x).__name__}")
+    t, was_numpy = _tensor(x, name)
     if t.dim() not in (3, 4):
         raise ValueError(
             f"{name} must be (N, C, H, W) or (C, H, W), got shape {tuple(t.shape)}"
@@ -36,13 +40,7 @@ def as_maps(x: Any, name: str = "maps") -> tuple[torch.Tensor, bool, bool]:
 
 def as_vectors(x: Any, name: str = "x") -> tuple[torch.Tensor, bool, bool]:
     """``(tensor (N, D) floating, was_numpy, was_single)`` from a 1-D or 2-D input."""
-    was_numpy = isinstance(x, np.ndarray)
-    if was_numpy:
-        t = torch.from_numpy(np.ascontiguousarray(x))
-    elif isinstance(x, torch.Tensor):
-        t = x
-    else:
-        raise TypeError(f"{name} must be a numpy array or a torch tensor, got {type(x).__name__}")
+    t, was_numpy = _tensor(x, name)
     if t.dim() not in (1, 2):
         raise ValueError(f"{name} must be (N, D) or (D,), got shape {tuple(t.shape)}")
     single = t.dim() == 1
