@@ -58,9 +58,9 @@ def _free_port() -> int:
 def build_tiny_index(out_dir: Path, n_images: int) -> tuple[Path, Path]:
     """(index, model): the first ``n_images`` Corel-1K images (by number) segmented with a
     tiny TorchScript model (argmax of R, G, B, 0.3), SBS levels 2."""
+    from helpers import make_tiny_model
     from semcbir_fast import build_index, create_signature
     from semcbir_fast.segment import load_segmenter
-    from tiny_model import make_tiny_model
 
     model = make_tiny_model(out_dir / "tiny-rgb.pt")
     seg = load_segmenter(str(model), device="cpu")

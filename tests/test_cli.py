@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import make_tiny_model
 from semcbir_fast.cli import main
-from tiny_model import make_tiny_model
 
 pytest.importorskip("torch")
 cv2 = pytest.importorskip("cv2")

@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import semcbir_fast as sf
+from helpers import available_bytes
 from reference import ref_encode_sbs, ref_topk
 from semcbir_fast import _backend
 from semcbir_fast._convert import MAX_K, MAX_RESULT_SLOTS, MAX_THREADS
@@ -31,17 +32,6 @@ from semcbir_fast.semantic_histogram import filtered_topk
 
 PYTHON_DIR = Path(sf.__file__).resolve().parents[1]
 UNDER_ASAN = "asan" in os.environ.get("LD_PRELOAD", "")
-
-
-def _available_bytes() -> int:
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
 
 
 def _run_child(code: str, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -244,7 +234,7 @@ def test_search_signatures_k_bounded():
 # --------------------------------------------------------------------------------------
 # 8. 64-bit per-block counters
 # --------------------------------------------------------------------------------------
-@pytest.mark.skipif(_available_bytes() < 8 << 30, reason="needs 8 GiB of free memory")
+@pytest.mark.skipif(available_bytes() < 8 << 30, reason="needs 8 GiB of free memory")
 def test_block_with_more_than_2_31_pixels():
     """np.zeros((1, 2**31 + 2**20), np.uint8) at levels 0 gave level 0 instead of 4 in the
     C++ encoder (int32 counters); the pyramid's level 0 sums four 2**29-pixel blocks."""

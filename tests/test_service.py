@@ -30,6 +30,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:.*torch.jit.save.*:DeprecationWa
 with warnings.catch_warnings():  # starlette >= 1.10 prefers httpx2 and warns about httpx
     warnings.filterwarnings("ignore", message=".*httpx.*deprecated")
     from fastapi.testclient import TestClient
+from helpers import make_tiny_model
 from semcbir_fast import create_signature
 from semcbir_fast._paths import data_root
 from semcbir_fast.cli import main
@@ -39,7 +40,6 @@ from semcbir_fast.pipeline import Retriever, build_index
 from semcbir_fast.service import ServiceConfig, create_app, open_service
 from semcbir_fast.service.app import host_name
 from semcbir_fast.service.imagesize import probe_image
-from tiny_model import make_tiny_model
 
 COREL = Path(data_root()) / "corel1k" / "images"
 #: 3 images of each of the 10 Corel-1K categories (ids c*100 + 0, 1, 2)

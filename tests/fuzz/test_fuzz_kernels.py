@@ -35,6 +35,7 @@ from hypothesis import strategies as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from conftest import use_backend
+from helpers import available_bytes
 from reference import ref_encode_sbs, ref_topk
 
 SCALE = max(1, int(os.environ.get("SEMCBIR_FUZZ_EXAMPLES", "1")))
@@ -233,7 +234,7 @@ def test_encode_arguments(levels, num_classes, threads, ignore, pyramid, shape):
 def test_huge_blocks(extra, rows, marks, pyramid, spec_i):
     """Maps of about 2**31 pixels (zero pages: no memory is written) and a few marks of class
     1: the proportion codes against counts computed here (int32 counters overflowed)."""
-    if _available_bytes() < 8 << 30:
+    if available_bytes() < 8 << 30:
         pytest.skip("needs 8 GiB of free memory")
     specs = [s for s in SPECS if s.startswith("cpp")]
     if not specs:
@@ -253,17 +254,6 @@ def test_huge_blocks(extra, rows, marks, pyramid, spec_i):
     want0 = -(-4 * (n - n1) // n)  # ceil(4 P), P = count / total
     want1 = -(-4 * n1 // n) if n1 else 0
     assert level[0].tolist() == [want0, want1], (rows, w, pos)
-
-
-def _available_bytes() -> int:
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
 
 
 # --------------------------------------------------------------------------------------

@@ -1,8 +1,9 @@
-"""The tiny TorchScript segmenter the CLI, service and benchmark tests share.
+"""Helpers several test files (and bench_service) share; the NumPy oracles are in reference.py.
 
-Per pixel it takes the argmax of (R, G, B, 0.3) on a half-resolution output: red, green,
-blue or dark. Its labels are known by construction, so tests can check whole pipelines
-(segment -> encode -> index -> search) on synthetic colour images without the real models.
+``make_tiny_model``: a tiny TorchScript segmenter, per pixel the argmax of (R, G, B, 0.3) on
+a half-resolution output (red, green, blue or dark). Its labels are known by construction,
+so tests can check whole pipelines (segment -> encode -> index -> search) on synthetic
+colour images without the real models.
 """
 
 from __future__ import annotations
@@ -38,3 +39,15 @@ def make_tiny_model(path: Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     return Path(export_torchscript(Tiny(), path, meta))
+
+
+def available_bytes() -> int:
+    """MemAvailable of /proc/meminfo in bytes (0 where it cannot be read)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
