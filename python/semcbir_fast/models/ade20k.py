@@ -522,21 +522,7 @@ def load_ade20k_from_onnx(onnx_path: str | os.PathLike[str], *,
     path = Path(onnx_path)
     if not path.is_file():
         raise FileNotFoundError(f"onnx_path: no file at {path}")
-    try:
-        import onnx
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "converting the ADE20K model needs the 'onnx' package: pip install onnx "
-            "(or pip install semcbir_fast[segment])"
-        ) from exc
-    from google.protobuf.message import Error as ProtobufError  # onnx depends on protobuf
-
-    try:
-        proto = onnx.load(str(path), load_external_data=False)
-    except (ProtobufError, ValueError) as exc:  # not a protobuf ModelProto
-        raise ValueError(f"onnx_path: {path} is not a readable ONNX model ({exc}). "
-                         f"Pass {SOURCE_FILENAME}. {_PUBLISHED}") from None
-    g = _Graph(proto, path)
+    g = _Graph(_read_onnx(path, "converting the ADE20K model", "onnx_path: "), path)
     if len(g.graph.output) != 1:
         raise g.error(f"{len(g.graph.output)} graph outputs, expected 1")
     records = [_read_conv(g, n) for n in g.graph.node if n.op_type == "Conv"]
@@ -701,23 +687,31 @@ def _tflite_logits_model(buf: bytes, path: Path) -> bytes:
     return pack_tflite(model, len(buf))
 
 
-def _onnx_logits_model(path: Path) -> bytes:
-    """The ONNX graph of ``path`` ending at :data:`LOGITS_TENSOR` (NCHW ``1x151x129x129``),
-    the nodes that only fed the final resizes removed."""
+def _read_onnx(path: Path, task: str, prefix: str = "") -> Any:
+    """The ModelProto of ``path`` (external data not loaded). ImportError naming ``task``
+    without the ``onnx`` package; ValueError (``prefix`` first) for a file that is not one."""
     try:
         import onnx
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise ImportError(
-            "cutting the ADE20K ONNX graph needs the 'onnx' package: pip install onnx "
+            f"{task} needs the 'onnx' package: pip install onnx "
             "(or pip install semcbir_fast[segment])"
         ) from exc
-    from google.protobuf.message import Error as ProtobufError
+    from google.protobuf.message import Error as ProtobufError  # onnx depends on protobuf
 
     try:
-        proto = onnx.load(str(path), load_external_data=False)
-    except (ProtobufError, ValueError) as exc:
-        raise ValueError(f"{path} is not a readable ONNX model ({exc}). Pass "
-                         f"{SOURCE_FILENAME}. {_PUBLISHED}") from None
+        return onnx.load(str(path), load_external_data=False)
+    except (ProtobufError, ValueError) as exc:  # not a protobuf ModelProto
+        raise ValueError(f"{prefix}{path} is not a readable ONNX model ({exc}). "
+                         f"Pass {SOURCE_FILENAME}. {_PUBLISHED}") from None
+
+
+def _onnx_logits_model(path: Path) -> bytes:
+    """The ONNX graph of ``path`` ending at :data:`LOGITS_TENSOR` (NCHW ``1x151x129x129``),
+    the nodes that only fed the final resizes removed."""
+    proto = _read_onnx(path, "cutting the ADE20K ONNX graph")
+    import onnx  # present: _read_onnx has imported it
+
     g = _Graph(proto, path)
     if g.producer_of(LOGITS_TENSOR, "Conv") is None:
         raise g.error(f"no Conv output named {LOGITS_TENSOR!r}")
