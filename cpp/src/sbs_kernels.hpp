@@ -85,6 +85,9 @@ inline uint64_t bits_at(const uint64_t* bits, int64_t x) noexcept {
 
 inline int64_t bound(int64_t k, int64_t size, int64_t g) noexcept { return k * size / g; }
 
+// The loop every uint8 row counter shares: rows in order, block row by block row.
+// `scan(row, run_starts_at)` calls run_starts_at(x) for each x in 1..width-1, left to right,
+// where a new run starts (the label changes, or a block column starts); the runs are counted.
 template <bool Table, class RowScan>
 inline void count_rows_as(const U8Rows& in, CellCounter& cc, RowScan& scan) noexcept {
     for (int by = 0; by < in.g; ++by) {
@@ -103,9 +106,7 @@ inline void count_rows_as(const U8Rows& in, CellCounter& cc, RowScan& scan) noex
     }
 }
 
-// The loop every uint8 row counter shares: rows in order, block row by block row.
-// `scan(row, run_starts_at)` calls run_starts_at(x) for each x in 1..width-1, left to right,
-// where a new run starts (the label changes, or a block column starts); the runs are counted.
+// count_rows_as with the block column of a run from the column table when there is one.
 template <class RowScan>
 inline void count_rows_with(const U8Rows& in, CellCounter& cc, RowScan scan) noexcept {
     if (in.col_block != nullptr)
