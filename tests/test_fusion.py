@@ -187,6 +187,29 @@ def test_k_reciprocal_properties_and_errors():
         KReciprocal(lambda s, e: dd[s:e], 40, lam=2.0)
 
 
+def test_k_reciprocal_progress_bar_same_result(monkeypatch, capsys):
+    from semcbir_fast.search import rerank
+
+    monkeypatch.setattr(rerank, "_BLOCK_FLOATS", 1500 * 200)  # blocks of 200 rows
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((1500, 3))
+    dd = np.sqrt(((x[:, None] - x[None]) ** 2).sum(-1))
+    calls = []
+
+    def rows(s, e):
+        calls.append((s, e))
+        return dd[s:e]
+
+    quiet = KReciprocal(rows, 1500, k1=6, k2=2)
+    assert capsys.readouterr().err == ""
+    n_quiet = len(calls)
+    shown = KReciprocal(rows, 1500, k1=6, k2=2, progress=True)
+    err = capsys.readouterr().err
+    assert "k-reciprocal graph" in err and "4500/4500" in err  # 3 passes of 1500 items
+    assert len(calls) == 2 * n_quiet and n_quiet == 2 * 8  # two passes of 8 blocks each
+    np.testing.assert_array_equal(shown.rerank(dd[:5]), quiet.rerank(dd[:5]))
+
+
 # ----------------------------------------------------------------------------- fused
 @dataclass(frozen=True)
 class ToyParams:
@@ -294,6 +317,22 @@ def test_fused_search_is_the_written_out_fusion(toy, rerank, weights):
         np.testing.assert_array_equal(i[r], order)
         np.testing.assert_allclose(d[r], want[r][order], rtol=1e-5, atol=1e-6)
         assert (np.diff(d[r]) >= 0).all()
+
+
+@pytest.mark.parametrize("tty", [False, True])
+def test_fused_graph_progress_from_the_threshold_on_a_terminal(toy, monkeypatch, capsys, tty):
+    from semcbir_fast.signatures import fused
+
+    sig = create_signature("fused", num_classes=5, components=("toy-dense", "sbs"))
+    index = sig.new_index()
+    index.add(sig.encode(Inputs(_maps(30))))
+    monkeypatch.setattr(fused, "_GRAPH_PROGRESS_ROWS", 31)  # one row short of the bar
+    monkeypatch.setattr(fused.sys.stderr, "isatty", lambda: tty, raising=False)
+    index.search(index.batch[[0]], 5)
+    assert capsys.readouterr().err == ""
+    index.add(sig.encode(Inputs(_maps(1, seed=1))))  # 31 rows: a new graph, and its bar
+    index.search(index.batch[[0]], 5)
+    assert ("k-reciprocal graph" in capsys.readouterr().err) is tty
 
 
 def test_fused_qe_weights_and_roundtrip(toy, tmp_path):

@@ -73,10 +73,14 @@ class KReciprocal:
         Reciprocal-neighbour and local-expansion sizes (paper: 20, 6).
     lam : float
         Weight of the original distance in the result, in [0, 1] (paper: 0.3).
+    progress : bool
+        A progress bar (stderr) over the build's three passes over the database items: two
+        over their distance rows (``rows`` called for the whole database twice, ``O(n^2)``),
+        one to expand their encodings.
     """
 
     def __init__(self, rows: Callable[[int, int], Any], n: int, *, k1: int = 20, k2: int = 6,
-                 lam: float = 0.3) -> None:
+                 lam: float = 0.3, progress: bool = False) -> None:
         self.n = check_int(n, "n", 1)
         self.k1 = check_int(k1, "k1", 1)
         self.k2 = check_int(k2, "k2", 1)
@@ -86,6 +90,19 @@ class KReciprocal:
         kk = min(self.k1 + 1, n)
         self._kh = max(1, round(self.k1 / 2))
         step = max(1, _BLOCK_FLOATS // n)
+        bar: Any = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=3 * n, unit="row", desc="k-reciprocal graph", smoothing=0.1)
+        try:
+            self._build(rows, n, kk, step, bar)
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def _build(self, rows: Callable[[int, int], Any], n: int, kk: int, step: int,
+               bar: Any) -> None:
         nbr = np.empty((n, kk), dtype=np.int64)
         kth = np.empty(n, dtype=np.float64)
         for s in range(0, n, step):
@@ -93,6 +110,8 @@ class KReciprocal:
             dd, ii = topk_from_distances(d, kk)
             nbr[s:s + d.shape[0]] = ii
             kth[s:s + d.shape[0]] = dd[:, -1]
+            if bar is not None:
+                bar.update(d.shape[0])
         self._nbr, self._kth = nbr, kth
         self._half = [_reciprocal(nbr, g, min(self._kh, kk - 1)) for g in range(n)]
         # raw encodings V (before the local expansion), as CSR, from a second pass
@@ -107,6 +126,8 @@ class KReciprocal:
                 cols.append(c)
                 vals.append(v)
                 ptr.append(ptr[-1] + c.size)
+            if bar is not None:
+                bar.update(d.shape[0])
         self._vp = np.asarray(ptr, dtype=np.int64)
         self._vc = np.concatenate(cols) if cols else np.zeros(0, np.int64)
         self._vv = np.concatenate(vals) if vals else np.zeros(0)
@@ -119,6 +140,10 @@ class KReciprocal:
             cols2.append(c)
             vals2.append(v)
             ptr2.append(ptr2[-1] + c.size)
+            if bar is not None and g % 1024 == 1023:
+                bar.update(1024)
+        if bar is not None:
+            bar.update(3 * n - bar.n)
         c2 = np.concatenate(cols2) if cols2 else np.zeros(0, np.int64)
         v2 = np.concatenate(vals2) if vals2 else np.zeros(0)
         row_of = np.repeat(np.arange(n, dtype=np.int64), np.diff(np.asarray(ptr2)))

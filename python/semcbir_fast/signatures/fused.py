@@ -44,12 +44,14 @@ An index written before ``fusion_weights`` existed reads as ``"fixed"`` (how it 
 
 Costs: a search computes full distance rows (``O(N)`` memory per query, exact fusion);
 building the re-ranking graph computes the database's distances to itself twice in blocks
-(``O(N^2)`` time, ``O(N k1)`` memory): for collections up to ~10^5 images.
+(``O(N^2)`` time, ``O(N k1)`` memory): for collections up to ~10^5 images. From 20,000
+images on, that first build shows a progress bar when stderr is a terminal.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,6 +77,9 @@ FUSION_WEIGHTS = ("fixed", "adaptive")
 QES = ("none", "average", "alpha")
 _STAT_ROWS = 1024
 _BLOCK = 1 << 22  # floats of one (queries x database) block per component
+#: From this database size on (about 10 s of graph building and up), the first re-ranked
+#: search shows a progress bar on a terminal's stderr.
+_GRAPH_PROGRESS_ROWS = 20_000
 
 
 def _components_from_args(args: argparse.Namespace) -> tuple[str, ...]:
@@ -439,7 +444,9 @@ class FusedSignature(DenseSignature):
             db = index.batch
             return KReciprocal(lambda s, e: self.fused_rows(index, db[np.arange(s, e)],
                                                             threads=threads),
-                               len(index), k1=p.k1, k2=p.k2, lam=p.lam)
+                               len(index), k1=p.k1, k2=p.k2, lam=p.lam,
+                               progress=len(index) >= _GRAPH_PROGRESS_ROWS
+                               and sys.stderr.isatty())
 
         return index.derived(("k-reciprocal", p.k1, p.k2, p.lam, p.normalization,
                               tuple(self.weights), p.fusion_weights), build)
