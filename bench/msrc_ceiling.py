@@ -65,8 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     pool = np.zeros(len(ds), bool)
     for i in np.flatnonzero(np.isin(groups, grass_groups)):
         lab = ds.read_label_map(int(i))
-        labelled = lab != ds.ignore_index if ds.ignore_index is not None else np.ones_like(lab, bool)
-        pool[i] = (lab[labelled] == cow).mean() >= args.cow_share if labelled.any() else False
+        labelled = lab[lab != ds.ignore_index] if ds.ignore_index is not None else lab.ravel()
+        pool[i] = labelled.size > 0 and (labelled == cow).mean() >= args.cow_share
     d = content_distances(groups, pool, grass_groups)
     order = np.argsort(d, axis=1, kind="stable")
     ranked = groups[order]

@@ -213,7 +213,8 @@ def as_codes(codes: Any, name: str) -> np.ndarray:
         if isinstance(arr, Sequence):
             arr = np.asarray(arr)
         else:
-            raise ValueError(f"{name} must be a uint8 array of codes, got {type(codes).__name__}")  # noqa: TRY004
+            raise ValueError(  # noqa: TRY004 - bad input is a ValueError here, as everywhere
+                f"{name} must be a uint8 array of codes, got {type(codes).__name__}")
     if arr.dtype != np.uint8:
         raise ValueError(
             f"{name} must be uint8 packed codes (as returned by encode_sbs), got dtype {arr.dtype}"

@@ -97,7 +97,8 @@ def decode_sbs(codes: Any, layout: SBSLayout) -> tuple[np.ndarray, np.ndarray]:
         ``0..n`` follow each other.
     """
     if not isinstance(layout, SBSLayout):
-        raise ValueError(f"layout must be an SBSLayout (see sbs_layout), got {type(layout).__name__}")  # noqa: TRY004
+        raise ValueError(  # noqa: TRY004 - bad input is a ValueError here, as everywhere
+            f"layout must be an SBSLayout (see sbs_layout), got {type(layout).__name__}")
     single = np.ndim(codes) == 1
     arr = as_codes(codes, "codes")
     if arr.shape[1] < layout.nbytes:

@@ -35,7 +35,8 @@ def check_epsilon(epsilon: Any) -> float | None:
     if epsilon is None:
         return None
     if isinstance(epsilon, (str, bytes, bool)):
-        raise ValueError(f"epsilon must be a finite number >= 0 or None, got {epsilon!r}")  # noqa: TRY004
+        raise ValueError(  # noqa: TRY004 - bad input is a ValueError here, as everywhere
+            f"epsilon must be a finite number >= 0 or None, got {epsilon!r}")
     eps = float(epsilon)
     if not np.isfinite(eps) or eps < 0:
         raise ValueError(f"epsilon must be a finite number >= 0 or None, got {epsilon}")

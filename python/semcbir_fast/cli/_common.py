@@ -481,7 +481,8 @@ def query(args: argparse.Namespace, index: Any, images: Sequence[str], k: int, *
     r = retriever(args, index)
     known: set[str | None] = set()
     if index.has_keys and len(index) and not args.resegment and not labels:
-        known = {r.locate(key) for key in index.keys()}  # noqa: SIM118 (an index, not a dict); looked up, never decoded
+        # looked up, never decoded (index.keys() is a method of the index, not dict.keys)
+        known = {r.locate(key) for key in index.keys()}  # noqa: SIM118
     check_image_files([img for img in images if image_key(img) not in known])
     try:
         res = r.query(images, k, resegment=args.resegment, keep_labels=labels)

@@ -590,9 +590,9 @@ def evaluate_signature(
     local = [n for n in list_signatures() if issubclass(get_signature(n), LocalSignature)]
     cls = get_signature(signature)
     if not issubclass(cls, LocalSignature):
-        raise ValueError(f"signature must be {' or '.join(map(repr, local))} (a local-feature "  # noqa: TRY004
-                         f"signature; evaluate() or evaluate_sbs for the others), got "
-                         f"{signature!r}")
+        raise ValueError(  # noqa: TRY004 - bad input is a ValueError here, as everywhere
+            f"signature must be {' or '.join(map(repr, local))} (a local-feature "
+            f"signature; evaluate() or evaluate_sbs for the others), got {signature!r}")
     names = {f.name for f in dataclasses.fields(cls.Params)}
     params = {k: kw.pop(k) for k in list(kw) if k in names}
     for k in [k for k in kw if k in ("n_words", "n", "semantic_words", "normalize",
