@@ -206,8 +206,41 @@ def test_k_reciprocal_progress_bar_same_result(monkeypatch, capsys):
     shown = KReciprocal(rows, 1500, k1=6, k2=2, progress=True)
     err = capsys.readouterr().err
     assert "k-reciprocal graph" in err and "4500/4500" in err  # 3 passes of 1500 items
-    assert len(calls) == 2 * n_quiet and n_quiet == 2 * 8  # two passes of 8 blocks each
+    assert len(calls) == 2 * n_quiet
     np.testing.assert_array_equal(shown.rerank(dd[:5]), quiet.rerank(dd[:5]))
+
+
+@pytest.mark.parametrize("kept", [1, 3, 1000])
+def test_k_reciprocal_rows_once_and_again_only_where_needed(monkeypatch, kept):
+    """The build reads every row once and computes again only the rows of the items whose
+    R* reaches past their kept distances (one row per call unless consecutive, at most a
+    block): the same result as the loop oracle however many that are."""
+    from semcbir_fast.search import rerank
+
+    monkeypatch.setattr(rerank, "_BLOCK_FLOATS", 300 * 50)  # blocks of 50 rows
+    monkeypatch.setattr(rerank, "_KEPT", kept)
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((300, 4))
+    dd = np.sqrt(((x[:, None] - x[None]) ** 2).sum(-1))
+    calls = []
+
+    def rows(s, e):
+        calls.append((s, e))
+        return dd[s:e]
+
+    kr = KReciprocal(rows, 300, k1=8, k2=3)
+    first = calls[:6]
+    assert first == [(s, s + 50) for s in range(0, 300, 50)]
+    again = [g for s, e in calls[6:] for g in range(s, e)]
+    assert len(again) == len(set(again)) == kr.rows_recomputed
+    assert all(e - s <= 50 for s, e in calls[6:])
+    if kept == 1000:  # everything kept: no row twice
+        assert kr.rows_recomputed == 0
+    if kept == 1:  # only the neighbour lists kept: most R* reach past them
+        assert kr.rows_recomputed > 100
+    q = rng.standard_normal((5, 4))
+    dq = np.sqrt(((q[:, None] - x[None]) ** 2).sum(-1))
+    np.testing.assert_allclose(kr.rerank(dq), _kr_oracle(dd, dq, 8, 3, 0.3), atol=1e-12)
 
 
 # ----------------------------------------------------------------------------- fused

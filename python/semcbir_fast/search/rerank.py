@@ -16,8 +16,9 @@ with ``d`` divided by the largest distance of ``p``'s row (as the authors' code 
 Defaults are the paper's: ``k1 = 20``, ``k2 = 6``, ``lambda = 0.3``.
 
 Here the database side (the neighbour lists, ``R(g, k1 / 2)``, ``V_g``) is computed once
-from the database-to-database distances (:class:`KReciprocal`, two passes over them in
-blocks of rows) and a query is then re-ranked from its distance row to the database in
+from the database-to-database distances (:class:`KReciprocal`, one pass over them in
+blocks of rows, plus the rows of the few items whose ``R*`` reaches past the nearest
+distances kept from it) and a query is then re-ranked from its distance row to the database in
 ``O(k1^2 + |nonzeros|)``: the query is treated as one more item (``q in N(g, k1)`` when
 ``d(q, g)`` is at most ``g``'s ``k1 + 1``-th neighbour distance), its own column is not
 part of the encoding, and database items are not re-encoded with the query (the
@@ -28,7 +29,7 @@ symmetric for the reciprocity test to mean what it says.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -39,6 +40,9 @@ __all__ = ["KReciprocal"]
 
 #: Distances of one block of database rows held at once while building.
 _BLOCK_FLOATS = 1 << 23
+#: The build keeps each item's ``_KEPT * (k1 + 1)`` nearest distances from its one pass over
+#: the rows; an item whose ``R*`` reaches past them has its block of rows computed again.
+_KEPT = 3
 
 
 def _reciprocal(nbr: np.ndarray, i: int, k: int) -> np.ndarray:
@@ -46,6 +50,18 @@ def _reciprocal(nbr: np.ndarray, i: int, k: int) -> np.ndarray:
     f = nbr[i, :k + 1]
     back = nbr[f, :k + 1]
     return f[(back == i).any(axis=1)]
+
+
+def _runs(items: list[int], most: int) -> list[tuple[int, int]]:
+    """``(start, end)`` ranges covering the ascending ``items``, consecutive ones together,
+    each at most ``most`` long."""
+    out: list[tuple[int, int]] = []
+    for g in items:
+        if out and out[-1][1] == g and g - out[-1][0] < most:
+            out[-1] = (out[-1][0], g + 1)
+        else:
+            out.append((g, g + 1))
+    return out
 
 
 def _expand(r: np.ndarray, half: list[np.ndarray]) -> np.ndarray:
@@ -74,9 +90,16 @@ class KReciprocal:
     lam : float
         Weight of the original distance in the result, in [0, 1] (paper: 0.3).
     progress : bool
-        A progress bar (stderr) over the build's three passes over the database items: two
-        over their distance rows (``rows`` called for the whole database twice, ``O(n^2)``),
-        one to expand their encodings.
+        A progress bar (stderr) over the build's three passes over the database items: the
+        distance rows (``rows`` called once for the whole database, ``O(n^2)``), the
+        encodings, their local expansion.
+
+    Attributes
+    ----------
+    rows_recomputed : int
+        Items whose encoding reached past the ``3 (k1 + 1)`` nearest distances the build
+        keeps per item, so that their block of rows was computed a second time (few: an
+        item's ``R*`` lies among its near neighbours' neighbours).
     """
 
     def __init__(self, rows: Callable[[int, int], Any], n: int, *, k1: int = 20, k2: int = 6,
@@ -103,34 +126,50 @@ class KReciprocal:
 
     def _build(self, rows: Callable[[int, int], Any], n: int, kk: int, step: int,
                bar: Any) -> None:
-        nbr = np.empty((n, kk), dtype=np.int64)
-        kth = np.empty(n, dtype=np.float64)
+        # one pass over the rows: the neighbour lists, and each item's nearest distances
+        # (kept_d, ascending; columns kept_i) and largest one, which its encoding needs
+        m = min(n, _KEPT * kk)
+        kept_i = np.empty((n, m), dtype=np.int64)
+        kept_d = np.empty((n, m), dtype=np.float64)
+        top = np.empty(n, dtype=np.float64)
         for s in range(0, n, step):
             d = self._block(rows, s, min(n, s + step))
-            dd, ii = topk_from_distances(d, kk)
-            nbr[s:s + d.shape[0]] = ii
-            kth[s:s + d.shape[0]] = dd[:, -1]
+            kept_d[s:s + d.shape[0]], kept_i[s:s + d.shape[0]] = topk_from_distances(d, m)
+            top[s:s + d.shape[0]] = d.max(axis=1)
             if bar is not None:
                 bar.update(d.shape[0])
-        self._nbr, self._kth = nbr, kth
+        nbr = np.ascontiguousarray(kept_i[:, :kk])  # a prefix: both ordered by (d, column)
+        self._nbr, self._kth = nbr, kept_d[:, kk - 1].copy()
         self._half = [_reciprocal(nbr, g, min(self._kh, kk - 1)) for g in range(n)]
-        # raw encodings V (before the local expansion), as CSR, from a second pass
-        ptr = [0]
-        cols: list[np.ndarray] = []
-        vals: list[np.ndarray] = []
-        for s in range(0, n, step):
-            d = self._block(rows, s, min(n, s + step))
-            for r in range(d.shape[0]):
-                g = s + r
-                c, v = self._encode(d[r], _expand(_reciprocal(nbr, g, kk - 1), self._half))
-                cols.append(c)
-                vals.append(v)
-                ptr.append(ptr[-1] + c.size)
-            if bar is not None:
-                bar.update(d.shape[0])
-        self._vp = np.asarray(ptr, dtype=np.int64)
-        self._vc = np.concatenate(cols) if cols else np.zeros(0, np.int64)
-        self._vv = np.concatenate(vals) if vals else np.zeros(0)
+        # raw encodings V (before the local expansion), from the kept distances where R*
+        # stays inside them, else from the item's row computed once more
+        enc: list[tuple[np.ndarray, np.ndarray] | None] = [None] * n
+        again: list[int] = []
+        for g in range(n):
+            rstar = _expand(_reciprocal(nbr, g, kk - 1), self._half)
+            order = np.argsort(kept_i[g], kind="stable")
+            pos = np.minimum(np.searchsorted(kept_i[g][order], rstar), m - 1)
+            at = order[pos]
+            if (kept_i[g][at] == rstar).all():
+                enc[g] = rstar, self._weights(kept_d[g][at], top[g])
+            else:
+                again.append(g)
+            if bar is not None and g % 1024 == 1023:
+                bar.update(1024)
+        self.rows_recomputed = len(again)
+        for s, e in _runs(again, step):  # consecutive items in one call, at most a block
+            d = self._block(rows, s, e)
+            for g in range(s, e):
+                enc[g] = self._encode(d[g - s], _expand(_reciprocal(nbr, g, kk - 1),
+                                                        self._half))
+        if bar is not None:
+            bar.update(2 * n - bar.n)
+        done = cast("list[tuple[np.ndarray, np.ndarray]]", enc)
+        ptr = np.zeros(n + 1, dtype=np.int64)
+        ptr[1:] = np.cumsum([c.size for c, _ in done])
+        self._vp = ptr
+        self._vc = np.concatenate([c for c, _ in done])
+        self._vv = np.concatenate([v for _, v in done])
         # local expansion of the database encodings, then the inverted (column) lists
         ptr2 = [0]
         cols2: list[np.ndarray] = []
@@ -161,10 +200,14 @@ class KReciprocal:
         return d
 
     @staticmethod
-    def _encode(drow: np.ndarray, rstar: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        top = drow.max()
-        w = np.exp(-(drow[rstar] / top if top > 0 else drow[rstar]))
-        return rstar.astype(np.int64), w / w.sum()
+    def _weights(d: np.ndarray, top: float) -> np.ndarray:
+        """``exp(-d / top)`` normalised to sum 1 (``top``: the largest distance of the row)."""
+        w = np.exp(-(d / top if top > 0 else d))
+        return w / w.sum()
+
+    @classmethod
+    def _encode(cls, drow: np.ndarray, rstar: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return rstar.astype(np.int64), cls._weights(drow[rstar], drow.max())
 
     def _average(self, members: list[int], extra: tuple[np.ndarray, np.ndarray] | None
                  ) -> tuple[np.ndarray, np.ndarray]:

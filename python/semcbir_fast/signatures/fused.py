@@ -43,7 +43,7 @@ adaptive weights were each chosen by a rule fixed before measuring, on a disjoin
 An index written before ``fusion_weights`` existed reads as ``"fixed"`` (how it was built).
 
 Costs: a search computes full distance rows (``O(N)`` memory per query, exact fusion);
-building the re-ranking graph computes the database's distances to itself twice in blocks
+building the re-ranking graph computes the database's distances to itself once in blocks
 (``O(N^2)`` time, ``O(N k1)`` memory): for collections up to ~10^5 images. From 20,000
 images on, that first build shows a progress bar when stderr is a terminal.
 """
