@@ -187,12 +187,9 @@ def test_k_reciprocal_properties_and_errors():
         KReciprocal(lambda s, e: dd[s:e], 40, lam=2.0)
 
 
-def test_k_reciprocal_progress_bar_same_result(monkeypatch, capsys):
-    from semcbir_fast.search import rerank
-
-    monkeypatch.setattr(rerank, "_BLOCK_FLOATS", 1500 * 200)  # blocks of 200 rows
-    rng = np.random.default_rng(3)
-    x = rng.standard_normal((1500, 3))
+def _points_and_rows(n, dim, seed):
+    """Random points, their L2 distances and a ``rows(s, e)`` that records its calls."""
+    x = np.random.default_rng(seed).standard_normal((n, dim))
     dd = np.sqrt(((x[:, None] - x[None]) ** 2).sum(-1))
     calls = []
 
@@ -200,6 +197,14 @@ def test_k_reciprocal_progress_bar_same_result(monkeypatch, capsys):
         calls.append((s, e))
         return dd[s:e]
 
+    return x, dd, rows, calls
+
+
+def test_k_reciprocal_progress_bar_same_result(monkeypatch, capsys):
+    from semcbir_fast.search import rerank
+
+    monkeypatch.setattr(rerank, "_BLOCK_FLOATS", 1500 * 200)  # blocks of 200 rows
+    _, dd, rows, calls = _points_and_rows(1500, 3, seed=3)
     quiet = KReciprocal(rows, 1500, k1=6, k2=2)
     assert capsys.readouterr().err == ""
     n_quiet = len(calls)
@@ -219,15 +224,8 @@ def test_k_reciprocal_rows_once_and_again_only_where_needed(monkeypatch, kept):
 
     monkeypatch.setattr(rerank, "_BLOCK_FLOATS", 300 * 50)  # blocks of 50 rows
     monkeypatch.setattr(rerank, "_KEPT", kept)
-    rng = np.random.default_rng(7)
-    x = rng.standard_normal((300, 4))
-    dd = np.sqrt(((x[:, None] - x[None]) ** 2).sum(-1))
-    calls = []
-
-    def rows(s, e):
-        calls.append((s, e))
-        return dd[s:e]
-
+    x, dd, rows, calls = _points_and_rows(300, 4, seed=7)
+    rng = np.random.default_rng(8)
     kr = KReciprocal(rows, 300, k1=8, k2=3)
     first = calls[:6]
     assert first == [(s, s + 50) for s in range(0, 300, 50)]
