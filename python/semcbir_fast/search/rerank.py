@@ -18,8 +18,8 @@ Defaults are the paper's: ``k1 = 20``, ``k2 = 6``, ``lambda = 0.3``.
 Here the database side (the neighbour lists, ``R(g, k1 / 2)``, ``V_g``) is computed once
 from the database-to-database distances (:class:`KReciprocal`, one pass over them in
 blocks of rows, plus the rows of the few items whose ``R*`` reaches past the nearest
-distances kept from it) and a query is then re-ranked from its distance row to the database in
-``O(k1^2 + |nonzeros|)``: the query is treated as one more item (``q in N(g, k1)`` when
+distances kept from it) and a query is then re-ranked from its distance row to the database
+in ``O(k1^2 + |nonzeros|)``: the query is treated as one more item (``q in N(g, k1)`` when
 ``d(q, g)`` is at most ``g``'s ``k1 + 1``-th neighbour distance), its own column is not
 part of the encoding, and database items are not re-encoded with the query (the
 paper's formulation re-encodes everything for every query set). The distance must be
@@ -41,7 +41,7 @@ __all__ = ["KReciprocal"]
 #: Distances of one block of database rows held at once while building.
 _BLOCK_FLOATS = 1 << 23
 #: The build keeps each item's ``_KEPT * (k1 + 1)`` nearest distances from its one pass over
-#: the rows; an item whose ``R*`` reaches past them has its block of rows computed again.
+#: the rows; an item whose ``R*`` reaches past them has its row computed again.
 _KEPT = 3
 
 
@@ -98,8 +98,8 @@ class KReciprocal:
     ----------
     rows_recomputed : int
         Items whose encoding reached past the ``3 (k1 + 1)`` nearest distances the build
-        keeps per item, so that their block of rows was computed a second time (few: an
-        item's ``R*`` lies among its near neighbours' neighbours).
+        keeps per item, so that their rows were computed a second time (few: an item's
+        ``R*`` lies among its near neighbours' neighbours).
     """
 
     def __init__(self, rows: Callable[[int, int], Any], n: int, *, k1: int = 20, k2: int = 6,
@@ -144,7 +144,7 @@ class KReciprocal:
         # raw encodings V (before the local expansion), from the kept distances where R*
         # stays inside them, else from the item's row computed once more
         enc: list[tuple[np.ndarray, np.ndarray] | None] = [None] * n
-        again: list[int] = []
+        again: dict[int, np.ndarray] = {}  # item -> its R*, for the items to read again
         for g in range(n):
             rstar = _expand(_reciprocal(nbr, g, kk - 1), self._half)
             order = np.argsort(kept_i[g], kind="stable")
@@ -153,15 +153,14 @@ class KReciprocal:
             if (kept_i[g][at] == rstar).all():
                 enc[g] = rstar, self._weights(kept_d[g][at], top[g])
             else:
-                again.append(g)
+                again[g] = rstar
             if bar is not None and g % 1024 == 1023:
                 bar.update(1024)
         self.rows_recomputed = len(again)
-        for s, e in _runs(again, step):  # consecutive items in one call, at most a block
+        for s, e in _runs(list(again), step):  # consecutive items in one call, <= a block
             d = self._block(rows, s, e)
             for g in range(s, e):
-                enc[g] = self._encode(d[g - s], _expand(_reciprocal(nbr, g, kk - 1),
-                                                        self._half))
+                enc[g] = again[g], self._weights(d[g - s][again[g]], top[g])
         if bar is not None:
             bar.update(2 * n - bar.n)
         done = cast("list[tuple[np.ndarray, np.ndarray]]", enc)
