@@ -186,3 +186,83 @@ def test_torch_tensors() -> None:
 def test_unsupported_type() -> None:
     with pytest.raises(TypeError, match="source must be"):
         read_image(42)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------ the pixel limit
+def _png_header(width: int, height: int) -> bytes:
+    """The signature and IHDR chunk of an 8-bit RGB PNG of ``width x height``, nothing else:
+    what a decompression bomb shows before its (tiny, highly compressed) pixel data."""
+    import struct
+    import zlib
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    chunk = b"IHDR" + ihdr
+    return (b"\x89PNG\r\n\x1a\n" + struct.pack(">I", len(ihdr)) + chunk
+            + struct.pack(">I", zlib.crc32(chunk)))
+
+
+def test_max_image_pixels_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from semcbir_fast.imageio import DEFAULT_MAX_IMAGE_PIXELS, max_image_pixels
+
+    monkeypatch.delenv("SEMCBIR_MAX_IMAGE_PIXELS", raising=False)
+    assert max_image_pixels() == DEFAULT_MAX_IMAGE_PIXELS == 2 ** 28
+    monkeypatch.setenv("SEMCBIR_MAX_IMAGE_PIXELS", " 1200 ")
+    assert max_image_pixels() == 1200
+    for bad in ("lots", "-1", "nan", "inf"):
+        monkeypatch.setenv("SEMCBIR_MAX_IMAGE_PIXELS", bad)
+        with pytest.raises(ValueError, match="SEMCBIR_MAX_IMAGE_PIXELS"):
+            read_image(b"\x89PNG")
+
+
+def test_bomb_refused_from_its_header(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # 20,000 x 20,000 = 4e8 pixels: over the default limit (2^28) and under OpenCV's own
+    # (2^30), so only the header check refuses it before the pixels would be allocated
+    monkeypatch.delenv("SEMCBIR_MAX_IMAGE_PIXELS", raising=False)
+    path = tmp_path / "bomb.png"
+    path.write_bytes(_png_header(20_000, 20_000) + b"\x00" * 64)
+    _assert_bad(path, r"20000 x 20000 = 400,000,000 pixels, more than the limit of "
+                      r"268,435,456 \(SEMCBIR_MAX_IMAGE_PIXELS")
+    with pytest.raises(ImageReadError, match="more than the limit"):
+        read_image(path.read_bytes())
+
+
+@pytest.mark.parametrize("ext", [".png", ".jpg", ".bmp", ".webp", ".tif"])
+def test_pixel_limit_applies_to_every_format(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                             ext: str) -> None:
+    # 40 x 30 = 1,200 pixels; TIFF is not read by the header probe: checked after decoding
+    path = tmp_path / f"small{ext}"
+    rgb = np.random.default_rng(5).integers(0, 256, (30, 40, 3), dtype=np.uint8)
+    assert cv2.imwrite(str(path), rgb[:, :, ::-1])
+    monkeypatch.setenv("SEMCBIR_MAX_IMAGE_PIXELS", "1199")
+    _assert_bad(path, r"40 x 30 = 1,200 pixels, more than the limit of 1,199")
+    for limit in ("1200", "0"):
+        monkeypatch.setenv("SEMCBIR_MAX_IMAGE_PIXELS", limit)
+        assert read_image(path).shape == (30, 40, 3)
+
+
+def test_pixel_limit_leaves_arrays_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SEMCBIR_MAX_IMAGE_PIXELS", "10")
+    assert read_image(np.zeros((30, 40, 3), np.uint8)).shape == (30, 40, 3)
+
+
+# ------------------------------------------------------------------ GIF
+def test_gif_found_and_read_like_pillow(tmp_path: Path) -> None:
+    from PIL import Image
+    from semcbir_fast.eval.datasets import folders
+
+    rng = np.random.default_rng(8)
+    palette = rng.integers(0, 256, (16, 3), dtype=np.uint8)
+    index = rng.integers(0, 16, (30, 40), dtype=np.uint8)
+    (tmp_path / "cats").mkdir()
+    path = tmp_path / "cats" / "a.GIF"
+    im = Image.fromarray(index, mode="P")
+    im.putpalette(palette.tobytes())
+    im.save(path)
+    cv2.imwrite(str(tmp_path / "cats" / "b.png"), np.zeros((8, 8, 3), np.uint8))
+    assert [p.name for p in folders(tmp_path).images] == ["a.GIF", "b.png"]
+    try:
+        img = read_image(path)
+    except ImageReadError:
+        pytest.skip(f"this OpenCV ({cv2.__version__}) does not decode GIF")
+    np.testing.assert_array_equal(img, np.asarray(Image.open(path).convert("RGB")))
+    np.testing.assert_array_equal(img, palette[index])

@@ -35,11 +35,11 @@ from semcbir_fast import create_signature
 from semcbir_fast._paths import data_root
 from semcbir_fast.cli import main
 from semcbir_fast.cli.serve import allowed_hosts
+from semcbir_fast.imagesize import probe_image
 from semcbir_fast.index import load_index
 from semcbir_fast.pipeline import Retriever, build_index
 from semcbir_fast.service import ServiceConfig, create_app, open_service
 from semcbir_fast.service.app import host_name
-from semcbir_fast.service.imagesize import probe_image
 
 COREL = Path(data_root()) / "corel1k" / "images"
 #: 3 images of each of the 10 Corel-1K categories (ids c*100 + 0, 1, 2)

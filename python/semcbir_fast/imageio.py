@@ -17,7 +17,12 @@ Decoding rules (all formats OpenCV reads: JPEG, PNG, BMP, TIFF, WebP, ...):
   floating-point images (TIFF, EXR, HDR) are taken to lie in ``[0, 1]``, clipped and
   scaled the same way;
 - an unreadable, empty, truncated or non-image file raises :class:`ImageReadError`
-  (a ``ValueError``) that names the file.
+  (a ``ValueError``) that names the file;
+- so does an image of more than :func:`max_image_pixels` pixels (``SEMCBIR_MAX_IMAGE_PIXELS``,
+  default :data:`DEFAULT_MAX_IMAGE_PIXELS`, 2^28, about 268 million; 0 lifts it): a JPEG, PNG,
+  WebP or BMP is refused from its header, before any pixel is allocated (a small file that
+  declares a huge image, a "decompression bomb", costs nothing); other formats are refused
+  after decoding (OpenCV's own cap, 2^30 pixels, bounds them).
 
 Decoding once per pass (:func:`decode_scope`): a pipeline pass (an index-build chunk, an
 evaluation, a query batch) reads each file several times -- the probe of the readable
@@ -45,9 +50,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["DEFAULT_DECODE_MEMO_MB", "DecodeMemo", "DecodeStats", "ImageReadError", "ImageSource",
-           "active_decode_memo", "decode_memo_bytes", "decode_scope", "describe_source",
-           "read_image"]
+__all__ = ["DEFAULT_DECODE_MEMO_MB", "DEFAULT_MAX_IMAGE_PIXELS", "DecodeMemo", "DecodeStats",
+           "ImageReadError", "ImageSource", "active_decode_memo", "decode_memo_bytes",
+           "decode_scope", "describe_source", "max_image_pixels", "read_image"]
 
 #: Anything :func:`read_image` accepts (a path, encoded bytes, an array or a tensor).
 ImageSource = Any
@@ -104,12 +109,52 @@ def _to_uint8(img: np.ndarray, source: str) -> np.ndarray:
     raise ImageReadError(source, f"unsupported pixel type {img.dtype}")
 
 
+#: Default of :func:`max_image_pixels` (2^28 pixels: 805 MB decoded as RGB).
+DEFAULT_MAX_IMAGE_PIXELS = 1 << 28
+_PIXELS_ENV = "SEMCBIR_MAX_IMAGE_PIXELS"
+
+
+def _env_number(name: str, default: float, meaning: str) -> float:
+    """The number >= 0 in environment variable ``name``, ``default`` when it is unset or
+    blank; anything else raises ValueError saying ``meaning``."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not value >= 0 or value == float("inf"):
+        raise ValueError(f"{name} must be {meaning}, got {raw!r}")
+    return value
+
+
+def max_image_pixels() -> int:
+    """The most pixels (width x height) :func:`read_image` decodes from a file or bytes:
+    ``SEMCBIR_MAX_IMAGE_PIXELS`` when set (a number >= 0; 0 = no limit but OpenCV's own),
+    else :data:`DEFAULT_MAX_IMAGE_PIXELS`."""
+    return int(_env_number(_PIXELS_ENV, DEFAULT_MAX_IMAGE_PIXELS,
+                           "a number of pixels >= 0 (0 = no limit)"))
+
+
+def _too_many_pixels(source: str, width: int, height: int, limit: int) -> ImageReadError:
+    return ImageReadError(
+        source, f"it is {width} x {height} = {width * height:,} pixels, more than the limit "
+        f"of {limit:,} ({_PIXELS_ENV}; 0 lifts it)")
+
+
 def _decode_bytes(buf: bytes | bytearray | memoryview, source: str) -> np.ndarray:
     import cv2
+
+    from .imagesize import probe_image
 
     arr = np.frombuffer(buf, dtype=np.uint8)
     if arr.size == 0:
         raise ImageReadError(source, "the file is empty (0 bytes)")
+    limit = max_image_pixels()
+    head = probe_image(buf) if limit else None
+    if head is not None and head.pixels > limit:
+        raise _too_many_pixels(source, head.width, head.height, limit)
     rgb_flag = getattr(cv2, "IMREAD_COLOR_RGB", None)  # OpenCV >= 4.11
     flags = (rgb_flag if rgb_flag is not None else cv2.IMREAD_COLOR) | cv2.IMREAD_ANYDEPTH
     try:
@@ -122,6 +167,8 @@ def _decode_bytes(buf: bytes | bytearray | memoryview, source: str) -> np.ndarra
             f"not a readable image ({arr.size} bytes, starts with {bytes(arr[:8])!r}); "
             "it is corrupt, truncated or in a format OpenCV does not decode",
         )
+    if limit and img.shape[0] * img.shape[1] > limit:  # a format probe_image does not read
+        raise _too_many_pixels(source, img.shape[1], img.shape[0], limit)
     if img.ndim == 2:  # some decoders ignore IMREAD_COLOR for exotic formats
         img = np.repeat(img[:, :, None], 3, axis=2)
     elif img.shape[2] == 4:
@@ -201,16 +248,8 @@ def decode_memo_bytes() -> int:
     """The default bound of a :func:`decode_scope`'s memo in bytes: ``SEMCBIR_DECODE_MEMO_MB``
     MiB when set (a number >= 0; 0 turns the memo off), else
     :data:`DEFAULT_DECODE_MEMO_MB`."""
-    raw = os.environ.get(_MEMO_ENV, "").strip()
-    if not raw:
-        return DEFAULT_DECODE_MEMO_MB << 20
-    try:
-        mb = float(raw)
-    except ValueError:
-        mb = float("nan")
-    if not mb >= 0 or mb == float("inf"):
-        raise ValueError(f"{_MEMO_ENV} must be a number of MiB >= 0 (0 = no decode memo), "
-                         f"got {raw!r}")
+    mb = _env_number(_MEMO_ENV, DEFAULT_DECODE_MEMO_MB,
+                     "a number of MiB >= 0 (0 = no decode memo)")
     return int(mb * (1 << 20))
 
 

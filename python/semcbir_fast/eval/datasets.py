@@ -49,6 +49,7 @@ IMAGE_EXTENSIONS = (
     ".tif",
     ".tiff",
     ".webp",
+    ".gif",
     ".jp2",
     ".pgm",
     ".ppm",

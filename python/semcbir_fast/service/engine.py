@@ -26,9 +26,9 @@ from typing import Any
 
 import numpy as np
 
+from ..imagesize import FORMATS, probe_image
 from ..pipeline import QueryResult, Retriever
 from ..signatures import Inputs
-from .imagesize import FORMATS, probe_image
 
 __all__ = ["SearchService", "ServiceConfig", "ServiceError", "open_service"]
 

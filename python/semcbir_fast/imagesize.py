@@ -1,8 +1,11 @@
 """The format and size of an encoded image, read from its header without decoding it.
 
-The service checks an upload's pixel count *before* decoding it, so that a small file that
-declares a huge image (a "decompression bomb") is refused without allocating its pixels.
-Only the formats whose size this module can read are accepted: JPEG, PNG, WebP and BMP.
+Used to check an image's pixel count *before* decoding it, so that a small file that
+declares a huge image (a "decompression bomb") is refused without allocating its pixels:
+the service refuses uploads over its ``--max-pixels`` and accepts only the formats whose
+size this module reads (JPEG, PNG, WebP and BMP); :func:`semcbir_fast.imageio.read_image`
+refuses files and bytes over ``SEMCBIR_MAX_IMAGE_PIXELS`` (formats this module does not
+read are checked after decoding).
 """
 
 from __future__ import annotations
