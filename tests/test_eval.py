@@ -526,3 +526,52 @@ def test_signature_table_published_rows_keep_each_signature():
                                 ("published, Hybrid: T3 (best)", ["0.90", "-"])]
     with pytest.raises(ValueError, match="at least one column"):
         signature_table([TableColumn("A")])
+
+
+def _pairs_and_a_single() -> tuple[Dataset, list[np.ndarray]]:
+    """Five one-class maps: two of class 0 (category 0), two of class 1 (category 1) and the
+    only image of category 2 (class 2). Same-category maps are identical."""
+    maps = [np.full((4, 4), c, np.uint8) for c in (0, 0, 1, 1, 2)]
+    ds = Dataset("t", Path("."), [Path(f"{i}.png") for i in range(5)], [0, 0, 1, 1, 2])
+    return ds, maps
+
+
+def test_query_with_nothing_to_find_is_left_out_of_the_scores():
+    ds, maps = _pairs_and_a_single()
+    cli = {"dataset_label": "t", "segmentation": "oracle"}  # what the CLI adds
+    res = evaluate_sbs(ds, maps, num_classes=3, levels=[0], exclude_query=True, top=3,
+                       settings=cli)
+    # queries 0-3 find their twin first (AP 1); query 4 has no other image of its
+    # category: left out, not scored 0 (which would make MAP 4 / 5)
+    r = res.results[0]
+    assert r.map == pytest.approx(1.0) and r.p_at_r == pytest.approx(1.0)
+    assert r.ap.tolist() == [1.0] * 4 and res.query_idx.tolist() == [0, 1, 2, 3]
+    assert res.settings["queries"] == 4 and res.settings["queries_without_relevant"] == 1
+    assert "1 query left out" in res.run_line()
+    # kept in the database: the other queries rank it, after their twin
+    assert r.top_ids[:, 0].tolist() == [1, 0, 3, 2]
+    inc = evaluate_sbs(ds, maps, num_classes=3, levels=[0], top=3, settings=cli)  # all scored
+    assert inc.settings["queries_without_relevant"] == 0 and inc.settings["queries"] == 5
+    assert "left out" not in inc.run_line()
+    lone = Dataset("t", Path("."), ds.images[:3], [0, 1, 2])
+    with pytest.raises(ValueError, match="nothing to score"):
+        evaluate_sbs(lone, maps[:3], num_classes=3, levels=[0], exclude_query=True)
+
+
+def test_report_of_a_fused_evaluation(tmp_path):
+    # result_info of the fused signature is a list of names, not a number
+    pytest.importorskip("matplotlib")
+    from semcbir_fast import create_signature
+    from semcbir_fast.eval.evaluate import evaluate
+    from semcbir_fast.report import write_report
+
+    ds, maps = _pairs_and_a_single()
+    sig = create_signature("fused", num_classes=3, components=("sbs",), rerank="none")
+    res = evaluate(ds, sig, label_maps=maps, exclude_query=True, top=3,
+                   settings={"segmentation": "oracle"})
+    assert res.results[0].map == pytest.approx(1.0)
+    files = write_report(res, tmp_path / "rep", gallery_queries=None, command="test")
+    md = files["markdown"].read_text()
+    assert "| components | sbs |" in md
+    assert "4 queries, database of 5" in md and "1 query left out" in md
+    assert json.loads(files["json"].read_text())["results"][0]["info"] == {"components": ["sbs"]}

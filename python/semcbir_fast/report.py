@@ -252,6 +252,14 @@ def _setting(result: Any, level: int | None) -> Any:
     return result.results[level]
 
 
+def _info_cell(value: Any) -> Any:
+    """A :meth:`Signature.result_info` value for the table: a number rounded to 0.1, a
+    sequence joined with " + " (the fused signature's components), anything else as is."""
+    if isinstance(value, (list, tuple)):
+        return " + ".join(str(v) for v in value)
+    return round(value, 1) if isinstance(value, (int, float, np.number)) else value
+
+
 def _md_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """A Markdown table; cells are text (:func:`_md`) unless they are :class:`_Markdown`."""
 
@@ -385,10 +393,14 @@ def write_report(
     what = (f"{_md(kind.distance)} over {_md(title)} signatures ({_md(s['num_classes'])} "
             f"classes{void}{extra_what}). Results are ranked by (penalised, distance, smaller "
             "database id)")
+    from .eval.evaluate import left_out_text
+
+    left = _md(left_out_text(s.get("queries_without_relevant", 0)))
     md.append(
         f"{_md(s['images'])} images in {_md(s['categories'])} categories; mode "
         f"**{_md(s['mode'])}** ({_md(s['queries'])} queries, database of {_md(s['database'])}"
-        f"{', the query excluded from its own ranking' if s['exclude_query'] else ', each query stays in the database'}); "
+        f"{', the query excluded from its own ranking' if s['exclude_query'] else ', each query stays in the database'}"
+        f"{'; ' + left if left else ''}); "
         f"{what}; *MAP, ties averaged* scores every tie group by its expected value over all "
         "orders instead.\n"
     )
@@ -404,7 +416,7 @@ def write_report(
     for label, vals in result.published_rows():
         rows_md.append([f"{label}, HRNet-W48", *vals])
     for key in res[0].info if res else {}:
-        rows_md.append([key.replace("_", " "), *[round(r.info[key], 1) for r in res]])
+        rows_md.append([key.replace("_", " "), *[_info_cell(r.info[key]) for r in res]])
     rows_md.append(["encode ms / image", *[round(r.encode_ms_per_image, 4) for r in res]])
     rows_md.append(["search ms / query", *[round(r.search_ms_per_query, 4) for r in res]])
     md.append(_md_table(header, rows_md) + "\n")

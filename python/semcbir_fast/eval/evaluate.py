@@ -21,7 +21,9 @@ Modes (paper 000 Table 1): ``"query-in-db"`` -- every image is a query and stays
 database (its own first result, normally); ``"disjoint"`` -- the first
 ``queries_per_category`` images of each category are the queries, the rest the database.
 ``exclude_query=True`` (query-in-db only) removes each query from its own ranking and
-from its relevant count.
+from its relevant count; a query left with nothing relevant to find (the only image of its
+category) is then left out of every score, not counted with AP 0
+(``settings["queries_without_relevant"]`` says how many).
 
 :func:`evaluate_sbs` and :func:`evaluate_signature` are the former entry points, kept as
 thin wrappers: they build the signature objects from keyword settings (the defaults are
@@ -177,9 +179,10 @@ class EvalResult:
     def run_line(self) -> str:
         """One line on what was evaluated: data set, images, categories, mode, labels."""
         s = self.settings
+        left = left_out_text(s.get("queries_without_relevant", 0))
         return (f"{s['dataset_label']}: {s['images']} images, {s['categories']} categories, "
                 f"mode {s['mode']}{' (query excluded)' if s['exclude_query'] else ''}, "
-                f"segmentation: {s['segmentation']}")
+                f"{left + ', ' if left else ''}segmentation: {s['segmentation']}")
 
     def best(self) -> SignatureResult:
         """The setting with the highest MAP (the first on ties)."""
@@ -225,6 +228,13 @@ class EvalResult:
         return "\n".join(lines)
 
 
+def left_out_text(n: int) -> str:
+    """What the scores left out: ``n`` queries with nothing relevant to find ("" for 0)."""
+    if not n:
+        return ""
+    return f"{n} quer{'y' if n == 1 else 'ies'} left out (the only image of a category)"
+
+
 def library_versions() -> dict[str, str]:
     """Versions of the library, its backend and the main dependencies."""
     import semcbir_fast as sf
@@ -258,6 +268,7 @@ class _Split:
     counts: dict[int, int]
     names: dict[int, str]
     exclude_query: bool
+    unscored: int = 0  # queries left out: no relevant image in the database
 
     @property
     def ndb(self) -> int:
@@ -295,7 +306,15 @@ class _Split:
         if exclude_query:
             n_rel -= 1
         names = {c: dataset.category_name(c) for c in np.unique(cats).tolist()}
-        return cls(q_idx, db_idx, qcat, dbcat, n_rel, counts, names, bool(exclude_query))
+        # a query with no relevant image to find (the only image of its category, itself
+        # left out) has no AP: it is left out of the scores rather than counted as 0
+        scored = n_rel > 0
+        if not scored.any():
+            raise ValueError("no query has another image of its category in the database: "
+                             "nothing to score (every category has a single image?)")
+        unscored = int(q_idx.shape[0] - np.count_nonzero(scored))
+        return cls(q_idx[scored], db_idx, qcat[scored], dbcat, n_rel[scored], counts, names,
+                   bool(exclude_query), unscored)
 
     def cutoffs(self, ks: Sequence[int]) -> list[int]:
         return sorted({int(k) for k in ks if 0 < int(k) <= self.ranking_len})
@@ -417,7 +436,8 @@ def evaluate(
         images themselves (paper 000 fits on another data set, Pascal VOC).
     mode : {"query-in-db", "disjoint"}
     exclude_query : bool, default False
-        Query-in-db only: leave each query out of its own ranking.
+        Query-in-db only: leave each query out of its own ranking (a query that is the only
+        image of its category is then left out of the scores).
     queries_per_category : int, default 10
         Disjoint mode: queries taken from each category.
     ks : sequence of int, default (10, 20)
@@ -464,6 +484,7 @@ def evaluate(
         "images": size,
         "categories": len(split.counts),
         "queries": int(nq),
+        "queries_without_relevant": split.unscored,
         "database": int(ndb),
         "mode": mode,
         "exclude_query": bool(exclude_query),

@@ -207,7 +207,8 @@ class Signature(ABC):
         return dataclasses.asdict(self.params)
 
     def result_info(self, encoded: Any) -> dict[str, Any]:
-        """Extra numbers of an evaluated setting (sizes, sparsity)."""
+        """Extra facts of an evaluated setting: numbers (sizes, sparsity) or short text
+        (a list of names), one row each in the evaluation report."""
         return {}
 
     @classmethod
