@@ -945,3 +945,32 @@ def test_eval_signature_table_errors(env, capsys):
     names = [c.name for c in _signature_classes(args)]
     assert "hash-model" in capsys.readouterr().err
     assert names == [n for n in list_signatures() if n != "deephash"]
+
+
+def test_index_of_a_fused_signature_saves_its_re_ranking_graph(env, capsys):
+    """`semcbir index --signature fused` builds the database's derived structures once and
+    writes them; `--append` rebuilds them for the new database; searches read them."""
+    from semcbir_fast.index import load_index
+
+    out = env["base"] / "fused.sbdi"
+    base = ["--model", env["model"], "--device", "cpu", "-q", "--signature", "fused",
+            "--components", "sbs"]
+    rc, _, err = _run(capsys, ["index", str(env["tree"] / "reds"), "-o", str(out), *base])
+    assert rc == 0, err
+    idx = load_index(out)
+    assert len(idx) == 5
+    assert sorted(k[0] for k in idx._derived) == ["adaptive-weights", "k-reciprocal", "stats"]
+    graph = next(v for k, v in idx._derived.items() if k[0] == "k-reciprocal")
+    assert graph.n == 5
+    rc, _, err = _run(capsys, ["index", str(env["tree"] / "blues"), "-o", str(out), "--append",
+                               *base])
+    assert rc == 0, err
+    idx = load_index(out)
+    graph = next(v for k, v in idx._derived.items() if k[0] == "k-reciprocal")
+    assert len(idx) == 10 and graph.n == 10
+    # the same ranking as an index that builds everything at its first search
+    fresh = idx.signature.new_index()
+    fresh.add(idx.reconstruct_batch(range(10)))
+    q = idx.reconstruct_batch(range(10))
+    np.testing.assert_array_equal(idx.search(q, 10)[1], fresh.search(q, 10)[1])
+    np.testing.assert_array_equal(idx.search(q, 10)[0], fresh.search(q, 10)[0])

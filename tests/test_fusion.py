@@ -241,6 +241,40 @@ def test_k_reciprocal_rows_once_and_again_only_where_needed(monkeypatch, kept):
     np.testing.assert_allclose(kr.rerank(dq), _kr_oracle(dd, dq, 8, 3, 0.3), atol=1e-12)
 
 
+def test_k_reciprocal_from_its_arrays_reranks_the_same():
+    x, dd, rows, _ = _points_and_rows(120, 3, seed=11)
+    kr = KReciprocal(rows, 120, k1=7, k2=3, lam=0.2)
+    arrays = kr.to_arrays()
+    back = KReciprocal.from_arrays(arrays, 120, k1=7, k2=3, lam=0.2)
+    assert back.rows_recomputed == kr.rows_recomputed
+    q = np.random.default_rng(12).standard_normal((6, 3))
+    dq = np.sqrt(((q[:, None] - x[None]) ** 2).sum(-1))
+    np.testing.assert_array_equal(back.rerank(dq), kr.rerank(dq))
+    np.testing.assert_array_equal(back.rerank(dd[:9]), kr.rerank(dd[:9]))
+
+
+@pytest.mark.parametrize("damage, match", [
+    (lambda a: a.pop("vv"), "missing"),
+    (lambda a: a.__setitem__("nbr", a["nbr"][:, :-1]), "nbr has"),
+    (lambda a: a["nbr"].__setitem__((3, 2), 120), "outside 0..119"),
+    (lambda a: a["half_idx"].__setitem__(0, -1), "outside"),
+    (lambda a: a["vp"].__setitem__(5, a["vp"][4] - 1), "vp is not non-decreasing"),
+    (lambda a: a.__setitem__("ic", a["ic"][:-1]), "ic is not"),
+    (lambda a: a["iv"].__setitem__(0, -0.5), "iv must be"),
+    (lambda a: a["vv"].__setitem__(1, np.nan), "vv must be"),
+    (lambda a: a.__setitem__("kth", a["kth"].astype(np.int64)), "kth must be"),
+    (lambda a: a.__setitem__("rows_recomputed", np.array([500])), "rows_recomputed"),
+])
+def test_k_reciprocal_from_damaged_arrays_refused(damage, match):
+    _, _, rows, _ = _points_and_rows(120, 3, seed=11)
+    arrays = {k: v.copy() for k, v in KReciprocal(rows, 120, k1=7, k2=3).to_arrays().items()}
+    damage(arrays)
+    with pytest.raises(ValueError, match=match):
+        KReciprocal.from_arrays(arrays, 120, k1=7, k2=3)
+    with pytest.raises(ValueError, match="nbr has"):  # other settings, other shapes
+        KReciprocal.from_arrays(KReciprocal(rows, 120, k1=7, k2=3).to_arrays(), 120, k1=9)
+
+
 # ----------------------------------------------------------------------------- fused
 @dataclass(frozen=True)
 class ToyParams:
@@ -386,6 +420,69 @@ def test_fused_qe_weights_and_roundtrip(toy, tmp_path):
     # padding past the database
     d3, i3 = back.search(enc[:1], 60)
     assert (i3[0, 50:] == -1).all() and np.isinf(d3[0, 50:]).all()
+
+
+def test_fused_prepared_index_saves_what_its_searches_derive(toy, tmp_path, monkeypatch):
+    maps = _maps(60, seed=5)
+    sig = create_signature("fused", num_classes=5, components=("toy-dense", "sbs"))
+    enc = sig.encode(Inputs(maps))
+    index = sig.new_index()
+    index.add(enc)
+    d, i = index.search(enc[:8], 20)  # built on this first search
+    plain = load_index(index.save(tmp_path / "searched.sbdi"))  # what a search built is kept
+    assert sorted(k[0] for k in plain._derived) == ["adaptive-weights", "k-reciprocal", "stats"]
+    fresh = sig.new_index()
+    fresh.add(enc)
+    assert load_index(fresh.save(tmp_path / "bare.sbdi"))._derived == {}  # nothing built
+    fresh.prepare()
+    back = load_index(fresh.save(tmp_path / "prepared.sbdi"))
+    assert sorted(k[0] for k in back._derived) == ["adaptive-weights", "k-reciprocal", "stats"]
+    # searches of the loaded index use the loaded structures: the only distance rows
+    # computed are the 8 queries' (building would take the database's 60 rows, and more)
+    raw_rows = FusedSignature._raw_rows
+    computed = []
+
+    def counting(self, ix, c, queries, threads):
+        computed.append(len(queries))
+        return raw_rows(self, ix, c, queries, threads)
+
+    monkeypatch.setattr(FusedSignature, "_raw_rows", counting)
+    d2, i2 = back.search(back.reconstruct_batch(range(8)), 20)
+    assert computed == [8, 8]  # one block of queries per component
+    np.testing.assert_array_equal(i2, i)
+    np.testing.assert_array_equal(d2, d)
+    monkeypatch.undo()
+    # an add drops them; the next save writes none until they are built again
+    back.add(enc[:3])
+    assert back._derived == {}
+    assert load_index(back.save(tmp_path / "added.sbdi"))._derived == {}
+
+
+def test_fused_derived_arrays_that_do_not_fit_are_refused(toy, tmp_path, monkeypatch):
+    from semcbir_fast.index import IndexFormatError
+
+    maps = _maps(30, seed=6)
+    sig = create_signature("fused", num_classes=5, components=("toy-dense", "sbs"))
+    index = sig.new_index()
+    index.add(sig.encode(Inputs(maps)))
+    index.prepare()
+    good = sig.derived_sections(index)
+    bad_cases = {
+        "weights": [(n, -a if n == "weights" else a) for n, a in good],
+        "stats": [(n, np.zeros((2, 2)) if n == "stats" else a) for n, a in good],
+        "graph.nbr": [(n, a + 30 if n == "graph.nbr" else a) for n, a in good],
+        "unknown": [*good, ("rotation", np.eye(2))],
+    }
+    for what, sections in bad_cases.items():
+        monkeypatch.setattr(FusedSignature, "derived_sections", lambda self, ix, s=sections: s)
+        path = index.save(tmp_path / f"{what}.sbdi")
+        with pytest.raises(IndexFormatError, match="corrupted: derived arrays"):
+            load_index(path)
+    # other settings than those the arrays were built for: refused, not used
+    other = create_signature("fused", num_classes=5, components=("toy-dense", "sbs"),
+                             fusion_weights="fixed")
+    with pytest.raises(ValueError, match="do not belong"):
+        other.restore_derived(index, dict(good))
 
 
 def test_fused_with_a_sparse_component(tmp_path):

@@ -316,6 +316,11 @@ def run(args: argparse.Namespace) -> int:
         index.metadata["image_root"] = image_root(index.keys())
     if index.metadata.pop("complete", True) is False or res.added or res.failed \
             or args.engine is not None:
+        prepare = getattr(index, "prepare", None)
+        if prepare is not None and res.added:
+            # what searches derive from the database (a fused index's re-ranking graph, its
+            # O(N^2) distances) is built once here and saved, not again by every search
+            prepare(threads=args.threads)
         index.save(out)
     if existing is not None and not res.added:
         print(f"{out}: {len(existing)} images (unchanged; {len(res.failed)} skipped)")

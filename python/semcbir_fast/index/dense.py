@@ -26,9 +26,12 @@ that needs them and dropped by ``add`` (:meth:`DenseIndex.derived`).
 
 File sections: ``vectors`` (float32 little-endian, ``count x dim``), per side array
 ``x:<name>`` (Ragged: ``x:<name>:indptr`` and ``x:<name>:<value>``), the signature's state
-sections ``state:<name>`` and, with keys, ``key_offsets`` / ``key_blob``. The header holds
-the signature's header (``signature``, ``params``, ...), ``metric``, ``count``, ``dim``,
-the side data's dtypes and shapes (``extras``), the state arrays' (``state``), ``has_keys``,
+sections ``state:<name>``, the derived structures built before the save
+``derived:<name>`` (:meth:`DenseIndex.prepare`; a loaded index searches with them instead of
+rebuilding them) and, with keys, ``key_offsets`` / ``key_blob``. The header holds the
+signature's header (``signature``, ``params``, ...), ``metric``, ``count``, ``dim``, the
+side data's dtypes and shapes (``extras``), the state arrays' (``state``), the derived
+arrays' (``derived``; absent in files written before it, read as none), ``has_keys``,
 ``metadata`` and ``library_version``.
 
 Threads: searches may run from several threads at once; ``add`` swaps in new arrays under a
@@ -362,6 +365,19 @@ class DenseIndex(AppendOnlyKeys):
                 d[key] = build()
             return d[key]
 
+    def built(self, key: Any) -> Any:
+        """The derived structure under ``key`` if it has been built (or loaded), else None."""
+        with self._lock:
+            return self._derived.get(key)
+
+    def prepare(self, *, threads: int = 0) -> None:
+        """Build now what the signature's searches derive from the database (a fused
+        signature's normalisation, adaptive weights and re-ranking graph), so that
+        :meth:`save` writes it and a loaded index searches without rebuilding it."""
+        sig = self._signature
+        if sig is not None and len(self):
+            sig.prepare_index(self, threads=check_threads(threads))
+
     # ------------------------------------------------------------------ queries
     def reconstruct(self, ids: Any) -> np.ndarray:
         """The stored vectors of ``ids`` ``(len(ids), dim)`` (``KeyError`` if one is absent)."""
@@ -455,13 +471,18 @@ class DenseIndex(AppendOnlyKeys):
                                 "shape": list(a.shape[1:])}
                 sections.append((f"x:{name}", a.astype(a.dtype.newbyteorder("<"))))
         state: dict[str, Any] = {}
+        derived: dict[str, Any] = {}
         sh: dict[str, Any] = {"signature": None}
         if sig is not None:
             sh = sig.to_header()
-            for name, arr in sig.state_sections():
-                arr = np.asarray(arr)
-                state[name] = {"dtype": arr.dtype.name, "shape": list(arr.shape)}
-                sections.append((f"state:{name}", arr.astype(arr.dtype.newbyteorder("<"))))
+            for table, prefix, arrays in (
+                    (state, "state", sig.state_sections()),
+                    (derived, "derived", sig.derived_sections(self) if b is not None else [])):
+                for name, arr in arrays:
+                    arr = np.asarray(arr)
+                    table[name] = {"dtype": arr.dtype.name, "shape": list(arr.shape)}
+                    sections.append((f"{prefix}:{name}",
+                                     arr.astype(arr.dtype.newbyteorder("<"))))
         header: dict[str, Any] = {
             "format": FORMAT_NAME,
             "version": FORMAT_VERSION,
@@ -471,6 +492,7 @@ class DenseIndex(AppendOnlyKeys):
             "dim": dim,
             "extras": extras,
             "state": state,
+            "derived": derived,
         }
         return write_index(path, header, sections, keys, meta)
 
@@ -514,10 +536,16 @@ class DenseIndex(AppendOnlyKeys):
         state_spec, extras_spec = h.get("state"), h.get("extras")
         if not isinstance(state_spec, dict) or not isinstance(extras_spec, dict):
             raise c.error("corrupted header: extras / state tables missing")
-        arrays: dict[str, np.ndarray] = {}
-        for name, spec in state_spec.items():
-            dt, shape = cls._shape(c, spec, f"state {name!r}")
-            arrays[name] = c.array(f"state:{name}", dt, int(np.prod(shape))).reshape(shape)
+        derived_spec = h.get("derived", {})  # absent from files written before it existed
+        if not isinstance(derived_spec, dict):
+            raise c.error("corrupted header: derived table is not a table")
+        tables: dict[str, dict[str, np.ndarray]] = {"state": {}, "derived": {}}
+        for prefix, spec_table in (("state", state_spec), ("derived", derived_spec)):
+            for name, spec in spec_table.items():
+                dt, shape = cls._shape(c, spec, f"{prefix} {name!r}")
+                tables[prefix][name] = c.array(f"{prefix}:{name}", dt,
+                                               int(np.prod(shape))).reshape(shape)
+        arrays = tables["state"]
         try:
             if h.get("signature") is None:
                 idx = cls(metric=h.get("metric"), metadata=h.get("metadata") or {})
@@ -560,6 +588,13 @@ class DenseIndex(AppendOnlyKeys):
             raise c.error("corrupted: vectors hold NaN or inf")
         if count or dim or extras:
             idx._batch = _trusted(vec, extras)
+        if tables["derived"]:
+            if idx._signature is None or not count:
+                raise c.error("corrupted header: derived arrays without a signature's rows")
+            try:
+                idx._signature.restore_derived(idx, tables["derived"])
+            except ValueError as exc:
+                raise c.error(f"corrupted: derived arrays ({exc})") from None
         idx._keys = c.keys(count) if h.get("has_keys") else None
         idx._mmap = c.keep
         return idx

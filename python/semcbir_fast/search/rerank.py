@@ -189,6 +189,85 @@ class KReciprocal:
         self._ic = np.searchsorted(c2[order], np.arange(n + 1))
         self._ir, self._iv = row_of[order], v2[order]
 
+    # ------------------------------------------------------------------ persistence
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """The built graph as plain arrays (what :meth:`from_arrays` takes back): the
+        neighbour lists, the ``R(g, k1 / 2)`` lists and the encodings, CSR-like."""
+        sizes = np.fromiter((h.size for h in self._half), np.int64, self.n)
+        half_ptr = np.zeros(self.n + 1, np.int64)
+        np.cumsum(sizes, out=half_ptr[1:])
+        return {"nbr": self._nbr, "kth": self._kth, "half_ptr": half_ptr,
+                "half_idx": np.concatenate(self._half).astype(np.int64),
+                "vp": self._vp, "vc": self._vc, "vv": self._vv,
+                "ic": self._ic, "ir": self._ir, "iv": self._iv,
+                "rows_recomputed": np.array([self.rows_recomputed], np.int64)}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, Any], n: int, *, k1: int = 20, k2: int = 6,
+                    lam: float = 0.3) -> KReciprocal:
+        """A graph from :meth:`to_arrays` of one built for ``n`` items with the same
+        ``k1``, ``k2``, ``lam``; re-ranks exactly as that one. Arrays that do not fit
+        together (wrong shapes, ids out of range, negative or non-finite weights, lists
+        that do not partition) raise ValueError, so a damaged file cannot index past them."""
+        self = cls.__new__(cls)
+        self.n = check_int(n, "n", 1)
+        self.k1, self.k2 = check_int(k1, "k1", 1), check_int(k2, "k2", 1)
+        if not (isinstance(lam, (int, float)) and 0.0 <= lam <= 1.0):
+            raise ValueError(f"lam must be a number in [0, 1], got {lam!r}")
+        self.lam = float(lam)
+        self._kh = max(1, round(self.k1 / 2))
+        missing = sorted(set(cls._ARRAYS) - set(arrays))
+        if missing:
+            raise ValueError(f"k-reciprocal graph: arrays {missing} missing")
+        a = {k: np.asarray(arrays[k]) for k in cls._ARRAYS}
+        kk = min(self.k1 + 1, n)
+
+        def ids(name: str, shape: tuple[int, ...] | None = None) -> np.ndarray:
+            x = a[name]
+            if x.dtype.kind not in "iu" or (shape is not None and x.shape != shape) \
+                    or x.ndim != (1 if shape is None else len(shape)):
+                raise ValueError(f"k-reciprocal graph: {name} has dtype {x.dtype} and shape "
+                                 f"{x.shape}, expected integers of shape {shape or '(m,)'}")
+            if x.size and (x.min() < 0 or x.max() >= n):
+                raise ValueError(f"k-reciprocal graph: {name} holds ids outside 0..{n - 1}")
+            return x.astype(np.int64, copy=False)
+
+        def ptr(name: str, total: int) -> np.ndarray:
+            x = a[name]
+            if x.dtype.kind not in "iu" or x.shape != (n + 1,) or x[0] != 0 \
+                    or x[-1] != total or np.any(np.diff(x.astype(np.int64)) < 0):
+                raise ValueError(f"k-reciprocal graph: {name} is not non-decreasing from 0 "
+                                 f"to {total} over {n + 1} entries")
+            return x.astype(np.int64, copy=False)
+
+        def weights(name: str, size: int) -> np.ndarray:
+            x = a[name]
+            if x.dtype.kind != "f" or x.shape != (size,) or \
+                    (size and (not np.isfinite(x).all() or x.min() < 0)):
+                raise ValueError(f"k-reciprocal graph: {name} must be {size} finite values "
+                                 ">= 0")
+            return x.astype(np.float64, copy=False)
+
+        self._nbr = ids("nbr", (n, kk))
+        self._kth = weights("kth", n)
+        half_idx = ids("half_idx")
+        half_ptr = ptr("half_ptr", half_idx.size)
+        self._half = [half_idx[half_ptr[g]:half_ptr[g + 1]] for g in range(n)]
+        self._vc = ids("vc")
+        self._vp = ptr("vp", self._vc.size)
+        self._vv = weights("vv", self._vc.size)
+        self._ir = ids("ir")
+        self._ic = ptr("ic", self._ir.size)
+        self._iv = weights("iv", self._ir.size)
+        rec = a["rows_recomputed"]
+        if rec.shape != (1,) or rec.dtype.kind not in "iu" or not 0 <= int(rec[0]) <= n:
+            raise ValueError("k-reciprocal graph: rows_recomputed must be one count in 0..n")
+        self.rows_recomputed = int(rec[0])
+        return self
+
+    _ARRAYS = ("nbr", "kth", "half_ptr", "half_idx", "vp", "vc", "vv", "ic", "ir", "iv",
+               "rows_recomputed")
+
     @staticmethod
     def _block(rows: Callable[[int, int], Any], s: int, e: int) -> np.ndarray:
         d = np.asarray(rows(s, e), dtype=np.float64)

@@ -156,6 +156,22 @@ class DenseSignature(Signature):
         d, i = index.vector_topk(queries.vectors, k, threads=threads, metric=self.metric)
         return d, i, np.zeros(d.shape, dtype=bool)
 
+    # what a search derives from the database, kept in the index file (DenseIndex.prepare);
+    # a plain descriptor derives nothing
+    def prepare_index(self, index: Any, *, threads: int = 0) -> None:
+        """Build what :meth:`search_index` derives from ``index``'s rows (nothing here)."""
+
+    def derived_sections(self, index: Any) -> list[tuple[str, np.ndarray]]:
+        """``(name, array)`` of the derived structures built in ``index``, for its file."""
+        return []
+
+    def restore_derived(self, index: Any, arrays: dict[str, np.ndarray]) -> None:
+        """Put back into a loaded ``index`` what :meth:`derived_sections` wrote (ValueError
+        if the arrays do not fit this signature and that index)."""
+        if arrays:
+            raise ValueError(f"signature {self.name} derives nothing, the file has "
+                             f"{sorted(arrays)}")
+
     def distance_rows(self, database: Any, queries: Any, *, threads: int = 0) -> np.ndarray:
         """Full float32 distance rows ``(nq, N)`` between encoded queries and a database
         batch (what a ``fused`` signature combines)."""

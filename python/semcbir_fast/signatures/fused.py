@@ -34,6 +34,11 @@ one :class:`~semcbir_fast.index.DenseIndex`). A query is ranked as follows:
    ``lambda = 0.3`` (:class:`semcbir_fast.search.KReciprocal`; its graph of the database is
    built on the first search and kept until the next ``add``).
 
+What steps 2, 3 and 5 derive from the database (the statistics, the database's adaptive
+weights, the graph) is built by ``DenseIndex.prepare`` (``semcbir index`` calls it) and
+saved with the index (:meth:`FusedSignature.derived_sections`), so that a loaded index
+searches without the ``O(N^2)`` rebuild.
+
 The defaults are fixed, not fitted to any data set: equal weights (the plain rule), z-scores
 (the usual late-fusion normalisation), the re-ranking paper's own parameters, and no QE
 (k-reciprocal re-ranking already expands each query over its ``k2`` nearest neighbours;
@@ -362,7 +367,7 @@ class FusedSignature(DenseSignature):
                     out.append((float(r.mean()), sd if sd > 0 else 1.0))
             return out
 
-        return index.derived(("stats", self.params.normalization), build)
+        return index.derived(self._derived_keys()["stats"], build)
 
     def _query_part(self, batch: Any, i: int) -> Any:
         return self._part(batch, i)
@@ -419,7 +424,7 @@ class FusedSignature(DenseSignature):
                      for i in active])
             return out
 
-        return index.derived(("adaptive-weights", tuple(active)), build)
+        return index.derived(self._derived_keys()["weights"], build)
 
     def _expanded(self, index: Any, queries: Any, first: np.ndarray) -> dict[int, Any]:
         from ..index import DenseBatch
@@ -448,8 +453,71 @@ class FusedSignature(DenseSignature):
                                progress=len(index) >= _GRAPH_PROGRESS_ROWS
                                and sys.stderr.isatty())
 
-        return index.derived(("k-reciprocal", p.k1, p.k2, p.lam, p.normalization,
-                              tuple(self.weights), p.fusion_weights), build)
+        return index.derived(self._derived_keys()["graph"], build)
+
+    # ------------------------------------------------------------------ derived state
+    def _derived_keys(self) -> dict[str, tuple[Any, ...]]:
+        """The keys (in the index's derived structures) of what this signature's searches
+        build from the database: ``stats`` (z / minmax), ``weights`` (adaptive) and
+        ``graph`` (k-reciprocal), for the settings in use."""
+        p = self.params
+        keys: dict[str, tuple[Any, ...]] = {}
+        if p.normalization != "rank":
+            keys["stats"] = ("stats", p.normalization)
+        if p.fusion_weights == "adaptive":
+            keys["weights"] = ("adaptive-weights", tuple(self._active()))
+        if p.rerank == "k-reciprocal":
+            keys["graph"] = ("k-reciprocal", p.k1, p.k2, p.lam, p.normalization,
+                             tuple(self.weights), p.fusion_weights)
+        return keys
+
+    def prepare_index(self, index: Any, *, threads: int = 0) -> None:
+        keys = self._derived_keys()
+        if "stats" in keys:
+            self._stats(index, threads)
+        if "weights" in keys:
+            self._db_weights(index, threads)
+        if "graph" in keys:
+            self._reranker(index, threads)
+
+    def derived_sections(self, index: Any) -> list[tuple[str, np.ndarray]]:
+        keys = self._derived_keys()
+        out: list[tuple[str, np.ndarray]] = []
+        built = {name: index.built(key) for name, key in keys.items()}
+        if built.get("stats") is not None:
+            out.append(("stats", np.asarray(built["stats"], np.float64).reshape(-1, 2)))
+        if built.get("weights") is not None:
+            out.append(("weights", np.asarray(built["weights"], np.float64)))
+        if built.get("graph") is not None:
+            out += [(f"graph.{k}", v) for k, v in built["graph"].to_arrays().items()]
+        return out
+
+    def restore_derived(self, index: Any, arrays: dict[str, np.ndarray]) -> None:
+        from ..search import KReciprocal
+
+        keys, n = self._derived_keys(), len(index)
+        graph = {k[len("graph."):]: v for k, v in arrays.items() if k.startswith("graph.")}
+        names = {k for k in arrays if not k.startswith("graph.")} | ({"graph"} if graph else set())
+        if names - set(keys):
+            raise ValueError(f"{sorted(names - set(keys))} do not belong to these settings")
+        if "stats" in arrays:
+            st = np.asarray(arrays["stats"])
+            if st.shape != (len(self.components), 2) or st.dtype.kind != "f" \
+                    or not np.isfinite(st).all() or st[:, 1].min() <= 0:
+                raise ValueError(f"stats must be ({len(self.components)}, 2) finite values "
+                                 "with scales > 0")
+            index.derived(keys["stats"], lambda: [(float(a), float(b)) for a, b in st])
+        if "weights" in arrays:
+            w = np.asarray(arrays["weights"])
+            if w.shape != (n, len(self._active())) or w.dtype.kind != "f" \
+                    or not np.isfinite(w).all() or w.min() < 0:
+                raise ValueError(f"weights must be ({n}, {len(self._active())}) finite values "
+                                 ">= 0")
+            index.derived(keys["weights"], lambda: w.astype(np.float64, copy=False))
+        if graph:
+            p = self.params
+            rr = KReciprocal.from_arrays(graph, n, k1=p.k1, k2=p.k2, lam=p.lam)
+            index.derived(keys["graph"], lambda: rr)
 
     def search_index(self, index: Any, queries: Any, k: int, *, threads: int = 0
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
