@@ -466,7 +466,7 @@ def test_fused_derived_arrays_that_do_not_fit_are_refused(toy, tmp_path, monkeyp
     index = sig.new_index()
     index.add(sig.encode(Inputs(maps)))
     index.prepare()
-    good = sig.derived_sections(index)
+    good = sig.derived_sections(index.built)
     bad_cases = {
         "weights": [(n, -a if n == "weights" else a) for n, a in good],
         "stats": [(n, np.zeros((2, 2)) if n == "stats" else a) for n, a in good],
@@ -474,7 +474,7 @@ def test_fused_derived_arrays_that_do_not_fit_are_refused(toy, tmp_path, monkeyp
         "unknown": [*good, ("rotation", np.eye(2))],
     }
     for what, sections in bad_cases.items():
-        monkeypatch.setattr(FusedSignature, "derived_sections", lambda self, ix, s=sections: s)
+        monkeypatch.setattr(FusedSignature, "derived_sections", lambda self, built, s=sections: s)
         path = index.save(tmp_path / f"{what}.sbdi")
         with pytest.raises(IndexFormatError, match="corrupted: derived arrays"):
             load_index(path)

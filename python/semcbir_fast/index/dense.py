@@ -451,8 +451,8 @@ class DenseIndex(AppendOnlyKeys):
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the index to one file atomically (see the module docstring)."""
         meta = json_metadata(self.metadata)
-        with self._lock:
-            b, keys = self._batch, self._keys
+        with self._lock:  # the rows and what was derived from these very rows
+            b, keys, built = self._batch, self._keys, dict(self._derived)
         sig = self._signature
         dim = 0 if b is None else b.dim
         vectors = np.zeros((0, dim), np.float32) if b is None else b.vectors
@@ -477,7 +477,7 @@ class DenseIndex(AppendOnlyKeys):
             sh = sig.to_header()
             for table, prefix, arrays in (
                     (state, "state", sig.state_sections()),
-                    (derived, "derived", sig.derived_sections(self) if b is not None else [])):
+                    (derived, "derived", sig.derived_sections(built.get) if b is not None else [])):
                 for name, arr in arrays:
                     arr = np.asarray(arr)
                     table[name] = {"dtype": arr.dtype.name, "shape": list(arr.shape)}

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -161,8 +162,9 @@ class DenseSignature(Signature):
     def prepare_index(self, index: Any, *, threads: int = 0) -> None:
         """Build what :meth:`search_index` derives from ``index``'s rows (nothing here)."""
 
-    def derived_sections(self, index: Any) -> list[tuple[str, np.ndarray]]:
-        """``(name, array)`` of the derived structures built in ``index``, for its file."""
+    def derived_sections(self, built: Callable[[Any], Any]) -> list[tuple[str, np.ndarray]]:
+        """``(name, array)`` of the derived structures of an index for its file, given
+        ``built(key)``: the structure built under ``key`` (``DenseIndex.derived``) or None."""
         return []
 
     def restore_derived(self, index: Any, arrays: dict[str, np.ndarray]) -> None:

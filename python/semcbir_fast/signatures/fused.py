@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -480,16 +481,15 @@ class FusedSignature(DenseSignature):
         if "graph" in keys:
             self._reranker(index, threads)
 
-    def derived_sections(self, index: Any) -> list[tuple[str, np.ndarray]]:
-        keys = self._derived_keys()
+    def derived_sections(self, built: Callable[[Any], Any]) -> list[tuple[str, np.ndarray]]:
         out: list[tuple[str, np.ndarray]] = []
-        built = {name: index.built(key) for name, key in keys.items()}
-        if built.get("stats") is not None:
-            out.append(("stats", np.asarray(built["stats"], np.float64).reshape(-1, 2)))
-        if built.get("weights") is not None:
-            out.append(("weights", np.asarray(built["weights"], np.float64)))
-        if built.get("graph") is not None:
-            out += [(f"graph.{k}", v) for k, v in built["graph"].to_arrays().items()]
+        have = {name: built(key) for name, key in self._derived_keys().items()}
+        if have.get("stats") is not None:
+            out.append(("stats", np.asarray(have["stats"], np.float64).reshape(-1, 2)))
+        if have.get("weights") is not None:
+            out.append(("weights", np.asarray(have["weights"], np.float64)))
+        if have.get("graph") is not None:
+            out += [(f"graph.{k}", v) for k, v in have["graph"].to_arrays().items()]
         return out
 
     def restore_derived(self, index: Any, arrays: dict[str, np.ndarray]) -> None:
