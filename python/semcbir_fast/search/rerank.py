@@ -104,14 +104,8 @@ class KReciprocal:
 
     def __init__(self, rows: Callable[[int, int], Any], n: int, *, k1: int = 20, k2: int = 6,
                  lam: float = 0.3, progress: bool = False) -> None:
-        self.n = check_int(n, "n", 1)
-        self.k1 = check_int(k1, "k1", 1)
-        self.k2 = check_int(k2, "k2", 1)
-        if not (isinstance(lam, (int, float)) and 0.0 <= lam <= 1.0):
-            raise ValueError(f"lam must be a number in [0, 1], got {lam!r}")
-        self.lam = float(lam)
+        self._settings(n, k1, k2, lam)
         kk = min(self.k1 + 1, n)
-        self._kh = max(1, round(self.k1 / 2))
         step = max(1, _BLOCK_FLOATS // n)
         bar: Any = None
         if progress:
@@ -123,6 +117,16 @@ class KReciprocal:
         finally:
             if bar is not None:
                 bar.close()
+
+    def _settings(self, n: int, k1: int, k2: int, lam: float) -> None:
+        """Check and set ``n``, ``k1``, ``k2``, ``lam`` (and ``k1 / 2``, rounded)."""
+        self.n = check_int(n, "n", 1)
+        self.k1 = check_int(k1, "k1", 1)
+        self.k2 = check_int(k2, "k2", 1)
+        if not (isinstance(lam, (int, float)) and 0.0 <= lam <= 1.0):
+            raise ValueError(f"lam must be a number in [0, 1], got {lam!r}")
+        self.lam = float(lam)
+        self._kh = max(1, round(self.k1 / 2))
 
     def _build(self, rows: Callable[[int, int], Any], n: int, kk: int, step: int,
                bar: Any) -> None:
@@ -210,12 +214,7 @@ class KReciprocal:
         together (wrong shapes, ids out of range, negative or non-finite weights, lists
         that do not partition) raise ValueError, so a damaged file cannot index past them."""
         self = cls.__new__(cls)
-        self.n = check_int(n, "n", 1)
-        self.k1, self.k2 = check_int(k1, "k1", 1), check_int(k2, "k2", 1)
-        if not (isinstance(lam, (int, float)) and 0.0 <= lam <= 1.0):
-            raise ValueError(f"lam must be a number in [0, 1], got {lam!r}")
-        self.lam = float(lam)
-        self._kh = max(1, round(self.k1 / 2))
+        self._settings(n, k1, k2, lam)
         missing = sorted(set(cls._ARRAYS) - set(arrays))
         if missing:
             raise ValueError(f"k-reciprocal graph: arrays {missing} missing")
